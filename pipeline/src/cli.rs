@@ -1,0 +1,417 @@
+//! The command line: `crowsnest replay|run|validate|rules|schema|gen|bench`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, SourceConfig};
+use crate::engine::{Engine, EngineOptions};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Control, Outputs, Summary};
+use crate::rules::{parse_duration, RuleSet};
+use crate::sink::router::AlertRouter;
+use crate::sink::{AlertSink, JsonLinesFile, StdoutSink};
+use crate::source::file::{open_paths, FileSource};
+use crate::source::{FramingLimits, Source};
+use crate::{bench, gen, server, tables};
+
+/// The bundled sample: AKS diagnostic-settings records, `crowsnest gen --events 3000 --seed 7`.
+pub static SAMPLE: &[u8] = include_bytes!("../samples/aks-sample.jsonl.gz");
+pub const SAMPLE_EVENTS: u64 = 3000;
+pub const SAMPLE_SEED: u64 = 7;
+
+#[derive(Parser)]
+#[command(name = "crowsnest", version, about = "Streaming security analytics for Kubernetes audit logs (AKS first), on Arrow and DataFusion")]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run files (or stdin, or the bundled sample) through the pipeline: alerts as JSON lines on stdout, a summary on stderr.
+    Replay(ReplayArgs),
+    /// Run the service from a TOML config, with /metrics, /healthz and /readyz.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+    /// Check a config and its rules without running.
+    Validate {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+    /// List and test detection rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Print a table's schema (kube_audit, alerts).
+    Schema {
+        /// Table name; omit with --write-dir.
+        table: Option<String>,
+        /// Print the published JSON form (what schemas/TABLE.json holds).
+        #[arg(long)]
+        json: bool,
+        /// Write schemas/TABLE.json for every table into this directory.
+        #[arg(long)]
+        write_dir: Option<PathBuf>,
+    },
+    /// Generate realistic AKS kube-audit records (with attack scenarios) as JSON lines.
+    Gen {
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Average events per second of event time.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Output file (stdout when omitted); a name ending .gz is compressed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Measure replay throughput against serde_json::Value parsing (and DuckDB when available).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct RulesArg {
+    /// Rule directory (with rules/ and lists/) instead of the bundled rules.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl RulesArg {
+    pub fn load(&self) -> Result<RuleSet> {
+        match &self.dir {
+            Some(d) => RuleSet::load(d),
+            None => RuleSet::bundled(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// AKS envelopes, audit Events or EventLists: JSON lines or one document, gzip or not; `-` is stdin. Without files, the bundled sample.
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    rules: RulesArg,
+    /// Where dead letters go (created only when there is one).
+    #[arg(long, default_value = "dead-letters.jsonl")]
+    dead_letters: PathBuf,
+    /// Also append alerts to this file.
+    #[arg(long)]
+    alerts: Option<PathBuf>,
+    /// Do not print alerts on stdout (with --alerts, or to see only the summary).
+    #[arg(long)]
+    no_stdout: bool,
+    /// How late an event may be and still count in its window, e.g. 30s, 5m.
+    #[arg(long, default_value = "1m")]
+    allowed_lateness: String,
+    /// Decode threads (default: cores, at most 8).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Largest line or document accepted, bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_document_bytes: usize,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// List the loaded rules.
+    List {
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+    /// Run every rule's own test cases (or those of the given rule ids).
+    Test {
+        ids: Vec<String>,
+        #[command(flatten)]
+        rules: RulesArg,
+        /// Print the alerts each case produced.
+        #[arg(long)]
+        show_alerts: bool,
+    },
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("CROWSNEST_LOG", level)).target(env_logger::Target::Stderr).init();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crowsnest: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cmd {
+        Command::Replay(a) => replay(a).map(|_| ExitCode::SUCCESS),
+        Command::Run { config, rules } => run_service(&config, &rules).map(|_| ExitCode::SUCCESS),
+        Command::Validate { config, rules } => validate(&config, &rules).map(|_| ExitCode::SUCCESS),
+        Command::Rules { command: RulesCommand::List { rules } } => rules_list(&rules).map(|_| ExitCode::SUCCESS),
+        Command::Rules { command: RulesCommand::Test { ids, rules, show_alerts } } => rules_test(&ids, &rules, show_alerts),
+        Command::Schema { table, json, write_dir } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Gen { events, seed, rate, out } => generate(events, seed, rate, out.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Bench(a) => bench::run(&a).map(|_| ExitCode::SUCCESS),
+    }
+}
+
+/// Rule periods the router suppresses by.
+pub fn suppression_periods(set: &RuleSet) -> HashMap<String, i64> {
+    set.rules.iter().filter_map(|r| r.suppress.map(|p| (r.id.clone(), p))).collect()
+}
+
+fn replay(a: ReplayArgs) -> Result<Summary> {
+    let set = a.rules.load()?;
+    let opts = EngineOptions { allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")? };
+    let engine = Engine::new(&set, &opts)?;
+    log::info!("{} rules planned", engine.rule_count());
+    let mut control = Control { progress: !a.no_progress, ..Control::default() };
+    if let Some(w) = a.workers {
+        control.workers = w.max(1);
+    }
+    let limits = FramingLimits { max_document_bytes: a.max_document_bytes, ..FramingLimits::default() };
+    let sources: Vec<Box<dyn Source>> = if a.files.is_empty() {
+        eprintln!("crowsnest: replaying the bundled sample ({SAMPLE_EVENTS} generated AKS audit events with attack scenarios); pass FILE… or - for your own data");
+        vec![Box::new(FileSource::from_bytes("sample:aks-sample.jsonl.gz", SAMPLE, limits, control.bytes_read.clone())?)]
+    } else {
+        open_paths(&a.files, &limits, &control.bytes_read)?
+    };
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if !a.no_stdout {
+        sinks.push(Box::new(StdoutSink));
+    }
+    if let Some(p) = &a.alerts {
+        sinks.push(Box::new(JsonLinesFile::new(p, "file")));
+    }
+    let mut outputs = Outputs { sinks, dead_letters: Some(JsonLinesFile::new(&a.dead_letters, "dead-letters")) };
+    let metrics = Metrics::new();
+    let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
+    let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
+    let dl = outputs.dead_letters.as_ref().filter(|d| d.written()).map(|d| d.path().to_path_buf());
+    eprint!("{}", summary.render(dl.as_deref()));
+    Ok(summary)
+}
+
+fn load_rules_for(cfg: &Config, arg: &RulesArg) -> Result<RuleSet> {
+    let arg = RulesArg { dir: arg.dir.clone().or_else(|| cfg.rules.dir.clone()) };
+    let mut set = arg.load()?;
+    for (name, o) in &cfg.rules.lists {
+        set.lists.set(name, o.values.clone(), o.replace);
+    }
+    Ok(set)
+}
+
+fn engine_options(cfg: &Config) -> Result<EngineOptions> {
+    let mut opts = EngineOptions::default();
+    if let Some(l) = &cfg.rules.allowed_lateness {
+        opts.allowed_lateness = parse_duration(l)?;
+    }
+    Ok(opts)
+}
+
+fn validate(path: &Path, rules: &RulesArg) -> Result<()> {
+    let cfg = Config::load(path)?;
+    let set = load_rules_for(&cfg, rules)?;
+    let engine = Engine::new(&set, &engine_options(&cfg)?)?;
+    if let SourceConfig::File { paths, .. } = &cfg.source {
+        for p in paths {
+            if !p.exists() {
+                bail!("[source] path {} does not exist", p.display());
+            }
+        }
+    }
+    println!("{}: OK — {} rules planned, {} lists, source {:?}, metrics {}", path.display(), engine.rule_count(), set.lists.lists.len(), cfg.source, if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" });
+    Ok(())
+}
+
+fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
+    let cfg = Config::load(path)?;
+    let set = load_rules_for(&cfg, rules)?;
+    let engine = Engine::new(&set, &engine_options(&cfg)?)?;
+    let mut control = Control::default();
+    if let Some(w) = cfg.limits.workers {
+        control.workers = w.max(1);
+    }
+    let limits = FramingLimits { max_document_bytes: cfg.limits.max_document_bytes, ..FramingLimits::default() };
+    let sources: Vec<Box<dyn Source>> = match &cfg.source {
+        SourceConfig::Stdin => vec![Box::new(FileSource::stdin(limits, control.bytes_read.clone())?)],
+        SourceConfig::File { paths, follow } => {
+            let mut v: Vec<Box<dyn Source>> = Vec::new();
+            for p in paths {
+                let s = FileSource::open(p, limits.clone(), control.bytes_read.clone())?;
+                v.push(Box::new(if *follow { s.follow(control.stop.clone()) } else { s }));
+            }
+            v
+        }
+    };
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if cfg.sinks.stdout {
+        sinks.push(Box::new(StdoutSink));
+    }
+    if let Some(p) = &cfg.sinks.file {
+        sinks.push(Box::new(JsonLinesFile::new(p, "file")));
+    }
+    let mut outputs = Outputs { sinks, dead_letters: Some(JsonLinesFile::new(&cfg.dead_letters.file, "dead-letters")) };
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(server::Health::default());
+    let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let summary = rt.block_on(async {
+        if cfg.metrics.enabled {
+            let listener = server::bind(&cfg.metrics.listen).await?;
+            log::warn!("metrics and health on http://{}/metrics", cfg.metrics.listen);
+            tokio::spawn(server::serve(listener, metrics.clone(), health.clone()));
+        }
+        let stop = control.stop.clone();
+        let h = health.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            log::warn!("stopping: finishing the input read so far, firing open windows, flushing sinks");
+            h.stopping.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
+            // A source blocked in a read (stdin) cannot see the flag: give it a grace period.
+            wait_for_signal().await;
+            log::error!("second signal: exiting without flushing");
+            std::process::exit(130);
+        });
+        health.ready.store(true, Ordering::Relaxed);
+        let m = metrics.clone();
+        let result = tokio::task::spawn_blocking(move || pipeline::run(sources, engine, router, &mut outputs, &m, &control)).await?;
+        health.ready.store(false, Ordering::Relaxed);
+        result
+    })?;
+    eprint!("{}", summary.render(Some(&cfg.dead_letters.file)));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn rules_list(rules: &RulesArg) -> Result<()> {
+    let set = rules.load()?;
+    let engine = Engine::new(&set, &EngineOptions::default())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<14} {:<9} {:<10} {:<22} TITLE", "ID", "SEVERITY", "KIND", "MITRE")?;
+    for (rule, _) in engine.stats() {
+        let kind = if rule.query.to_ascii_uppercase().contains("GROUP BY") { "windowed" } else { "event" };
+        writeln!(out, "{:<14} {:<9} {:<10} {:<22} {}", rule.id, rule.severity.as_str(), kind, rule.mitre.join(","), rule.title)?;
+    }
+    writeln!(out, "{} rules, {} lists ({})", set.rules.len(), set.lists.lists.len(), set.dir.display())?;
+    Ok(())
+}
+
+fn rules_test(ids: &[String], rules: &RulesArg, show: bool) -> Result<std::process::ExitCode> {
+    let mut set = rules.load()?;
+    if !ids.is_empty() {
+        set.retain_ids(ids)?;
+    }
+    let results = crate::rules::testing::run_all(&set, &EngineOptions::default())?;
+    let mut out = std::io::stdout().lock();
+    let (mut passed, mut failed) = (0, 0);
+    let mut current = String::new();
+    for r in &results {
+        if r.rule_id != current {
+            let rule = set.rules.iter().find(|x| x.id == r.rule_id).map(|x| x.title.as_str()).unwrap_or("");
+            writeln!(out, "{} {rule}", r.rule_id)?;
+            current = r.rule_id.clone();
+        }
+        match &r.failure {
+            None => {
+                passed += 1;
+                writeln!(out, "  ok    {}", r.case)?;
+            }
+            Some(f) => {
+                failed += 1;
+                writeln!(out, "  FAIL  {}: {f}", r.case)?;
+            }
+        }
+        if show {
+            for a in &r.alerts {
+                writeln!(out, "        {}", serde_json::to_string(a)?)?;
+            }
+        }
+    }
+    writeln!(out, "rules: {passed} passed, {failed} failed")?;
+    Ok(if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+fn schema(table: Option<&str>, json: bool, write_dir: Option<&Path>) -> Result<()> {
+    if let Some(dir) = write_dir {
+        std::fs::create_dir_all(dir)?;
+        for t in tables::TABLE_NAMES {
+            let s = tables::schema_of(t).expect("listed table");
+            let path = dir.join(format!("{t}.json"));
+            std::fs::write(&path, serde_json::to_string_pretty(&tables::schema_json(t, &s))? + "\n")?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    let Some(t) = table else { bail!("name a table ({}) or pass --write-dir", tables::TABLE_NAMES.join(", ")) };
+    let Some(s) = tables::schema_of(t) else { bail!("no table {t:?}; tables: {}", tables::TABLE_NAMES.join(", ")) };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tables::schema_json(t, &s))?);
+    } else {
+        print!("{}", tables::schema_text(&s));
+    }
+    Ok(())
+}
+
+fn generate(events: u64, seed: u64, rate: f64, out: Option<&Path>) -> Result<()> {
+    let opts = gen::GenOptions { events, seed, events_per_second: rate, ..gen::GenOptions::default() };
+    let stats = match out {
+        None => gen::generate(&opts, &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))?,
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            if p.extension().is_some_and(|e| e == "gz") {
+                let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default());
+                let s = gen::generate(&opts, &mut gz)?;
+                gz.finish()?.flush()?;
+                s
+            } else {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                let s = gen::generate(&opts, &mut w)?;
+                w.flush()?;
+                s
+            }
+        }
+    };
+    let attacks = stats.attack_events.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
+    eprintln!("generated {} audit events and {} other records in {} lines ({} bytes); attacks: {attacks}", stats.audit_events, stats.other_records, stats.lines, stats.bytes);
+    Ok(())
+}

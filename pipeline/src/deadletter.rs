@@ -1,0 +1,88 @@
+//! Dead letters: input that could not become a row, kept with the reason so nothing is lost
+//! silently. Written as JSON lines (a file, or a topic later) and counted by reason.
+
+use serde::Serialize;
+
+/// Why an input was rejected. The string form is the metric label and the `reason` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not JSON at all.
+    InvalidJson,
+    /// JSON cut short (AKS cuts `properties.log` at 16 KiB; a file may end mid-document).
+    Truncated,
+    /// Valid JSON, but not an envelope, Event or EventList.
+    WrongShape,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// An Event without auditID or any timestamp, an envelope record without properties.log.
+    MissingField,
+    /// A timestamp that is not RFC 3339.
+    InvalidTimestamp,
+    /// A line or document larger than the configured maximum.
+    TooLarge,
+    /// Nesting deeper than the parser's limit.
+    TooDeep,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::InvalidJson,
+        Reason::Truncated,
+        Reason::WrongShape,
+        Reason::InvalidUtf8,
+        Reason::MissingField,
+        Reason::InvalidTimestamp,
+        Reason::TooLarge,
+        Reason::TooDeep,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidJson => "invalid_json",
+            Reason::Truncated => "truncated",
+            Reason::WrongShape => "wrong_shape",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::MissingField => "missing_field",
+            Reason::InvalidTimestamp => "invalid_timestamp",
+            Reason::TooLarge => "too_large",
+            Reason::TooDeep => "too_deep",
+        }
+    }
+
+    /// Classifies a serde_json error.
+    pub fn of_json_error(e: &serde_json::Error) -> Reason {
+        if e.is_eof() {
+            Reason::Truncated
+        } else if e.to_string().starts_with("recursion limit exceeded") {
+            Reason::TooDeep
+        } else if e.is_data() {
+            Reason::WrongShape
+        } else {
+            Reason::InvalidJson
+        }
+    }
+}
+
+/// How many bytes of the offending input a dead letter keeps.
+pub const SAMPLE_BYTES: usize = 512;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Where the input came from: `file:PATH`, `stdin`, `kafka:TOPIC/PARTITION`…
+    pub source: String,
+    /// Where in that source: `line 12`, `line 12 record 3`, `offset 4711`.
+    pub position: String,
+    pub reason: Reason,
+    /// The parser's message or what was missing.
+    pub detail: String,
+    /// The first bytes of the input (lossy UTF-8).
+    pub sample: String,
+}
+
+impl DeadLetter {
+    pub fn new(source: &str, position: String, reason: Reason, detail: impl Into<String>, input: &[u8]) -> Self {
+        let cut = input.len().min(SAMPLE_BYTES);
+        DeadLetter { source: source.to_string(), position, reason, detail: detail.into(), sample: String::from_utf8_lossy(&input[..cut]).into_owned() }
+    }
+}

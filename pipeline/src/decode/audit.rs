@@ -1,0 +1,396 @@
+//! The typed, borrowing view of audit.k8s.io/v1 documents, and the pod-spec facts derived from
+//! request bodies. Only the fields rules use are declared; serde skips the rest without
+//! building a tree. Strings borrow from the input unless they contain escapes.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+pub type Str<'a> = Cow<'a, str>;
+
+/// Any top-level JSON object Crowsnest accepts, and also one audit Event: an AKS envelope sets
+/// `records`, an EventList sets `kind: EventList` and `items`, an Event sets `auditID`.
+/// Declaring all three in one struct decides the shape in a single parse.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent<'a> {
+    #[serde(borrow, default)]
+    pub records: Option<Vec<EnvelopeRecord<'a>>>,
+    #[serde(borrow, default)]
+    pub items: Option<Vec<AuditEvent<'a>>>,
+    #[serde(borrow, default)]
+    pub kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub level: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "auditID")]
+    pub audit_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub stage: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "requestURI")]
+    pub request_uri: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub verb: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub user: Option<UserInfo<'a>>,
+    #[serde(borrow, default)]
+    pub impersonated_user: Option<UserInfo<'a>>,
+    #[serde(borrow, default, rename = "sourceIPs")]
+    pub source_ips: Option<Vec<Str<'a>>>,
+    #[serde(borrow, default)]
+    pub user_agent: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub object_ref: Option<ObjectRef<'a>>,
+    #[serde(borrow, default)]
+    pub response_status: Option<Status<'a>>,
+    #[serde(borrow, default)]
+    pub request_object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub response_object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub request_received_timestamp: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub stage_timestamp: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub annotations: Option<Annotations<'a>>,
+}
+
+/// One record of an AKS diagnostic-settings envelope.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvelopeRecord<'a> {
+    #[serde(borrow, default)]
+    pub category: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "resourceId")]
+    pub resource_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub time: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub properties: Option<EnvelopeProperties<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct EnvelopeProperties<'a> {
+    /// The audit Event as a JSON string (or klog text for non-audit categories).
+    #[serde(borrow, default)]
+    pub log: Option<Str<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct UserInfo<'a> {
+    #[serde(borrow, default)]
+    pub username: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub uid: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub groups: Option<Vec<Str<'a>>>,
+    #[serde(borrow, default)]
+    pub extra: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef<'a> {
+    #[serde(borrow, default)]
+    pub resource: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub subresource: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub namespace: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub api_group: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub api_version: Option<Str<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct Status<'a> {
+    #[serde(default)]
+    pub code: Option<i32>,
+    #[serde(borrow, default)]
+    pub reason: Option<Str<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct Annotations<'a> {
+    #[serde(borrow, default, rename = "authorization.k8s.io/decision")]
+    pub decision: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "authorization.k8s.io/reason")]
+    pub reason: Option<Str<'a>>,
+}
+
+/// The Entra ID object id AKS puts in `user.extra` (`oid`, or the full claim URI).
+pub fn user_oid(extra: &RawValue) -> Option<String> {
+    let map: HashMap<Str<'_>, Vec<Str<'_>>> = serde_json::from_str(extra.get()).ok()?;
+    ["oid", "http://schemas.microsoft.com/identity/claims/objectidentifier"]
+        .iter()
+        .find_map(|k| map.get(*k).and_then(|v| v.first()).map(|s| s.to_string()))
+}
+
+/// Resources whose request body holds a pod spec (directly or as a template).
+pub fn carries_pod_spec(resource: &str) -> bool {
+    matches!(
+        resource,
+        "pods" | "deployments" | "daemonsets" | "statefulsets" | "replicasets" | "jobs" | "cronjobs" | "replicationcontrollers"
+    )
+}
+
+/// Facts about a pod spec that rules test, computed once at decode.
+#[derive(Default, Debug, PartialEq)]
+pub struct PodFacts {
+    pub privileged: bool,
+    pub host_pid: bool,
+    pub host_ipc: bool,
+    pub host_network: bool,
+    pub host_path_mounts: Vec<String>,
+    pub images: Vec<String>,
+    pub run_as_root: bool,
+    pub allow_privilege_escalation: bool,
+    pub added_capabilities: Vec<String>,
+    pub automount_sa_token: Option<bool>,
+    pub missing_resource_limits: bool,
+    pub service_account_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct K8sObject<'a> {
+    #[serde(borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(default)]
+    automount_service_account_token: Option<bool>,
+    #[serde(borrow, default)]
+    spec: Option<AnySpec<'a>>,
+}
+
+/// A pod spec, or a workload spec that holds one under `template` (Deployment, DaemonSet, Job…)
+/// or `jobTemplate.spec.template` (CronJob).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AnySpec<'a> {
+    #[serde(borrow, default)]
+    template: Option<Box<Template<'a>>>,
+    #[serde(borrow, default)]
+    job_template: Option<Box<Template<'a>>>,
+    #[serde(rename = "hostPID", default)]
+    host_pid: Option<bool>,
+    #[serde(rename = "hostIPC", default)]
+    host_ipc: Option<bool>,
+    #[serde(default)]
+    host_network: Option<bool>,
+    #[serde(default)]
+    automount_service_account_token: Option<bool>,
+    #[serde(borrow, default)]
+    service_account_name: Option<Str<'a>>,
+    #[serde(default)]
+    security_context: Option<SecurityContext<'a>>,
+    #[serde(borrow, default)]
+    containers: Option<Vec<Container<'a>>>,
+    #[serde(borrow, default)]
+    init_containers: Option<Vec<Container<'a>>>,
+    #[serde(borrow, default)]
+    ephemeral_containers: Option<Vec<Container<'a>>>,
+    #[serde(borrow, default)]
+    volumes: Option<Vec<Volume<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Template<'a> {
+    #[serde(borrow, default)]
+    spec: Option<AnySpec<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Container<'a> {
+    #[serde(borrow, default)]
+    image: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    security_context: Option<SecurityContext<'a>>,
+    #[serde(default)]
+    resources: Option<Resources>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SecurityContext<'a> {
+    #[serde(default)]
+    privileged: Option<bool>,
+    #[serde(default)]
+    run_as_user: Option<i64>,
+    #[serde(default)]
+    run_as_non_root: Option<bool>,
+    #[serde(default)]
+    allow_privilege_escalation: Option<bool>,
+    #[serde(borrow, default)]
+    capabilities: Option<Capabilities<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Capabilities<'a> {
+    #[serde(borrow, default)]
+    add: Option<Vec<Str<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Resources {
+    #[serde(default)]
+    limits: Option<Limits>,
+}
+
+#[derive(Deserialize, Default)]
+struct Limits {
+    #[serde(default)]
+    cpu: Option<IgnoredAny>,
+    #[serde(default)]
+    memory: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Volume<'a> {
+    #[serde(borrow, default)]
+    host_path: Option<HostPath<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct HostPath<'a> {
+    #[serde(borrow, default)]
+    path: Option<Str<'a>>,
+}
+
+/// The `kind` of a request body and, for pods, workloads and ServiceAccounts, its pod-spec facts.
+/// A body that does not parse (a JSON patch, a strange shape) yields no facts, never an error:
+/// the event itself is still valid.
+pub fn object_facts(resource: &str, body: &RawValue) -> (Option<String>, Option<PodFacts>) {
+    let Ok(obj) = serde_json::from_str::<K8sObject<'_>>(body.get()) else {
+        return (None, None);
+    };
+    let kind = obj.kind.as_deref().map(str::to_string);
+    if resource == "serviceaccounts" {
+        let facts = PodFacts { automount_sa_token: obj.automount_service_account_token, ..Default::default() };
+        return (kind, Some(facts));
+    }
+    if !carries_pod_spec(resource) {
+        return (kind, None);
+    }
+    let mut spec = match obj.spec {
+        Some(s) => s,
+        None => return (kind, None),
+    };
+    // Descend templates: CronJob → jobTemplate.spec → template.spec; workloads → template.spec.
+    for _ in 0..3 {
+        if let Some(t) = spec.job_template.take().and_then(|t| t.spec) {
+            spec = t;
+        } else if let Some(t) = spec.template.take().and_then(|t| t.spec) {
+            spec = t;
+        } else {
+            break;
+        }
+    }
+    (kind, Some(pod_facts(&spec)))
+}
+
+fn pod_facts(spec: &AnySpec<'_>) -> PodFacts {
+    let pod_sc = spec.security_context.as_ref();
+    let mut f = PodFacts {
+        host_pid: spec.host_pid.unwrap_or(false),
+        host_ipc: spec.host_ipc.unwrap_or(false),
+        host_network: spec.host_network.unwrap_or(false),
+        automount_sa_token: spec.automount_service_account_token,
+        service_account_name: spec.service_account_name.as_deref().map(str::to_string),
+        ..Default::default()
+    };
+    for v in spec.volumes.iter().flatten() {
+        if let Some(p) = v.host_path.as_ref().and_then(|h| h.path.as_deref()) {
+            f.host_path_mounts.push(p.to_string());
+        }
+    }
+    let all = [&spec.containers, &spec.init_containers, &spec.ephemeral_containers];
+    for (group, c) in all.iter().enumerate().flat_map(|(g, cs)| cs.iter().flatten().map(move |c| (g, c))) {
+        if let Some(img) = c.image.as_deref() {
+            f.images.push(img.to_string());
+        }
+        let sc = c.security_context.as_ref();
+        f.privileged |= sc.and_then(|s| s.privileged).unwrap_or(false);
+        f.allow_privilege_escalation |= sc.and_then(|s| s.allow_privilege_escalation).unwrap_or(false);
+        for cap in sc.and_then(|s| s.capabilities.as_ref()).and_then(|c| c.add.as_ref()).into_iter().flatten() {
+            f.added_capabilities.push(cap.to_string());
+        }
+        // Effective user: the container's setting wins over the pod's.
+        let user = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
+        let non_root = sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root));
+        f.run_as_root |= match user {
+            Some(0) => true,
+            Some(_) => false,
+            None => non_root != Some(true),
+        };
+        // Ephemeral containers (kubectl debug) cannot carry resources.
+        if group < 2 {
+            let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+            f.missing_resource_limits |= !limits.is_some_and(|l| l.cpu.is_some() && l.memory.is_some());
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(resource: &str, json: &str) -> PodFacts {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        object_facts(resource, &raw).1.unwrap()
+    }
+
+    #[test]
+    fn pod_spec_facts() {
+        let f = facts(
+            "pods",
+            r#"{"kind":"Pod","spec":{"hostPID":true,"hostNetwork":true,"securityContext":{"runAsNonRoot":true},
+            "volumes":[{"name":"s","hostPath":{"path":"/var/run/docker.sock"}},{"name":"e","emptyDir":{}}],
+            "containers":[{"name":"a","image":"ubuntu:22.04","securityContext":{"privileged":true,"capabilities":{"add":["SYS_ADMIN"]}},
+              "resources":{"limits":{"cpu":"1","memory":"1Gi"}}},
+              {"name":"b","image":"nginx","securityContext":{"runAsUser":0}}]}}"#,
+        );
+        assert!(f.privileged && f.host_pid && f.host_network && !f.host_ipc);
+        assert_eq!(f.host_path_mounts, vec!["/var/run/docker.sock"]);
+        assert_eq!(f.images, vec!["ubuntu:22.04", "nginx"]);
+        assert_eq!(f.added_capabilities, vec!["SYS_ADMIN"]);
+        assert!(f.run_as_root, "container b runs as uid 0 despite the pod's runAsNonRoot");
+        assert!(f.missing_resource_limits, "container b has no limits");
+    }
+
+    #[test]
+    fn templates_are_descended() {
+        let f = facts(
+            "cronjobs",
+            r#"{"kind":"CronJob","spec":{"schedule":"* * * * *","jobTemplate":{"spec":{"template":{"spec":{
+              "securityContext":{"runAsUser":1000},"automountServiceAccountToken":false,
+              "containers":[{"image":"evil.io/miner:latest","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}}}}}"#,
+        );
+        assert_eq!(f.images, vec!["evil.io/miner:latest"]);
+        assert!(!f.run_as_root && !f.missing_resource_limits && !f.privileged);
+        assert_eq!(f.automount_sa_token, Some(false));
+        let d = facts("deployments", r#"{"spec":{"template":{"spec":{"containers":[{"image":"x","securityContext":{"privileged":true}}]}}}}"#);
+        assert!(d.privileged && d.run_as_root);
+    }
+
+    #[test]
+    fn odd_bodies_give_no_facts() {
+        let raw: Box<RawValue> = serde_json::from_str(r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#).unwrap();
+        assert_eq!(object_facts("deployments", &raw), (None, None));
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"kind":"ClusterRoleBinding","roleRef":{"name":"cluster-admin"}}"#).unwrap();
+        assert_eq!(object_facts("clusterrolebindings", &raw), (Some("ClusterRoleBinding".into()), None));
+    }
+
+    #[test]
+    fn entra_object_id() {
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"oid":["0b1c"],"scopes":["x"]}"#).unwrap();
+        assert_eq!(user_oid(&raw).as_deref(), Some("0b1c"));
+    }
+}

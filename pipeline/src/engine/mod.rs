@@ -1,0 +1,378 @@
+//! The detection engine: every rule planned once at start-up, then evaluated batch by batch.
+//!
+//! Single-event rules are a compiled predicate and projection per batch. Windowed rules feed a
+//! keyed window operator ([`window::WindowState`]) that fires when the watermark — the newest
+//! event time seen minus the allowed lateness — passes a window's end. The engine never sees
+//! where the bytes came from, and never plans a query after start-up.
+
+pub mod functions;
+pub mod plan;
+pub mod window;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{Schema, TimestampNanosecondType};
+use datafusion::catalog::MemTable;
+use datafusion::common::ScalarValue;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
+use serde_json::{Map, Value};
+
+use crate::alert::{alert_id, Alert, MAX_SAMPLE_IDS};
+use crate::decode::time::format_nanos;
+use crate::rules::{Lists, Rule, RuleSet};
+use crate::tables;
+use functions::{ListFn, WindowFn};
+use plan::{plan_rule, PhysExpr, RulePlan, Shape};
+use window::{MetaColumns, WindowState};
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far behind the newest event time an event may arrive and still count in its window.
+    pub allowed_lateness: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { allowed_lateness: 60_000_000_000 }
+    }
+}
+
+/// A DataFusion context with Crowsnest's tables (empty), the JSON functions, the window markers
+/// and the list functions: what rules are planned against, and what hunts run in.
+pub fn session_context(lists: Arc<Lists>) -> Result<SessionContext> {
+    // Rules are planned, never optimized as whole queries: the optimizer would reshape the plan
+    // (push filters into scans, rewrite aggregates) that the engine takes apart.
+    let state = SessionStateBuilder::new().with_default_features().with_optimizer_rules(vec![]).build();
+    let mut ctx = SessionContext::new_with_state(state);
+    datafusion_functions_json::register_all(&mut ctx)?;
+    ctx.register_udf(WindowFn::tumble());
+    ctx.register_udf(WindowFn::hop());
+    for f in ListFn::all(lists) {
+        ctx.register_udf(f);
+    }
+    for name in [tables::KUBE_AUDIT] {
+        let schema = tables::schema_of(name).expect("known table");
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    }
+    Ok(ctx)
+}
+
+/// Counters of one rule, for metrics and summaries.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStats {
+    pub matches: u64,
+    pub alerts: u64,
+    pub late_events: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub live_groups: usize,
+}
+
+struct CompiledRule {
+    rule: Rule,
+    plan: RulePlan,
+    window: Option<WindowState>,
+    lateness: i64,
+    stats: RuleStats,
+}
+
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    meta_columns: MetaColumns,
+    /// Newest event time seen: the base of every rule's watermark.
+    max_event_time: i64,
+}
+
+impl Engine {
+    /// Plans every rule. Fails with the list of every rule that does not plan, by file.
+    pub fn new(set: &RuleSet, opts: &EngineOptions) -> Result<Engine> {
+        let lists = Arc::new(set.lists.clone());
+        let ctx = session_context(lists.clone())?;
+        let schema = tables::kube_audit_schema();
+        let mut rules = Vec::new();
+        let mut problems = Vec::new();
+        for rule in &set.rules {
+            match Self::compile(rule, &ctx, &lists, &schema, opts) {
+                Ok(r) => rules.push(r),
+                Err(e) => problems.push(format!("{} ({}): {e:#}", rule.id, rule.path.display())),
+            }
+        }
+        if !problems.is_empty() {
+            bail!("{} rule(s) do not plan:\n  {}", problems.len(), problems.join("\n  "));
+        }
+        let idx = |n: &str| schema.index_of(n).ok();
+        let meta_columns = MetaColumns { event_time: idx("event_time").expect("event_time"), audit_id: idx("audit_id"), cluster: idx("cluster") };
+        Ok(Engine { rules, meta_columns, max_event_time: i64::MIN })
+    }
+
+    fn compile(rule: &Rule, ctx: &SessionContext, lists: &Lists, schema: &Schema, opts: &EngineOptions) -> Result<CompiledRule> {
+        let plan = plan_rule(rule, ctx, lists)?;
+        if plan.table != tables::KUBE_AUDIT {
+            bail!("table {} is not one the engine reads yet (kube_audit)", plan.table);
+        }
+        let window = match &plan.shape {
+            Shape::Windowed(w) => Some(WindowState::new(w, schema)?),
+            Shape::SingleEvent => None,
+        };
+        let mut compiled = CompiledRule { lateness: rule.allowed_lateness.unwrap_or(opts.allowed_lateness), rule: rule.clone(), plan, window, stats: RuleStats::default() };
+        compiled.smoke_test(schema)?;
+        Ok(compiled)
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn stats(&self) -> impl Iterator<Item = (&Rule, RuleStats)> {
+        self.rules.iter().map(|r| {
+            let mut s = r.stats.clone();
+            if let Some(w) = &r.window {
+                s.live_groups = w.live_groups();
+                s.late_events = w.late_events;
+            }
+            (&r.rule, s)
+        })
+    }
+
+    /// The newest event time seen so far (i64::MIN before any event).
+    pub fn max_event_time(&self) -> i64 {
+        self.max_event_time
+    }
+
+    /// Runs every rule over a `kube_audit` batch and returns the alerts that fired: single-event
+    /// matches, and windows the advancing watermark closed. A rule that fails on this batch is
+    /// counted and logged; the others still run.
+    pub fn process(&mut self, batch: &RecordBatch) -> Vec<Alert> {
+        let times = batch.column(self.meta_columns.event_time).as_primitive::<TimestampNanosecondType>();
+        if let Some(max) = datafusion::arrow::compute::max(times) {
+            self.max_event_time = self.max_event_time.max(max);
+        }
+        let mut alerts = Vec::new();
+        for r in &mut self.rules {
+            let watermark = self.max_event_time.saturating_sub(r.lateness);
+            if let Err(e) = r.process(batch, self.meta_columns, watermark, &mut alerts) {
+                r.stats.errors += 1;
+                r.stats.last_error = Some(format!("{e:#}"));
+                if r.stats.errors <= 3 {
+                    log::error!("rule {} failed on a batch of {} rows: {e:#}", r.rule.id, batch.num_rows());
+                }
+            }
+        }
+        alerts
+    }
+
+    /// End of input: fires every open window.
+    pub fn finish(&mut self) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for r in &mut self.rules {
+            if let Err(e) = r.fire(i64::MAX, &mut alerts) {
+                r.stats.errors += 1;
+                r.stats.last_error = Some(format!("{e:#}"));
+                log::error!("rule {} failed while flushing its windows: {e:#}", r.rule.id);
+            }
+        }
+        alerts
+    }
+}
+
+impl CompiledRule {
+    /// Evaluates the rule's expressions once on an empty batch, so an expression that plans but
+    /// cannot run (a function DataFusion only supports after rewriting) fails at start-up
+    /// rather than on every batch.
+    fn smoke_test(&mut self, schema: &Schema) -> Result<()> {
+        let empty = RecordBatch::new_empty(Arc::new(schema.clone()));
+        if let Some(p) = &self.plan.predicate {
+            p.evaluate(&empty).context("evaluating the WHERE clause")?;
+        }
+        match &self.plan.shape {
+            Shape::SingleEvent => {
+                evaluate_all(&self.plan.projection, &empty).context("evaluating the SELECT list")?;
+            }
+            Shape::Windowed(w) => {
+                for k in &w.keys {
+                    k.evaluate(&empty).context("evaluating a GROUP BY key")?;
+                }
+                for a in &w.aggregates {
+                    for e in &a.args {
+                        e.evaluate(&empty).context("evaluating an aggregate's argument")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, batch: &RecordBatch, meta: MetaColumns, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
+        let mask = match &self.plan.predicate {
+            Some(p) => Some(p.evaluate(batch)?.into_array(batch.num_rows())?.as_boolean().clone()),
+            None => None,
+        };
+        let matches = mask.as_ref().map_or(batch.num_rows(), |m| m.true_count());
+        self.stats.matches += matches as u64;
+        match &self.plan.shape {
+            Shape::SingleEvent => {
+                if matches > 0 {
+                    let rows = match &mask {
+                        Some(m) => filter_record_batch(batch, m)?,
+                        None => batch.clone(),
+                    };
+                    self.single_event_alerts(&rows, meta, alerts)?;
+                }
+            }
+            Shape::Windowed(plan) => {
+                let state = self.window.as_mut().expect("windowed rules have state");
+                if matches > 0 {
+                    state.update(plan, batch, mask.as_ref(), meta)?;
+                }
+                self.fire(watermark, alerts)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn single_event_alerts(&mut self, rows: &RecordBatch, meta: MetaColumns, alerts: &mut Vec<Alert>) -> Result<()> {
+        let columns = evaluate_all(&self.plan.projection, rows)?;
+        let times = rows.column(meta.event_time).as_primitive::<TimestampNanosecondType>();
+        let ids = meta.audit_id.map(|c| rows.column(c).as_string::<i32>().clone());
+        let clusters = meta.cluster.map(|c| rows.column(c).as_string::<i32>().clone());
+        let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        for i in 0..rows.num_rows() {
+            let (fields, entities) = self.fields_and_entities(&columns, i)?;
+            let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
+            let t = times.value(i);
+            let anchor = audit_id.clone().unwrap_or_else(|| t.to_string());
+            alerts.push(Alert {
+                id: alert_id(&self.rule.id, &entities, &anchor),
+                first_seen: format_nanos(t),
+                last_seen: format_nanos(t),
+                window_start: None,
+                window_end: None,
+                count: 1,
+                cluster: clusters.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string()),
+                audit_ids: audit_id.into_iter().collect(),
+                last_seen_nanos: t,
+                ..self.alert_header(entities, fields, &now)
+            });
+            self.stats.alerts += 1;
+        }
+        Ok(())
+    }
+
+    fn fire(&mut self, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
+        let (Shape::Windowed(plan), Some(state)) = (&self.plan.shape, self.window.as_mut()) else { return Ok(()) };
+        let Some(fired) = state.fire(plan, watermark)? else { return Ok(()) };
+        let keep: BooleanArray = match &plan.having {
+            Some(h) => h.evaluate(&fired.batch)?.into_array(fired.batch.num_rows())?.as_boolean().clone(),
+            None => BooleanArray::from(vec![true; fired.batch.num_rows()]),
+        };
+        let rows = filter_record_batch(&fired.batch, &keep)?;
+        let columns = evaluate_all(&self.plan.projection, &rows)?;
+        let width = plan.window.width;
+        let kept: Vec<usize> = (0..keep.len()).filter(|&i| keep.is_valid(i) && keep.value(i)).collect();
+        let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        for (row, &orig) in kept.iter().enumerate() {
+            let (fields, entities) = self.fields_and_entities(&columns, row)?;
+            let meta = &fired.metas[orig];
+            let start = fired.window_starts[orig];
+            alerts.push(Alert {
+                id: alert_id(&self.rule.id, &entities, &format_nanos(start)),
+                first_seen: format_nanos(meta.first_seen),
+                last_seen: format_nanos(meta.last_seen),
+                window_start: Some(format_nanos(start)),
+                window_end: Some(format_nanos(start + width)),
+                count: meta.count,
+                cluster: meta.cluster.clone(),
+                audit_ids: meta.audit_ids.iter().take(MAX_SAMPLE_IDS).cloned().collect(),
+                last_seen_nanos: meta.last_seen,
+                ..self.alert_header(entities, fields, &now)
+            });
+            self.stats.alerts += 1;
+        }
+        Ok(())
+    }
+
+    fn alert_header(&self, entities: Map<String, Value>, fields: Map<String, Value>, now: &str) -> Alert {
+        let r = &self.rule;
+        Alert {
+            id: String::new(),
+            rule_id: r.id.clone(),
+            rule_title: r.title.clone(),
+            severity: r.severity.as_str().to_string(),
+            mitre: r.mitre.clone(),
+            tags: r.tags.clone(),
+            first_seen: String::new(),
+            last_seen: String::new(),
+            window_start: None,
+            window_end: None,
+            count: 0,
+            entities,
+            cluster: None,
+            audit_ids: Vec::new(),
+            fields,
+            detected_at: now.to_string(),
+            last_seen_nanos: 0,
+        }
+    }
+
+    fn fields_and_entities(&self, columns: &[ArrayRef], row: usize) -> Result<(Map<String, Value>, Map<String, Value>)> {
+        let mut fields = Map::new();
+        for ((name, _), col) in self.plan.projection.iter().zip(columns) {
+            fields.insert(name.clone(), scalar_to_json(&ScalarValue::try_from_array(col, row)?));
+        }
+        let entities = self.rule.entities.iter().map(|e| (e.clone(), fields.get(e).cloned().unwrap_or(Value::Null))).collect();
+        Ok((fields, entities))
+    }
+}
+
+fn evaluate_all(exprs: &[(String, PhysExpr)], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs
+        .iter()
+        .map(|(_, e)| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
+        .collect()
+}
+
+/// An Arrow value as JSON: strings, numbers, booleans, RFC 3339 times, arrays; NULL as null.
+pub fn scalar_to_json(v: &ScalarValue) -> Value {
+    use ScalarValue as S;
+    match v {
+        S::Null => Value::Null,
+        S::Boolean(b) => b.map_or(Value::Null, Value::Bool),
+        S::Int8(x) => x.map_or(Value::Null, |x| x.into()),
+        S::Int16(x) => x.map_or(Value::Null, |x| x.into()),
+        S::Int32(x) => x.map_or(Value::Null, |x| x.into()),
+        S::Int64(x) => x.map_or(Value::Null, |x| x.into()),
+        S::UInt8(x) => x.map_or(Value::Null, |x| x.into()),
+        S::UInt16(x) => x.map_or(Value::Null, |x| x.into()),
+        S::UInt32(x) => x.map_or(Value::Null, |x| x.into()),
+        S::UInt64(x) => x.map_or(Value::Null, |x| x.into()),
+        S::Float32(x) => x.map_or(Value::Null, |x| serde_json::Number::from_f64(x as f64).map_or(Value::Null, Value::Number)),
+        S::Float64(x) => x.map_or(Value::Null, |x| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)),
+        S::Utf8(s) | S::LargeUtf8(s) | S::Utf8View(s) => s.clone().map_or(Value::Null, Value::String),
+        S::TimestampNanosecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t))),
+        S::TimestampMicrosecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t.saturating_mul(1_000)))),
+        S::TimestampMillisecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t.saturating_mul(1_000_000)))),
+        S::TimestampSecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t.saturating_mul(1_000_000_000)))),
+        S::List(arr) => list_to_json(arr.as_ref()),
+        S::LargeList(arr) => list_to_json(arr.as_ref()),
+        S::FixedSizeList(arr) => list_to_json(arr.as_ref()),
+        other => Value::String(other.to_string()),
+    }
+}
+
+fn list_to_json(arr: &dyn Array) -> Value {
+    // A one-row list array: its single row's values.
+    if arr.is_null(0) {
+        return Value::Null;
+    }
+    let values = match arr.data_type() {
+        datafusion::arrow::datatypes::DataType::List(_) => arr.as_list::<i32>().value(0),
+        datafusion::arrow::datatypes::DataType::LargeList(_) => arr.as_list::<i64>().value(0),
+        datafusion::arrow::datatypes::DataType::FixedSizeList(_, _) => arr.as_fixed_size_list().value(0),
+        _ => return Value::Null,
+    };
+    Value::Array((0..values.len()).map(|i| ScalarValue::try_from_array(&values, i).map(|v| scalar_to_json(&v)).unwrap_or(Value::Null)).collect())
+}

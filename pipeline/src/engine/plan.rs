@@ -1,0 +1,292 @@
+//! Turns a rule's SQL into physical expressions, once, at start-up.
+//!
+//! DataFusion parses the SQL and plans it against the table schema (type coercion included, no
+//! optimizer rewrites), and the plan is taken apart into the pieces a streaming operator needs:
+//!
+//! ```text
+//! Projection (SELECT list)        -> output columns of the alert
+//!   Filter (HAVING)               -> threshold on each fired window
+//!     Aggregate (GROUP BY …, TUMBLE/HOP) -> keys, window, DataFusion accumulators
+//!       Filter (WHERE)            -> per-batch predicate
+//!         TableScan kube_audit
+//! ```
+//!
+//! Single-event rules are Projection → Filter → TableScan. Anything else (joins, subqueries,
+//! ORDER BY, LIMIT, GROUP BY without a window) is refused with a message naming the rule.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+// Deprecated in favour of LoweredAggregateBuilder, which is not re-exported by `datafusion`;
+// this wrapper does the same with the default planning context.
+#[allow(deprecated)]
+use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+
+use super::functions::{interval_nanos, LIST_FUNCTIONS};
+use crate::rules::{Lists, Rule};
+
+pub type PhysExpr = Arc<dyn PhysicalExpr>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumble,
+    Hop,
+}
+
+/// A window of event time: `width` long, a new one every `slide` (= width for TUMBLE).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    pub width: i64,
+    pub slide: i64,
+}
+
+impl WindowSpec {
+    /// Starts of the windows containing `t`, oldest first.
+    pub fn starts(&self, t: i64, out: &mut Vec<i64>) {
+        out.clear();
+        let newest = t - t.rem_euclid(self.slide);
+        let mut s = newest;
+        while s > t - self.width {
+            out.push(s);
+            s -= self.slide;
+        }
+        out.reverse();
+    }
+}
+
+pub struct Aggregate {
+    pub expr: Arc<AggregateFunctionExpr>,
+    /// Arguments, evaluated on the filtered input.
+    pub args: Vec<PhysExpr>,
+    /// `FILTER (WHERE …)` of this aggregate, if any.
+    pub filter: Option<PhysExpr>,
+}
+
+pub struct WindowedPlan {
+    pub window: WindowSpec,
+    /// Position of the window among the GROUP BY expressions (the aggregate's output columns).
+    pub window_pos: usize,
+    /// The other GROUP BY expressions: the key.
+    pub keys: Vec<PhysExpr>,
+    pub aggregates: Vec<Aggregate>,
+    /// Output of the aggregate: group columns, then aggregates (what HAVING and SELECT see).
+    pub aggregate_schema: SchemaRef,
+    pub having: Option<PhysExpr>,
+}
+
+pub enum Shape {
+    SingleEvent,
+    Windowed(WindowedPlan),
+}
+
+/// A rule, planned.
+pub struct RulePlan {
+    pub table: String,
+    /// WHERE, on the table's rows.
+    pub predicate: Option<PhysExpr>,
+    pub shape: Shape,
+    /// The SELECT list: output name and expression (on table rows for single-event rules, on
+    /// aggregate rows for windowed ones).
+    pub projection: Vec<(String, PhysExpr)>,
+}
+
+/// Applies DataFusion's expression simplifier. The planner leaves some functions to it
+/// (`coalesce`, `nvl`… become CASE) and, since rules are not run through the whole-plan
+/// optimizer, the engine does it expression by expression.
+fn simplify(e: &Expr, schema: &DFSchema) -> Result<Expr> {
+    let info = SimplifyContext::builder().with_schema(Arc::new(schema.clone())).build();
+    ExprSimplifier::new(info).simplify(e.clone()).with_context(|| format!("simplifying {e}"))
+}
+
+fn physical(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
+    let state = ctx.state();
+    let e = simplify(e, schema)?;
+    create_physical_expr(&e, schema, state.execution_props(), &PhysicalPlanningContext::default())
+        .with_context(|| format!("planning expression {e}"))
+}
+
+/// Checks that every list function names a list that exists, so a typo fails at start-up.
+fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
+    let mut problem = None;
+    e.apply(|node| {
+        if let Expr::ScalarFunction(f) = node {
+            if LIST_FUNCTIONS.contains(&f.func.name()) {
+                match f.args.get(1) {
+                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) if lists.get(name).is_some() => {}
+                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) => {
+                        let known: Vec<&str> = lists.lists.keys().map(String::as_str).collect();
+                        problem = Some(anyhow!("{}(): there is no list {name:?} (lists: {})", f.func.name(), known.join(", ")));
+                    }
+                    _ => problem = Some(anyhow!("{}(): the second argument must be a list name in quotes", f.func.name())),
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    problem.map_or(Ok(()), Err)
+}
+
+fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
+    let Expr::ScalarFunction(f) = e else { return Ok(None) };
+    let lit = |i: usize| -> Result<i64> {
+        match f.args.get(i) {
+            Some(Expr::Literal(v, _)) => Ok(interval_nanos(v)?),
+            Some(other) => bail!("{}(): window sizes must be INTERVAL literals, got {other}", f.func.name()),
+            None => bail!("{}(): missing window size", f.func.name()),
+        }
+    };
+    let is_event_time = matches!(f.args.first(), Some(Expr::Column(c)) if c.name == "event_time");
+    match f.func.name() {
+        "tumble" | "hop" if !is_event_time => bail!("{}() windows are over event_time: write {}(event_time, …)", f.func.name(), f.func.name()),
+        "tumble" => {
+            let w = lit(1)?;
+            Ok(Some(WindowSpec { kind: WindowKind::Tumble, width: w, slide: w }))
+        }
+        "hop" => {
+            let (slide, width) = (lit(1)?, lit(2)?);
+            if slide > width {
+                bail!("HOP(event_time, slide, width): the slide ({slide} ns) is longer than the width ({width} ns)");
+            }
+            if width / slide > 1000 {
+                bail!("HOP(event_time, slide, width): width/slide above 1000 would put every event in too many windows");
+            }
+            Ok(Some(WindowSpec { kind: WindowKind::Hop, width, slide }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Plans one rule. `ctx` has the tables and functions registered.
+#[allow(deprecated)] // create_aggregate_expr_and_maybe_filter, see the import
+pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<RulePlan> {
+    let state = ctx.state();
+    let logical = futures::executor::block_on(state.create_logical_plan(&rule.query)).context("SQL does not plan")?;
+    let logical = state.optimize(&logical).context("SQL does not type-check")?;
+
+    let LogicalPlan::Projection(proj) = &logical else {
+        bail!("a rule must be a SELECT … FROM table [WHERE …] [GROUP BY … HAVING …]; ORDER BY, LIMIT, DISTINCT and set operations are not supported (got {})", logical.display());
+    };
+    for e in &proj.expr {
+        check_list_args(e, lists)?;
+    }
+    let mut node = proj.input.as_ref();
+    let mut having_expr = None;
+    let mut aggregate = None;
+    if let LogicalPlan::Filter(f) = node {
+        if let LogicalPlan::Aggregate(a) = f.input.as_ref() {
+            having_expr = Some(f);
+            aggregate = Some(a);
+            node = a.input.as_ref();
+        }
+    }
+    if aggregate.is_none() {
+        if let LogicalPlan::Aggregate(a) = node {
+            aggregate = Some(a);
+            node = a.input.as_ref();
+        }
+    }
+    let mut where_expr = None;
+    if let LogicalPlan::Filter(f) = node {
+        where_expr = Some(f);
+        node = f.input.as_ref();
+    }
+    if let LogicalPlan::SubqueryAlias(a) = node {
+        node = a.input.as_ref();
+    }
+    let LogicalPlan::TableScan(scan) = node else {
+        bail!("a rule reads one table directly: joins, subqueries and nested SELECTs are not supported (found {})", node.display());
+    };
+    let table = scan.table_name.table().to_string();
+    let table_schema = node.schema();
+
+    let predicate = match where_expr {
+        Some(f) => {
+            check_list_args(&f.predicate, lists)?;
+            Some(physical(&f.predicate, table_schema, ctx)?)
+        }
+        None => None,
+    };
+    let output_names = || proj.schema.fields().iter().map(|f| f.name().clone());
+
+    let shape = match aggregate {
+        None => Shape::SingleEvent,
+        Some(a) => {
+            let mut window = None;
+            let mut keys = Vec::new();
+            for (i, g) in a.group_expr.iter().enumerate() {
+                if matches!(g, Expr::GroupingSet(_)) {
+                    bail!("GROUPING SETS, CUBE and ROLLUP are not supported in rules");
+                }
+                match window_of(g)? {
+                    Some(w) if window.is_some() => bail!("only one TUMBLE or HOP per GROUP BY (second at position {i}: {w:?})"),
+                    Some(w) => window = Some((i, w)),
+                    None => {
+                        check_list_args(g, lists)?;
+                        keys.push(physical(g, table_schema, ctx)?);
+                    }
+                }
+            }
+            let Some((window_pos, window)) = window else {
+                bail!("a GROUP BY rule needs a window over event time: add TUMBLE(event_time, INTERVAL '5 minutes') or HOP(event_time, slide, width) to the GROUP BY");
+            };
+            let mut aggregates = Vec::new();
+            for e in &a.aggr_expr {
+                check_list_args(e, lists)?;
+                #[allow(deprecated)]
+                let e = &simplify(e, table_schema)?;
+                let (expr, filter, _order) = create_aggregate_expr_and_maybe_filter(e, table_schema, table_schema.as_arrow(), state.execution_props())
+                    .with_context(|| format!("planning aggregate {e}"))?;
+                let args = expr.expressions();
+                aggregates.push(Aggregate { expr, args, filter });
+            }
+            let having = match having_expr {
+                Some(f) => {
+                    check_list_args(&f.predicate, lists)?;
+                    Some(physical(&f.predicate, &a.schema, ctx)?)
+                }
+                None => None,
+            };
+            Shape::Windowed(WindowedPlan { window, window_pos, keys, aggregates, aggregate_schema: Arc::new(a.schema.as_arrow().clone()), having })
+        }
+    };
+    let projection_input = proj.input.schema();
+    let projection = output_names()
+        .zip(&proj.expr)
+        .map(|(name, e)| Ok((name, physical(e, projection_input, ctx)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let names: Vec<String> = output_names().collect();
+    if let Some(missing) = rule.entities.iter().find(|e| !names.contains(e)) {
+        bail!("entity {missing:?} is not a column of the SELECT list ({})", names.join(", "));
+    }
+    Ok(RulePlan { table, predicate, shape, projection })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_starts() {
+        let s = |kind, width, slide, t| {
+            let mut v = Vec::new();
+            WindowSpec { kind, width, slide }.starts(t, &mut v);
+            v
+        };
+        assert_eq!(s(WindowKind::Tumble, 10, 10, 25), vec![20]);
+        assert_eq!(s(WindowKind::Tumble, 10, 10, 20), vec![20]);
+        assert_eq!(s(WindowKind::Hop, 10, 5, 25), vec![20, 25]);
+        assert_eq!(s(WindowKind::Hop, 10, 5, 24), vec![15, 20]);
+        assert_eq!(s(WindowKind::Tumble, 10, 10, -5), vec![-10]);
+    }
+}

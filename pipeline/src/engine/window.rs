@@ -1,0 +1,233 @@
+//! The keyed window operator of a windowed rule: DataFusion accumulators per (window, key),
+//! fed batch by batch, fired when the watermark passes the window's end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampNanosecondArray, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::{Field, Schema, TimestampNanosecondType};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+
+use super::plan::WindowedPlan;
+use crate::alert::MAX_SAMPLE_IDS;
+
+/// What the alert needs besides the rule's own aggregates.
+pub struct GroupMeta {
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub count: u64,
+    pub audit_ids: Vec<String>,
+    pub cluster: Option<String>,
+}
+
+struct Group {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    meta: GroupMeta,
+}
+
+/// A window that fired: the aggregate row (group columns then aggregates) and its metadata.
+pub struct Fired {
+    pub batch: RecordBatch,
+    pub window_starts: Vec<i64>,
+    pub metas: Vec<GroupMeta>,
+}
+
+pub struct WindowState {
+    converter: RowConverter,
+    groups: HashMap<(i64, Box<[u8]>), Group>,
+    /// Window end → the groups ending then, so firing pops in order without a scan.
+    by_end: BTreeMap<i64, Vec<(i64, Box<[u8]>)>>,
+    /// Windows ending at or before this have fired; their events arrive too late.
+    pub closed_until: i64,
+    pub late_events: u64,
+    scratch: Vec<i64>,
+}
+
+/// Column positions in the input table of the values every alert carries.
+#[derive(Clone, Copy)]
+pub struct MetaColumns {
+    pub event_time: usize,
+    pub audit_id: Option<usize>,
+    pub cluster: Option<usize>,
+}
+
+impl WindowState {
+    pub fn new(plan: &WindowedPlan, input_schema: &Schema) -> Result<Self> {
+        let fields = plan
+            .keys
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(input_schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WindowState {
+            converter: RowConverter::new(fields)?,
+            groups: HashMap::new(),
+            by_end: BTreeMap::new(),
+            closed_until: i64::MIN,
+            late_events: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn live_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Adds the rows of `batch` that passed the WHERE predicate (`mask`).
+    pub fn update(&mut self, plan: &WindowedPlan, batch: &RecordBatch, mask: Option<&datafusion::arrow::array::BooleanArray>, meta_cols: MetaColumns) -> Result<()> {
+        let filtered = match mask {
+            Some(m) => filter_record_batch(batch, m)?,
+            None => batch.clone(),
+        };
+        let n = filtered.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let keys = plan
+            .keys
+            .iter()
+            .map(|k| k.evaluate(&filtered)?.into_array(n))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let rows = self.converter.convert_columns(&keys)?;
+        let args: Vec<Vec<ArrayRef>> = plan
+            .aggregates
+            .iter()
+            .map(|a| a.args.iter().map(|e| e.evaluate(&filtered)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>())
+            .collect::<datafusion::common::Result<_>>()?;
+        let agg_filters: Vec<Option<ArrayRef>> = plan
+            .aggregates
+            .iter()
+            .map(|a| a.filter.as_ref().map(|f| f.evaluate(&filtered)?.into_array(n)).transpose())
+            .collect::<datafusion::common::Result<_>>()?;
+        let times = filtered.column(meta_cols.event_time).as_primitive::<TimestampNanosecondType>().clone();
+        let ids = meta_cols.audit_id.map(|c| filtered.column(c).as_string::<i32>().clone());
+        let clusters = meta_cols.cluster.map(|c| filtered.column(c).as_string::<i32>().clone());
+
+        // Rows of this batch per group, in arrival order.
+        let mut touched: HashMap<(i64, Box<[u8]>), Vec<u32>> = HashMap::new();
+        for i in 0..n {
+            let t = times.value(i);
+            plan.window.starts(t, &mut self.scratch);
+            let mut placed = false;
+            for &start in &self.scratch {
+                let end = start + plan.window.width;
+                if end <= self.closed_until {
+                    continue;
+                }
+                placed = true;
+                touched.entry((start, rows.row(i).as_ref().into())).or_default().push(i as u32);
+            }
+            if !placed {
+                self.late_events += 1;
+            }
+        }
+        for (key, indices) in touched {
+            let group = match self.groups.get_mut(&key) {
+                Some(g) => g,
+                None => {
+                    let accumulators = plan.aggregates.iter().map(|a| a.expr.create_accumulator()).collect::<datafusion::common::Result<Vec<_>>>()?;
+                    self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
+                    let meta = GroupMeta { first_seen: i64::MAX, last_seen: i64::MIN, count: 0, audit_ids: Vec::new(), cluster: None };
+                    self.groups.entry(key).or_insert(Group { accumulators, meta })
+                }
+            };
+            let idx = UInt32Array::from(indices);
+            for (j, acc) in group.accumulators.iter_mut().enumerate() {
+                let mut cols = args[j].iter().map(|a| take(a.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+                if let Some(f) = &agg_filters[j] {
+                    let f = take(f.as_ref(), &idx, None)?;
+                    let f = f.as_boolean();
+                    cols = cols.iter().map(|c| datafusion::arrow::compute::filter(c.as_ref(), f)).collect::<std::result::Result<Vec<_>, _>>()?;
+                }
+                acc.update_batch(&cols)?;
+            }
+            let m = &mut group.meta;
+            for &i in idx.values() {
+                let i = i as usize;
+                let t = times.value(i);
+                m.first_seen = m.first_seen.min(t);
+                m.last_seen = m.last_seen.max(t);
+                m.count += 1;
+                if let Some(ids) = &ids {
+                    if m.audit_ids.len() < MAX_SAMPLE_IDS && ids.is_valid(i) {
+                        let id = ids.value(i);
+                        if !m.audit_ids.iter().any(|x| x == id) {
+                            m.audit_ids.push(id.to_string());
+                        }
+                    }
+                }
+                if m.cluster.is_none() {
+                    m.cluster = clusters.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires every window ending at or before `watermark` (all of them for `i64::MAX`).
+    pub fn fire(&mut self, plan: &WindowedPlan, watermark: i64) -> Result<Option<Fired>> {
+        if watermark > self.closed_until {
+            self.closed_until = watermark;
+        }
+        let mut due = Vec::new();
+        while let Some(entry) = self.by_end.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let mut keys = entry.remove();
+            keys.sort();
+            due.extend(keys);
+        }
+        if due.is_empty() {
+            return Ok(None);
+        }
+        let parser = self.converter.parser();
+        let mut window_starts = Vec::with_capacity(due.len());
+        let mut key_rows = Vec::with_capacity(due.len());
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(due.len()); plan.aggregates.len()];
+        let mut metas = Vec::with_capacity(due.len());
+        let mut owned_keys = Vec::with_capacity(due.len());
+        for key in due {
+            let Some(mut group) = self.groups.remove(&key) else { continue };
+            for (j, acc) in group.accumulators.iter_mut().enumerate() {
+                values[j].push(acc.evaluate()?);
+            }
+            window_starts.push(key.0);
+            metas.push(group.meta);
+            owned_keys.push(key.1);
+        }
+        for k in &owned_keys {
+            key_rows.push(parser.parse(k));
+        }
+        let key_columns = self.converter.convert_rows(key_rows)?;
+        let n = window_starts.len();
+        let starts: ArrayRef = Arc::new(TimestampNanosecondArray::from(window_starts.clone()).with_timezone("UTC"));
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let mut keys_iter = key_columns.into_iter();
+        let groups = plan.keys.len() + 1;
+        for g in 0..groups {
+            if g == plan.window_pos {
+                columns.push(starts.clone());
+            } else {
+                columns.push(keys_iter.next().context("key column count")?);
+            }
+        }
+        for v in values {
+            columns.push(ScalarValue::iter_to_array(v)?);
+        }
+        // Names from the aggregate's schema; types from the values (accumulators may return a
+        // type with other nullability than the logical schema says).
+        let fields: Vec<Field> = plan
+            .aggregate_schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        let batch = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &RecordBatchOptions::new().with_row_count(Some(n)))?;
+        Ok(Some(Fired { batch, window_starts, metas }))
+    }
+}

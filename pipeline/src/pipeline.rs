@@ -1,0 +1,358 @@
+//! The one place that wires sources, decoders, the engine, the alert router and the sinks.
+//!
+//! ```text
+//! reader thread ──chunks──► decode workers (N) ──batches──► this thread: reorder → dedup →
+//!   (sources, in order)      (parse, redact,                 engine → router → sinks,
+//!                             build Arrow)                   dead letters, metrics
+//! ```
+//!
+//! Channels are bounded, so memory stays flat however large the input: a slow engine or sink
+//! slows the reader instead of queueing. Decoded chunks are put back in source order before
+//! the engine sees them, so results do not depend on thread timing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::RecordBatch;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::alert::Alert;
+use crate::deadletter::{DeadLetter, Reason};
+use crate::decode::dedup::Deduplicator;
+use crate::decode::{DecodeStats, Decoder, Origin};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::sink::router::AlertRouter;
+use crate::sink::{AlertSink, JsonLinesFile};
+use crate::source::{Chunk, Source};
+use crate::tables::{audit_col, KUBE_AUDIT};
+
+/// Where results go.
+pub struct Outputs {
+    pub sinks: Vec<Box<dyn AlertSink>>,
+    pub dead_letters: Option<JsonLinesFile>,
+}
+
+#[derive(Clone)]
+pub struct Control {
+    /// Set to stop reading; what was read is still processed and flushed.
+    pub stop: Arc<AtomicBool>,
+    pub bytes_read: Arc<AtomicU64>,
+    /// Show a progress bar (only when stderr is a terminal).
+    pub progress: bool,
+    pub workers: usize,
+    pub dedup_capacity: usize,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            stop: Arc::new(AtomicBool::new(false)),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+            progress: false,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
+            dedup_capacity: 1 << 20,
+        }
+    }
+}
+
+/// What a run did, for the summary and for tests.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub decode: DecodeStats,
+    pub dead_letters: BTreeMap<Reason, u64>,
+    pub alerts_by_rule: BTreeMap<String, u64>,
+    pub alerts: u64,
+    pub duplicate_events: u64,
+    pub alerts_suppressed: u64,
+    pub alerts_duplicate: u64,
+    pub late_events: u64,
+    pub bytes_read: u64,
+    pub elapsed: Duration,
+    pub rule_errors: u64,
+}
+
+impl Summary {
+    pub fn events_per_second(&self) -> f64 {
+        self.decode.total_events() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The summary a person reads on stderr at the end of a run.
+    pub fn render(&self, dead_letter_path: Option<&std::path::Path>) -> String {
+        let mut s = String::new();
+        let secs = self.elapsed.as_secs_f64();
+        s.push_str(&format!(
+            "── crowsnest summary ── {} events in {secs:.2}s ({:.0} events/s, {:.1} MB/s read)\n",
+            self.decode.total_events(),
+            self.events_per_second(),
+            self.bytes_read as f64 / 1e6 / secs.max(1e-9)
+        ));
+        s.push_str(&format!("events by table:    {KUBE_AUDIT} {}\n", self.decode.total_events()));
+        let join = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        if !self.decode.events.is_empty() {
+            s.push_str(&format!("  by category:      {}\n", join(&self.decode.events)));
+        }
+        if !self.decode.skipped.is_empty() {
+            s.push_str(&format!("skipped (not audit): {}\n", join(&self.decode.skipped)));
+        }
+        if self.duplicate_events > 0 {
+            s.push_str(&format!("duplicate events:   {} (same auditID and stage)\n", self.duplicate_events));
+        }
+        s.push_str(&format!("alerts:             {}", self.alerts));
+        if self.alerts_suppressed + self.alerts_duplicate > 0 {
+            s.push_str(&format!(" ({} suppressed, {} repeats of an alert id dropped)", self.alerts_suppressed, self.alerts_duplicate));
+        }
+        s.push('\n');
+        for (rule, n) in &self.alerts_by_rule {
+            s.push_str(&format!("  {rule:<40} {n}\n"));
+        }
+        let dead: u64 = self.dead_letters.values().sum();
+        s.push_str(&format!("dead letters:       {dead}"));
+        if dead > 0 {
+            let by = self.dead_letters.iter().map(|(r, n)| format!("{} {n}", r.as_str())).collect::<Vec<_>>().join(", ");
+            s.push_str(&format!(" ({by})"));
+            if let Some(p) = dead_letter_path {
+                s.push_str(&format!(" → {}", p.display()));
+            }
+        }
+        s.push('\n');
+        if self.late_events > 0 {
+            s.push_str(&format!("late events:        {} (after their window fired)\n", self.late_events));
+        }
+        if self.rule_errors > 0 {
+            s.push_str(&format!("rule errors:        {} (see the log)\n", self.rule_errors));
+        }
+        s
+    }
+}
+
+struct Decoded {
+    seq: u64,
+    batch: Option<RecordBatch>,
+    dead: Vec<DeadLetter>,
+    stats: DecodeStats,
+}
+
+fn decode_chunk(chunk: &Chunk) -> (Option<RecordBatch>, Vec<DeadLetter>, DecodeStats) {
+    let mut d = Decoder::new();
+    for doc in &chunk.docs {
+        let origin = Origin { source: &chunk.source, unit: chunk.unit, index: doc.index };
+        let bytes = &chunk.buf[doc.start..doc.end];
+        match doc.oversize {
+            Some(len) => d.dead_letters.push(DeadLetter::new(&chunk.source, format!("{} {}", chunk.unit, doc.index), Reason::TooLarge, format!("{len} bytes, above the limit (max_document_bytes)"), bytes)),
+            None => d.decode(origin, bytes),
+        }
+    }
+    let batch = d.finish();
+    (batch, std::mem::take(&mut d.dead_letters), std::mem::take(&mut d.stats))
+}
+
+/// Runs sources to their end (or until `control.stop`), then fires every open window and
+/// flushes the sinks.
+pub fn run(sources: Vec<Box<dyn Source>>, mut engine: Engine, mut router: AlertRouter, outputs: &mut Outputs, metrics: &Metrics, control: &Control) -> Result<Summary> {
+    let started = Instant::now();
+    let workers = control.workers.max(1);
+    let total_size: Option<u64> = sources.iter().map(|s| s.size_hint()).sum();
+    let progress = (control.progress && std::io::stderr().is_terminal()).then(|| make_progress(total_size));
+
+    let (chunk_tx, chunk_rx) = sync_channel::<(u64, Chunk)>(workers * 2);
+    let (out_tx, out_rx) = sync_channel::<Decoded>(workers * 2);
+    let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+    let read_error: Arc<Mutex<Option<String>>> = Arc::default();
+
+    std::thread::scope(|scope| -> Result<Summary> {
+        let stop = control.stop.clone();
+        let read_err = read_error.clone();
+        scope.spawn(move || {
+            let mut seq = 0;
+            'sources: for mut source in sources {
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'sources;
+                    }
+                    match source.next_chunk() {
+                        Ok(Some(chunk)) => {
+                            if chunk_tx.send((seq, chunk)).is_err() {
+                                break 'sources;
+                            }
+                            seq += 1;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            // A source that fails mid-read (disk error, broken gzip): report it,
+                            // keep what was read, go on with the next source.
+                            let msg = format!("{}: read error: {e}", source.name());
+                            log::error!("{msg}");
+                            *read_err.lock().expect("lock") = Some(msg);
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        for _ in 0..workers {
+            let rx = chunk_rx.clone();
+            let tx = out_tx.clone();
+            scope.spawn(move || loop {
+                let next = rx.lock().expect("lock").recv();
+                let Ok((seq, chunk)) = next else { break };
+                let (batch, dead, stats) = decode_chunk(&chunk);
+                if tx.send(Decoded { seq, batch, dead, stats }).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(out_tx);
+        let summary = consume(out_rx, &mut engine, &mut router, outputs, metrics, control, progress.as_ref());
+        if let Some(p) = &progress {
+            p.finish_and_clear();
+        }
+        let mut summary = summary?;
+        summary.elapsed = started.elapsed();
+        summary.bytes_read = control.bytes_read.load(Ordering::Relaxed);
+        if let Some(msg) = read_error.lock().expect("lock").take() {
+            log::warn!("input ended early: {msg}");
+        }
+        Ok(summary)
+    })
+}
+
+fn make_progress(total: Option<u64>) -> ProgressBar {
+    let bar = match total {
+        Some(t) => ProgressBar::new(t).with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}").expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}").expect("valid template")),
+    };
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn consume(
+    rx: Receiver<Decoded>,
+    engine: &mut Engine,
+    router: &mut AlertRouter,
+    outputs: &mut Outputs,
+    metrics: &Metrics,
+    control: &Control,
+    progress: Option<&ProgressBar>,
+) -> Result<Summary> {
+    let mut summary = Summary::default();
+    let mut dedup = Deduplicator::new(control.dedup_capacity, audit_col::AUDIT_ID, audit_col::STAGE);
+    let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut last_bytes = 0u64;
+    for decoded in rx {
+        pending.insert(decoded.seq, decoded);
+        while let Some(d) = pending.remove(&next) {
+            next += 1;
+            let t = Instant::now();
+            handle(d, engine, router, outputs, metrics, &mut dedup, &mut summary)?;
+            metrics.batch_latency.observe(t.elapsed().as_secs_f64());
+        }
+        let bytes = control.bytes_read.load(Ordering::Relaxed);
+        metrics.bytes_read.inc_by(bytes - last_bytes);
+        last_bytes = bytes;
+        if let Some(p) = progress {
+            p.set_position(bytes);
+            p.set_message(format!("{} events, {} alerts", summary.decode.total_events(), summary.alerts));
+        }
+    }
+    let fired = engine.finish();
+    deliver(fired, router, outputs, metrics, &mut summary)?;
+    for sink in outputs.sinks.iter_mut() {
+        sink.flush().with_context(|| format!("flushing sink {}", sink.name()))?;
+    }
+    if let Some(dl) = outputs.dead_letters.as_mut() {
+        dl.sync()?;
+    }
+    summary.duplicate_events = dedup.dropped;
+    metrics.duplicate_events.inc_by(dedup.dropped);
+    update_rule_metrics(engine, metrics, &mut summary);
+    Ok(summary)
+}
+
+fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary) {
+    summary.late_events = 0;
+    summary.rule_errors = 0;
+    for (rule, s) in engine.stats() {
+        let id = rule.id.as_str();
+        let set = |c: &prometheus::IntCounterVec, v: u64| {
+            let c = c.with_label_values(&[id]);
+            c.inc_by(v.saturating_sub(c.get()));
+        };
+        set(&metrics.rule_matches, s.matches);
+        set(&metrics.late_events, s.late_events);
+        set(&metrics.rule_errors, s.errors);
+        metrics.window_groups.with_label_values(&[id]).set(s.live_groups as i64);
+        summary.late_events += s.late_events;
+        summary.rule_errors += s.errors;
+    }
+}
+
+fn handle(d: Decoded, engine: &mut Engine, router: &mut AlertRouter, outputs: &mut Outputs, metrics: &Metrics, dedup: &mut Deduplicator, summary: &mut Summary) -> Result<()> {
+    for (cat, n) in &d.stats.events {
+        metrics.events_decoded.with_label_values(&[KUBE_AUDIT, cat]).inc_by(*n);
+    }
+    for (cat, n) in &d.stats.skipped {
+        metrics.records_skipped.with_label_values(&[cat]).inc_by(*n);
+    }
+    summary.decode.merge(&d.stats);
+    if !d.dead.is_empty() {
+        for dl in &d.dead {
+            metrics.dead_letters.with_label_values(&[dl.reason.as_str()]).inc();
+            *summary.dead_letters.entry(dl.reason).or_default() += 1;
+        }
+        match outputs.dead_letters.as_mut() {
+            Some(out) => out.write_all(&d.dead).context("writing dead letters")?,
+            None => {
+                for dl in d.dead.iter().take(3) {
+                    log::warn!("dead letter ({}) at {} {}: {}", dl.reason.as_str(), dl.source, dl.position, dl.detail);
+                }
+            }
+        }
+    }
+    if let Some(batch) = d.batch {
+        let batch = dedup.apply(batch)?;
+        let alerts = engine.process(&batch);
+        let newest = engine.max_event_time();
+        if newest > i64::MIN {
+            metrics.watermark_seconds.set(newest / 1_000_000_000);
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            metrics.watermark_lag_seconds.set((now - newest) / 1_000_000_000);
+        }
+        deliver(alerts, router, outputs, metrics, summary)?;
+        update_rule_metrics(engine, metrics, summary);
+    }
+    Ok(())
+}
+
+fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, metrics: &Metrics, summary: &mut Summary) -> Result<()> {
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let (dup0, sup0) = (router.duplicates, router.suppressed);
+    let alerts = router.route(alerts);
+    metrics.alerts_duplicate.inc_by(router.duplicates - dup0);
+    metrics.alerts_suppressed.inc_by(router.suppressed - sup0);
+    summary.alerts_duplicate = router.duplicates;
+    summary.alerts_suppressed = router.suppressed;
+    let mut by_rule: HashMap<(&str, &str), u64> = HashMap::new();
+    for a in &alerts {
+        *by_rule.entry((&a.rule_id, &a.severity)).or_default() += 1;
+        *summary.alerts_by_rule.entry(a.rule_id.clone()).or_default() += 1;
+    }
+    for ((rule, sev), n) in by_rule {
+        metrics.alerts.with_label_values(&[rule, sev]).inc_by(n);
+    }
+    summary.alerts += alerts.len() as u64;
+    for sink in outputs.sinks.iter_mut() {
+        sink.send(&alerts).with_context(|| format!("sink {} failed; stopping so no alert is lost", sink.name()))?;
+    }
+    Ok(())
+}

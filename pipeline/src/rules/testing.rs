@@ -1,0 +1,172 @@
+//! Each rule's own test cases (`tests:` in the rule file) and the runner behind
+//! `crowsnest rules test`: the events go through the real decoder and engine.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{parse_duration, Rule, RuleSet};
+use crate::alert::Alert;
+use crate::decode::time::{format_nanos, parse_rfc3339_nanos};
+use crate::decode::{Decoder, Origin};
+use crate::engine::{Engine, EngineOptions};
+use crate::sink::router::AlertRouter;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    pub name: String,
+    /// Exact number of alerts expected.
+    pub expect: usize,
+    /// Entity values every alert must have.
+    #[serde(default)]
+    pub entities: Option<Map<String, Value>>,
+    /// Wrap the events in AKS diagnostic-settings records.
+    #[serde(default)]
+    pub envelope: bool,
+    pub events: Vec<serde_yaml::Value>,
+}
+
+/// The ARM id test envelopes carry.
+pub const TEST_CLUSTER: &str = "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/RG-TEST/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-TEST";
+
+fn replace_index(v: &mut Value, i: usize) {
+    match v {
+        Value::String(s) if s.contains("{i}") => *s = s.replace("{i}", &i.to_string()),
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_index(x, i)),
+        Value::Object(m) => m.values_mut().for_each(|x| replace_index(x, i)),
+        _ => {}
+    }
+}
+
+fn shift_time(ev: &mut Value, key: &str, by: i64) -> Result<()> {
+    if let Some(Value::String(s)) = ev.get_mut(key) {
+        let t = parse_rfc3339_nanos(s).with_context(|| format!("{key} {s:?} is not RFC 3339"))?;
+        *s = format_nanos(t + by);
+    }
+    Ok(())
+}
+
+/// The test's events as audit Event JSON objects, `repeat` blocks expanded.
+pub fn expand_events(case: &TestCase) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for item in &case.events {
+        let v: Value = serde_json::to_value(item).context("event is not representable as JSON")?;
+        let is_repeat = v.get("repeat").is_some() && v.get("event").is_some();
+        if !is_repeat {
+            out.push(v);
+            continue;
+        }
+        let n = v["repeat"].as_u64().context("repeat must be a whole number")? as usize;
+        let every = match v.get("every").and_then(Value::as_str) {
+            Some(s) => parse_duration(s)?,
+            None => 0,
+        };
+        for i in 0..n {
+            let mut ev = v["event"].clone();
+            replace_index(&mut ev, i);
+            shift_time(&mut ev, "requestReceivedTimestamp", every * i as i64)?;
+            shift_time(&mut ev, "stageTimestamp", every * i as i64)?;
+            out.push(ev);
+        }
+    }
+    Ok(out)
+}
+
+/// One JSON line per event, or AKS envelope lines of up to 5 records.
+pub fn to_documents(events: &[Value], envelope: bool) -> Vec<String> {
+    if !envelope {
+        return events.iter().map(Value::to_string).collect();
+    }
+    events
+        .chunks(5)
+        .map(|chunk| {
+            let records: Vec<Value> = chunk
+                .iter()
+                .map(|ev| {
+                    let time = ev.get("stageTimestamp").cloned().unwrap_or(Value::Null);
+                    json!({
+                        "time": time,
+                        "resourceId": TEST_CLUSTER,
+                        "category": "kube-audit",
+                        "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+                        "properties": {"log": ev.to_string(), "stream": "stdout", "pod": "kube-apiserver-test-0"}
+                    })
+                })
+                .collect();
+            json!({ "records": records }).to_string()
+        })
+        .collect()
+}
+
+/// Runs documents through the decoder, an engine and a router, as the pipeline does, in memory.
+pub fn evaluate(engine: &mut Engine, router: &mut AlertRouter, docs: &[String]) -> Result<Vec<Alert>> {
+    let mut decoder = Decoder::new();
+    for (i, d) in docs.iter().enumerate() {
+        decoder.decode(Origin { source: "test", unit: "document", index: i as u64 + 1 }, d.as_bytes());
+    }
+    if let Some(dl) = decoder.dead_letters.first() {
+        bail!("test input is not valid ({} at {}: {})", dl.reason.as_str(), dl.position, dl.detail);
+    }
+    let mut alerts = Vec::new();
+    if let Some(batch) = decoder.finish() {
+        alerts.extend(router.route(engine.process(&batch)));
+    }
+    alerts.extend(router.route(engine.finish()));
+    Ok(alerts)
+}
+
+/// The outcome of one test case.
+pub struct CaseResult {
+    pub rule_id: String,
+    pub case: String,
+    pub failure: Option<String>,
+    pub alerts: Vec<Alert>,
+}
+
+fn router_for(rule: &Rule) -> AlertRouter {
+    let periods: HashMap<String, i64> = rule.suppress.map(|p| (rule.id.clone(), p)).into_iter().collect();
+    AlertRouter::new(periods, 100_000)
+}
+
+/// Runs every test case of every rule in `set`. A rule without a positive and a negative case
+/// is reported as a failure: every rule ships with both.
+pub fn run_all(set: &RuleSet, opts: &EngineOptions) -> Result<Vec<CaseResult>> {
+    let mut results = Vec::new();
+    for rule in &set.rules {
+        let single = RuleSet { rules: vec![rule.clone()], lists: set.lists.clone(), dir: set.dir.clone() };
+        if !rule.tests.iter().any(|t| t.expect > 0) || !rule.tests.iter().any(|t| t.expect == 0) {
+            results.push(CaseResult { rule_id: rule.id.clone(), case: "(coverage)".into(), failure: Some("needs at least one positive (expect > 0) and one negative (expect: 0) test case".into()), alerts: vec![] });
+        }
+        for case in &rule.tests {
+            let outcome = (|| -> Result<(Option<String>, Vec<Alert>)> {
+                let mut engine = Engine::new(&single, opts)?;
+                let docs = to_documents(&expand_events(case)?, case.envelope);
+                let alerts = evaluate(&mut engine, &mut router_for(rule), &docs)?;
+                let mut failure = None;
+                if let Some(err) = engine.stats().find_map(|(_, s)| s.last_error) {
+                    failure = Some(format!("the rule failed to evaluate: {err}"));
+                } else if alerts.len() != case.expect {
+                    failure = Some(format!("expected {} alert(s), got {}", case.expect, alerts.len()));
+                } else if let Some(want) = &case.entities {
+                    for a in &alerts {
+                        for (k, v) in want {
+                            if a.entities.get(k) != Some(v) {
+                                failure = Some(format!("alert {} has {k} = {}, expected {v}", a.id, a.entities.get(k).unwrap_or(&Value::Null)));
+                            }
+                        }
+                    }
+                }
+                Ok((failure, alerts))
+            })();
+            let (failure, alerts) = match outcome {
+                Ok(x) => x,
+                Err(e) => (Some(format!("{e:#}")), vec![]),
+            };
+            results.push(CaseResult { rule_id: rule.id.clone(), case: case.name.clone(), failure, alerts });
+        }
+    }
+    Ok(results)
+}
