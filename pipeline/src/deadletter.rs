@@ -64,6 +64,38 @@ impl Reason {
     }
 }
 
+/// serde_json's recursion limit: input nested deeper cannot be decoded.
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether JSON text nests arrays/objects deeper than `limit` (strings are skipped). Only
+/// called on input that already failed to decode, to name the reason precisely.
+pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// How many bytes of the offending input a dead letter keeps.
 pub const SAMPLE_BYTES: usize = 512;
 
@@ -81,8 +113,20 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(source: &str, position: String, reason: Reason, detail: impl Into<String>, input: &[u8]) -> Self {
+    pub fn new(
+        source: &str,
+        position: String,
+        reason: Reason,
+        detail: impl Into<String>,
+        input: &[u8],
+    ) -> Self {
         let cut = input.len().min(SAMPLE_BYTES);
-        DeadLetter { source: source.to_string(), position, reason, detail: detail.into(), sample: String::from_utf8_lossy(&input[..cut]).into_owned() }
+        DeadLetter {
+            source: source.to_string(),
+            position,
+            reason,
+            detail: detail.into(),
+            sample: String::from_utf8_lossy(&input[..cut]).into_owned(),
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! Prometheus metrics, in one registry the HTTP server exposes at /metrics.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -32,11 +35,18 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-            r.register(Box::new(c.clone())).expect("metric names are unique");
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
             c
         }
-        let cv = |name: &str, help: &str, labels: &[&str]| reg(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"));
-        let c = |name: &str, help: &str| reg(&r, IntCounter::new(name, help).expect("valid metric"));
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let c =
+            |name: &str, help: &str| reg(&r, IntCounter::new(name, help).expect("valid metric"));
         let m = Metrics {
             events_decoded: cv("crowsnest_events_decoded_total", "Events decoded into a table, by table and AKS category (raw: no envelope)", &["table", "category"]),
             records_skipped: cv("crowsnest_records_skipped_total", "Envelope records of categories that hold no audit events (kube-apiserver, cluster-autoscaler…)", &["category"]),
@@ -59,14 +69,18 @@ impl Metrics {
             build_info: reg(&r, IntGaugeVec::new(Opts::new("crowsnest_build_info", "Build information"), &["version"]).expect("valid metric")),
             registry: r,
         };
-        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         m
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encoding to memory");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to memory");
         String::from_utf8(buf).unwrap_or_default()
     }
 }

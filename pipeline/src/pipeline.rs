@@ -55,7 +55,9 @@ impl Default for Control {
             stop: Arc::new(AtomicBool::new(false)),
             bytes_read: Arc::new(AtomicU64::new(0)),
             progress: false,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
+            workers: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(1, 8),
             dedup_capacity: 1 << 20,
         }
     }
@@ -92,20 +94,40 @@ impl Summary {
             self.events_per_second(),
             self.bytes_read as f64 / 1e6 / secs.max(1e-9)
         ));
-        s.push_str(&format!("events by table:    {KUBE_AUDIT} {}\n", self.decode.total_events()));
-        let join = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        s.push_str(&format!(
+            "events by table:    {KUBE_AUDIT} {}\n",
+            self.decode.total_events()
+        ));
+        let join = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if !self.decode.events.is_empty() {
-            s.push_str(&format!("  by category:      {}\n", join(&self.decode.events)));
+            s.push_str(&format!(
+                "  by category:      {}\n",
+                join(&self.decode.events)
+            ));
         }
         if !self.decode.skipped.is_empty() {
-            s.push_str(&format!("skipped (not audit): {}\n", join(&self.decode.skipped)));
+            s.push_str(&format!(
+                "skipped (not audit): {}\n",
+                join(&self.decode.skipped)
+            ));
         }
         if self.duplicate_events > 0 {
-            s.push_str(&format!("duplicate events:   {} (same auditID and stage)\n", self.duplicate_events));
+            s.push_str(&format!(
+                "duplicate events:   {} (same auditID and stage)\n",
+                self.duplicate_events
+            ));
         }
         s.push_str(&format!("alerts:             {}", self.alerts));
         if self.alerts_suppressed + self.alerts_duplicate > 0 {
-            s.push_str(&format!(" ({} suppressed, {} repeats of an alert id dropped)", self.alerts_suppressed, self.alerts_duplicate));
+            s.push_str(&format!(
+                " ({} suppressed, {} repeats of an alert id dropped)",
+                self.alerts_suppressed, self.alerts_duplicate
+            ));
         }
         s.push('\n');
         for (rule, n) in &self.alerts_by_rule {
@@ -114,7 +136,12 @@ impl Summary {
         let dead: u64 = self.dead_letters.values().sum();
         s.push_str(&format!("dead letters:       {dead}"));
         if dead > 0 {
-            let by = self.dead_letters.iter().map(|(r, n)| format!("{} {n}", r.as_str())).collect::<Vec<_>>().join(", ");
+            let by = self
+                .dead_letters
+                .iter()
+                .map(|(r, n)| format!("{} {n}", r.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
             s.push_str(&format!(" ({by})"));
             if let Some(p) = dead_letter_path {
                 s.push_str(&format!(" → {}", p.display()));
@@ -122,10 +149,16 @@ impl Summary {
         }
         s.push('\n');
         if self.late_events > 0 {
-            s.push_str(&format!("late events:        {} (after their window fired)\n", self.late_events));
+            s.push_str(&format!(
+                "late events:        {} (after their window fired)\n",
+                self.late_events
+            ));
         }
         if self.rule_errors > 0 {
-            s.push_str(&format!("rule errors:        {} (see the log)\n", self.rule_errors));
+            s.push_str(&format!(
+                "rule errors:        {} (see the log)\n",
+                self.rule_errors
+            ));
         }
         s
     }
@@ -141,24 +174,46 @@ struct Decoded {
 fn decode_chunk(chunk: &Chunk) -> (Option<RecordBatch>, Vec<DeadLetter>, DecodeStats) {
     let mut d = Decoder::new();
     for doc in &chunk.docs {
-        let origin = Origin { source: &chunk.source, unit: chunk.unit, index: doc.index };
+        let origin = Origin {
+            source: &chunk.source,
+            unit: chunk.unit,
+            index: doc.index,
+        };
         let bytes = &chunk.buf[doc.start..doc.end];
         match doc.oversize {
-            Some(len) => d.dead_letters.push(DeadLetter::new(&chunk.source, format!("{} {}", chunk.unit, doc.index), Reason::TooLarge, format!("{len} bytes, above the limit (max_document_bytes)"), bytes)),
+            Some(len) => d.dead_letters.push(DeadLetter::new(
+                &chunk.source,
+                format!("{} {}", chunk.unit, doc.index),
+                Reason::TooLarge,
+                format!("{len} bytes, above the limit (max_document_bytes)"),
+                bytes,
+            )),
             None => d.decode(origin, bytes),
         }
     }
     let batch = d.finish();
-    (batch, std::mem::take(&mut d.dead_letters), std::mem::take(&mut d.stats))
+    (
+        batch,
+        std::mem::take(&mut d.dead_letters),
+        std::mem::take(&mut d.stats),
+    )
 }
 
 /// Runs sources to their end (or until `control.stop`), then fires every open window and
 /// flushes the sinks.
-pub fn run(sources: Vec<Box<dyn Source>>, mut engine: Engine, mut router: AlertRouter, outputs: &mut Outputs, metrics: &Metrics, control: &Control) -> Result<Summary> {
+pub fn run(
+    sources: Vec<Box<dyn Source>>,
+    mut engine: Engine,
+    mut router: AlertRouter,
+    outputs: &mut Outputs,
+    metrics: &Metrics,
+    control: &Control,
+) -> Result<Summary> {
     let started = Instant::now();
     let workers = control.workers.max(1);
     let total_size: Option<u64> = sources.iter().map(|s| s.size_hint()).sum();
-    let progress = (control.progress && std::io::stderr().is_terminal()).then(|| make_progress(total_size));
+    let progress =
+        (control.progress && std::io::stderr().is_terminal()).then(|| make_progress(total_size));
 
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Chunk)>(workers * 2);
     let (out_tx, out_rx) = sync_channel::<Decoded>(workers * 2);
@@ -202,13 +257,29 @@ pub fn run(sources: Vec<Box<dyn Source>>, mut engine: Engine, mut router: AlertR
                 let next = rx.lock().expect("lock").recv();
                 let Ok((seq, chunk)) = next else { break };
                 let (batch, dead, stats) = decode_chunk(&chunk);
-                if tx.send(Decoded { seq, batch, dead, stats }).is_err() {
+                if tx
+                    .send(Decoded {
+                        seq,
+                        batch,
+                        dead,
+                        stats,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             });
         }
         drop(out_tx);
-        let summary = consume(out_rx, &mut engine, &mut router, outputs, metrics, control, progress.as_ref());
+        let summary = consume(
+            out_rx,
+            &mut engine,
+            &mut router,
+            outputs,
+            metrics,
+            control,
+            progress.as_ref(),
+        );
         if let Some(p) = &progress {
             p.finish_and_clear();
         }
@@ -225,9 +296,15 @@ pub fn run(sources: Vec<Box<dyn Source>>, mut engine: Engine, mut router: AlertR
 fn make_progress(total: Option<u64>) -> ProgressBar {
     let bar = match total {
         Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}").expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}",
+            )
+            .expect("valid template"),
         ),
-        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}").expect("valid template")),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}")
+                .expect("valid template"),
+        ),
     };
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -243,7 +320,11 @@ fn consume(
     progress: Option<&ProgressBar>,
 ) -> Result<Summary> {
     let mut summary = Summary::default();
-    let mut dedup = Deduplicator::new(control.dedup_capacity, audit_col::AUDIT_ID, audit_col::STAGE);
+    let mut dedup = Deduplicator::new(
+        control.dedup_capacity,
+        audit_col::AUDIT_ID,
+        audit_col::STAGE,
+    );
     let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
     let mut next = 0u64;
     let mut last_bytes = 0u64;
@@ -252,7 +333,15 @@ fn consume(
         while let Some(d) = pending.remove(&next) {
             next += 1;
             let t = Instant::now();
-            handle(d, engine, router, outputs, metrics, &mut dedup, &mut summary)?;
+            handle(
+                d,
+                engine,
+                router,
+                outputs,
+                metrics,
+                &mut dedup,
+                &mut summary,
+            )?;
             metrics.batch_latency.observe(t.elapsed().as_secs_f64());
         }
         let bytes = control.bytes_read.load(Ordering::Relaxed);
@@ -260,13 +349,18 @@ fn consume(
         last_bytes = bytes;
         if let Some(p) = progress {
             p.set_position(bytes);
-            p.set_message(format!("{} events, {} alerts", summary.decode.total_events(), summary.alerts));
+            p.set_message(format!(
+                "{} events, {} alerts",
+                summary.decode.total_events(),
+                summary.alerts
+            ));
         }
     }
     let fired = engine.finish();
     deliver(fired, router, outputs, metrics, &mut summary)?;
     for sink in outputs.sinks.iter_mut() {
-        sink.flush().with_context(|| format!("flushing sink {}", sink.name()))?;
+        sink.flush()
+            .with_context(|| format!("flushing sink {}", sink.name()))?;
     }
     if let Some(dl) = outputs.dead_letters.as_mut() {
         dl.sync()?;
@@ -289,15 +383,29 @@ fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary
         set(&metrics.rule_matches, s.matches);
         set(&metrics.late_events, s.late_events);
         set(&metrics.rule_errors, s.errors);
-        metrics.window_groups.with_label_values(&[id]).set(s.live_groups as i64);
+        metrics
+            .window_groups
+            .with_label_values(&[id])
+            .set(s.live_groups as i64);
         summary.late_events += s.late_events;
         summary.rule_errors += s.errors;
     }
 }
 
-fn handle(d: Decoded, engine: &mut Engine, router: &mut AlertRouter, outputs: &mut Outputs, metrics: &Metrics, dedup: &mut Deduplicator, summary: &mut Summary) -> Result<()> {
+fn handle(
+    d: Decoded,
+    engine: &mut Engine,
+    router: &mut AlertRouter,
+    outputs: &mut Outputs,
+    metrics: &Metrics,
+    dedup: &mut Deduplicator,
+    summary: &mut Summary,
+) -> Result<()> {
     for (cat, n) in &d.stats.events {
-        metrics.events_decoded.with_label_values(&[KUBE_AUDIT, cat]).inc_by(*n);
+        metrics
+            .events_decoded
+            .with_label_values(&[KUBE_AUDIT, cat])
+            .inc_by(*n);
     }
     for (cat, n) in &d.stats.skipped {
         metrics.records_skipped.with_label_values(&[cat]).inc_by(*n);
@@ -305,14 +413,23 @@ fn handle(d: Decoded, engine: &mut Engine, router: &mut AlertRouter, outputs: &m
     summary.decode.merge(&d.stats);
     if !d.dead.is_empty() {
         for dl in &d.dead {
-            metrics.dead_letters.with_label_values(&[dl.reason.as_str()]).inc();
+            metrics
+                .dead_letters
+                .with_label_values(&[dl.reason.as_str()])
+                .inc();
             *summary.dead_letters.entry(dl.reason).or_default() += 1;
         }
         match outputs.dead_letters.as_mut() {
             Some(out) => out.write_all(&d.dead).context("writing dead letters")?,
             None => {
                 for dl in d.dead.iter().take(3) {
-                    log::warn!("dead letter ({}) at {} {}: {}", dl.reason.as_str(), dl.source, dl.position, dl.detail);
+                    log::warn!(
+                        "dead letter ({}) at {} {}: {}",
+                        dl.reason.as_str(),
+                        dl.source,
+                        dl.position,
+                        dl.detail
+                    );
                 }
             }
         }
@@ -324,7 +441,9 @@ fn handle(d: Decoded, engine: &mut Engine, router: &mut AlertRouter, outputs: &m
         if newest > i64::MIN {
             metrics.watermark_seconds.set(newest / 1_000_000_000);
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-            metrics.watermark_lag_seconds.set((now - newest) / 1_000_000_000);
+            metrics
+                .watermark_lag_seconds
+                .set((now - newest) / 1_000_000_000);
         }
         deliver(alerts, router, outputs, metrics, summary)?;
         update_rule_metrics(engine, metrics, summary);
@@ -332,7 +451,13 @@ fn handle(d: Decoded, engine: &mut Engine, router: &mut AlertRouter, outputs: &m
     Ok(())
 }
 
-fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, metrics: &Metrics, summary: &mut Summary) -> Result<()> {
+fn deliver(
+    alerts: Vec<Alert>,
+    router: &mut AlertRouter,
+    outputs: &mut Outputs,
+    metrics: &Metrics,
+    summary: &mut Summary,
+) -> Result<()> {
     if alerts.is_empty() {
         return Ok(());
     }
@@ -352,7 +477,9 @@ fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, 
     }
     summary.alerts += alerts.len() as u64;
     for sink in outputs.sinks.iter_mut() {
-        sink.send(&alerts).with_context(|| format!("sink {} failed; stopping so no alert is lost", sink.name()))?;
+        sink.send(&alerts).with_context(|| {
+            format!("sink {} failed; stopping so no alert is lost", sink.name())
+        })?;
     }
     Ok(())
 }

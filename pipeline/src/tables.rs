@@ -132,7 +132,9 @@ pub fn kube_audit_schema() -> SchemaRef {
     ];
     debug_assert!(fields.iter().enumerate().all(|(i, (pos, _))| i == *pos));
     debug_assert_eq!(fields.len(), c::COUNT);
-    Arc::new(Schema::new(fields.into_iter().map(|(_, f)| f).collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        fields.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
+    ))
 }
 
 /// The alert: what every sink receives (JSON lines, Kafka, Sentinel). `fields` and `entities`
@@ -205,8 +207,17 @@ pub fn schema_text(schema: &Schema) -> String {
     let mut out = String::new();
     for f in schema.fields() {
         let null = if f.is_nullable() { "" } else { " not null" };
-        let desc = f.metadata().get("description").map(String::as_str).unwrap_or("");
-        out.push_str(&format!("{:<28} {:<24} {}\n", f.name(), format!("{}{null}", type_name(f.data_type())), desc));
+        let desc = f
+            .metadata()
+            .get("description")
+            .map(String::as_str)
+            .unwrap_or("");
+        out.push_str(&format!(
+            "{:<28} {:<32} {}\n",
+            f.name(),
+            format!("{}{null}", type_name(f.data_type())),
+            desc
+        ));
     }
     out
 }

@@ -20,7 +20,15 @@ pub struct Deduplicator {
 
 impl Deduplicator {
     pub fn new(capacity: usize, audit_id_col: usize, stage_col: usize) -> Self {
-        Deduplicator { current: HashSet::new(), previous: HashSet::new(), capacity: capacity.max(1), hasher: Default::default(), audit_id_col, stage_col, dropped: 0 }
+        Deduplicator {
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            capacity: capacity.max(1),
+            hasher: Default::default(),
+            audit_id_col,
+            stage_col,
+            dropped: 0,
+        }
     }
 
     /// The batch without rows already seen.

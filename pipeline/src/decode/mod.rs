@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::RecordBatch;
 
-use crate::deadletter::{DeadLetter, Reason};
+use crate::deadletter::{nests_deeper_than, DeadLetter, Reason, MAX_DEPTH};
 use audit::AuditEvent;
 use builder::{AuditBatchBuilder, EnvelopeContext};
 
@@ -84,15 +84,44 @@ impl Decoder {
         Self::default()
     }
 
-    fn dead(&mut self, origin: Origin<'_>, position: String, reason: Reason, detail: impl Into<String>, input: &[u8]) {
-        self.dead_letters.push(DeadLetter::new(origin.source, position, reason, detail, input));
+    fn dead(
+        &mut self,
+        origin: Origin<'_>,
+        position: String,
+        reason: Reason,
+        detail: impl Into<String>,
+        input: &[u8],
+    ) {
+        // A document nested past the parser's limit fails as some other shape error first.
+        let reason = if matches!(reason, Reason::WrongShape | Reason::InvalidJson)
+            && nests_deeper_than(input, MAX_DEPTH)
+        {
+            Reason::TooDeep
+        } else {
+            reason
+        };
+        self.dead_letters.push(DeadLetter::new(
+            origin.source,
+            position,
+            reason,
+            detail,
+            input,
+        ));
     }
 
     /// Decodes one document. Blank input is ignored.
     pub fn decode(&mut self, origin: Origin<'_>, bytes: &[u8]) {
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
-            Err(e) => return self.dead(origin, origin.position(), Reason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()), bytes),
+            Err(e) => {
+                return self.dead(
+                    origin,
+                    origin.position(),
+                    Reason::InvalidUtf8,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                    bytes,
+                )
+            }
         };
         let text = text.trim();
         if text.is_empty() {
@@ -106,17 +135,35 @@ impl Decoder {
                         self.dispatch(origin, Some(i), doc, bytes);
                     }
                 }
-                Err(e) => self.dead(origin, origin.position(), Reason::of_json_error(&e), e.to_string(), bytes),
+                Err(e) => self.dead(
+                    origin,
+                    origin.position(),
+                    Reason::of_json_error(&e),
+                    e.to_string(),
+                    bytes,
+                ),
             }
             return;
         }
         match serde_json::from_str::<AuditEvent<'_>>(text) {
             Ok(doc) => self.dispatch(origin, None, &doc, bytes),
-            Err(e) => self.dead(origin, origin.position(), Reason::of_json_error(&e), e.to_string(), bytes),
+            Err(e) => self.dead(
+                origin,
+                origin.position(),
+                Reason::of_json_error(&e),
+                e.to_string(),
+                bytes,
+            ),
         }
     }
 
-    fn dispatch(&mut self, origin: Origin<'_>, element: Option<usize>, doc: &AuditEvent<'_>, bytes: &[u8]) {
+    fn dispatch(
+        &mut self,
+        origin: Origin<'_>,
+        element: Option<usize>,
+        doc: &AuditEvent<'_>,
+        bytes: &[u8],
+    ) {
         let position = || match element {
             Some(i) => origin.record(i),
             None => origin.position(),
@@ -127,7 +174,13 @@ impl Decoder {
             }
         } else if doc.kind.as_deref() == Some("EventList") || doc.items.is_some() {
             for (i, ev) in doc.items.iter().flatten().enumerate() {
-                self.event(origin, origin.record(i), ev, EnvelopeContext::default(), bytes);
+                self.event(
+                    origin,
+                    origin.record(i),
+                    ev,
+                    EnvelopeContext::default(),
+                    bytes,
+                );
             }
         } else if doc.audit_id.is_some() || doc.kind.as_deref() == Some("Event") {
             self.event(origin, position(), doc, EnvelopeContext::default(), bytes);
@@ -136,9 +189,22 @@ impl Decoder {
         }
     }
 
-    fn event(&mut self, origin: Origin<'_>, position: String, ev: &AuditEvent<'_>, env: EnvelopeContext<'_>, input: &[u8]) {
+    fn event(
+        &mut self,
+        origin: Origin<'_>,
+        position: String,
+        ev: &AuditEvent<'_>,
+        env: EnvelopeContext<'_>,
+        input: &[u8],
+    ) {
         match self.builder.append(ev, env) {
-            Ok(()) => *self.stats.events.entry(env.category.unwrap_or(RAW_CATEGORY).to_string()).or_default() += 1,
+            Ok(()) => {
+                *self
+                    .stats
+                    .events
+                    .entry(env.category.unwrap_or(RAW_CATEGORY).to_string())
+                    .or_default() += 1
+            }
             Err((reason, detail)) => self.dead(origin, position, reason, detail, input),
         }
     }
@@ -149,13 +215,25 @@ impl Decoder {
         let is_audit = AUDIT_CATEGORIES.contains(&category)
             // guard writes klog text as well as audit events; an unlabelled record may be either.
             && !(category == "guard" && !log.is_some_and(|l| l.trim_start().starts_with('{')));
-        if !is_audit && !(category.is_empty() && log.is_some_and(|l| l.trim_start().starts_with('{'))) {
-            let label = if category.is_empty() { "(none)" } else { category };
+        if !is_audit
+            && !(category.is_empty() && log.is_some_and(|l| l.trim_start().starts_with('{')))
+        {
+            let label = if category.is_empty() {
+                "(none)"
+            } else {
+                category
+            };
             *self.stats.skipped.entry(label.to_string()).or_default() += 1;
             return;
         }
         let Some(log) = log else {
-            return self.dead(origin, origin.record(r), Reason::MissingField, format!("{category} record without properties.log"), b"");
+            return self.dead(
+                origin,
+                origin.record(r),
+                Reason::MissingField,
+                format!("{category} record without properties.log"),
+                b"",
+            );
         };
         let ev = match serde_json::from_str::<AuditEvent<'_>>(log) {
             Ok(ev) => ev,

@@ -5,7 +5,13 @@
 /// Nanoseconds since the Unix epoch, or None when `s` is not an RFC 3339 date-time.
 pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |from: usize, to: usize| -> Option<i64> {
@@ -20,7 +26,12 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
     };
     let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -44,7 +55,11 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
         b'Z' | b'z' if i + 1 == b.len() => 0,
         sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
             let off = num(i + 1, i + 3)? * 3600 + num(i + 4, i + 6)? * 60;
-            if *sign == b'+' { off } else { -off }
+            if *sign == b'+' {
+                off
+            } else {
+                -off
+            }
         }
         _ => return None,
     };
@@ -76,7 +91,10 @@ mod tests {
     use super::*;
 
     fn chrono_nanos(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_nanos_opt().unwrap()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
     }
 
     #[test]
@@ -95,13 +113,24 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "2026-11-01", "2026-13-01T00:00:00Z", "2026-11-01T08:00:00", "2026-11-01T08:00:00.Z", "2026-11-01T08:00:00Zjunk", "abcd-ef-ghTij:kl:mnZ"] {
+        for s in [
+            "",
+            "2026-11-01",
+            "2026-13-01T00:00:00Z",
+            "2026-11-01T08:00:00",
+            "2026-11-01T08:00:00.Z",
+            "2026-11-01T08:00:00Zjunk",
+            "abcd-ef-ghTij:kl:mnZ",
+        ] {
             assert_eq!(parse_rfc3339_nanos(s), None, "{s}");
         }
     }
 
     #[test]
     fn formats_utc_micros() {
-        assert_eq!(format_nanos(chrono_nanos("2026-11-01T08:00:00.123456789Z")), "2026-11-01T08:00:00.123456Z");
+        assert_eq!(
+            format_nanos(chrono_nanos("2026-11-01T08:00:00.123456789Z")),
+            "2026-11-01T08:00:00.123456Z"
+        );
     }
 }

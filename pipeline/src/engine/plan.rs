@@ -105,15 +105,24 @@ pub struct RulePlan {
 /// (`coalesce`, `nvl`… become CASE) and, since rules are not run through the whole-plan
 /// optimizer, the engine does it expression by expression.
 fn simplify(e: &Expr, schema: &DFSchema) -> Result<Expr> {
-    let info = SimplifyContext::builder().with_schema(Arc::new(schema.clone())).build();
-    ExprSimplifier::new(info).simplify(e.clone()).with_context(|| format!("simplifying {e}"))
+    let info = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .build();
+    ExprSimplifier::new(info)
+        .simplify(e.clone())
+        .with_context(|| format!("simplifying {e}"))
 }
 
 fn physical(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
     let state = ctx.state();
     let e = simplify(e, schema)?;
-    create_physical_expr(&e, schema, state.execution_props(), &PhysicalPlanningContext::default())
-        .with_context(|| format!("planning expression {e}"))
+    create_physical_expr(
+        &e,
+        schema,
+        state.execution_props(),
+        &PhysicalPlanningContext::default(),
+    )
+    .with_context(|| format!("planning expression {e}"))
 }
 
 /// Checks that every list function names a list that exists, so a typo fails at start-up.
@@ -123,12 +132,22 @@ fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
         if let Expr::ScalarFunction(f) = node {
             if LIST_FUNCTIONS.contains(&f.func.name()) {
                 match f.args.get(1) {
-                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) if lists.get(name).is_some() => {}
+                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _))
+                        if lists.get(name).is_some() => {}
                     Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) => {
                         let known: Vec<&str> = lists.lists.keys().map(String::as_str).collect();
-                        problem = Some(anyhow!("{}(): there is no list {name:?} (lists: {})", f.func.name(), known.join(", ")));
+                        problem = Some(anyhow!(
+                            "{}(): there is no list {name:?} (lists: {})",
+                            f.func.name(),
+                            known.join(", ")
+                        ));
                     }
-                    _ => problem = Some(anyhow!("{}(): the second argument must be a list name in quotes", f.func.name())),
+                    _ => {
+                        problem = Some(anyhow!(
+                            "{}(): the second argument must be a list name in quotes",
+                            f.func.name()
+                        ))
+                    }
                 }
             }
         }
@@ -138,20 +157,33 @@ fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
 }
 
 fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
-    let Expr::ScalarFunction(f) = e else { return Ok(None) };
+    let Expr::ScalarFunction(f) = e else {
+        return Ok(None);
+    };
     let lit = |i: usize| -> Result<i64> {
         match f.args.get(i) {
             Some(Expr::Literal(v, _)) => Ok(interval_nanos(v)?),
-            Some(other) => bail!("{}(): window sizes must be INTERVAL literals, got {other}", f.func.name()),
+            Some(other) => bail!(
+                "{}(): window sizes must be INTERVAL literals, got {other}",
+                f.func.name()
+            ),
             None => bail!("{}(): missing window size", f.func.name()),
         }
     };
     let is_event_time = matches!(f.args.first(), Some(Expr::Column(c)) if c.name == "event_time");
     match f.func.name() {
-        "tumble" | "hop" if !is_event_time => bail!("{}() windows are over event_time: write {}(event_time, …)", f.func.name(), f.func.name()),
+        "tumble" | "hop" if !is_event_time => bail!(
+            "{}() windows are over event_time: write {}(event_time, …)",
+            f.func.name(),
+            f.func.name()
+        ),
         "tumble" => {
             let w = lit(1)?;
-            Ok(Some(WindowSpec { kind: WindowKind::Tumble, width: w, slide: w }))
+            Ok(Some(WindowSpec {
+                kind: WindowKind::Tumble,
+                width: w,
+                slide: w,
+            }))
         }
         "hop" => {
             let (slide, width) = (lit(1)?, lit(2)?);
@@ -161,7 +193,11 @@ fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
             if width / slide > 1000 {
                 bail!("HOP(event_time, slide, width): width/slide above 1000 would put every event in too many windows");
             }
-            Ok(Some(WindowSpec { kind: WindowKind::Hop, width, slide }))
+            Ok(Some(WindowSpec {
+                kind: WindowKind::Hop,
+                width,
+                slide,
+            }))
         }
         _ => Ok(None),
     }
@@ -171,8 +207,11 @@ fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
 #[allow(deprecated)] // create_aggregate_expr_and_maybe_filter, see the import
 pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<RulePlan> {
     let state = ctx.state();
-    let logical = futures::executor::block_on(state.create_logical_plan(&rule.query)).context("SQL does not plan")?;
-    let logical = state.optimize(&logical).context("SQL does not type-check")?;
+    let logical = futures::executor::block_on(state.create_logical_plan(&rule.query))
+        .context("SQL does not plan")?;
+    let logical = state
+        .optimize(&logical)
+        .context("SQL does not type-check")?;
 
     let LogicalPlan::Projection(proj) = &logical else {
         bail!("a rule must be a SELECT … FROM table [WHERE …] [GROUP BY … HAVING …]; ORDER BY, LIMIT, DISTINCT and set operations are not supported (got {})", logical.display());
@@ -229,7 +268,9 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                     bail!("GROUPING SETS, CUBE and ROLLUP are not supported in rules");
                 }
                 match window_of(g)? {
-                    Some(w) if window.is_some() => bail!("only one TUMBLE or HOP per GROUP BY (second at position {i}: {w:?})"),
+                    Some(w) if window.is_some() => {
+                        bail!("only one TUMBLE or HOP per GROUP BY (second at position {i}: {w:?})")
+                    }
                     Some(w) => window = Some((i, w)),
                     None => {
                         check_list_args(g, lists)?;
@@ -245,8 +286,13 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 check_list_args(e, lists)?;
                 #[allow(deprecated)]
                 let e = &simplify(e, table_schema)?;
-                let (expr, filter, _order) = create_aggregate_expr_and_maybe_filter(e, table_schema, table_schema.as_arrow(), state.execution_props())
-                    .with_context(|| format!("planning aggregate {e}"))?;
+                let (expr, filter, _order) = create_aggregate_expr_and_maybe_filter(
+                    e,
+                    table_schema,
+                    table_schema.as_arrow(),
+                    state.execution_props(),
+                )
+                .with_context(|| format!("planning aggregate {e}"))?;
                 let args = expr.expressions();
                 aggregates.push(Aggregate { expr, args, filter });
             }
@@ -257,7 +303,14 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 }
                 None => None,
             };
-            Shape::Windowed(WindowedPlan { window, window_pos, keys, aggregates, aggregate_schema: Arc::new(a.schema.as_arrow().clone()), having })
+            Shape::Windowed(WindowedPlan {
+                window,
+                window_pos,
+                keys,
+                aggregates,
+                aggregate_schema: Arc::new(a.schema.as_arrow().clone()),
+                having,
+            })
         }
     };
     let projection_input = proj.input.schema();
@@ -267,9 +320,17 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
         .collect::<Result<Vec<_>>>()?;
     let names: Vec<String> = output_names().collect();
     if let Some(missing) = rule.entities.iter().find(|e| !names.contains(e)) {
-        bail!("entity {missing:?} is not a column of the SELECT list ({})", names.join(", "));
+        bail!(
+            "entity {missing:?} is not a column of the SELECT list ({})",
+            names.join(", ")
+        );
     }
-    Ok(RulePlan { table, predicate, shape, projection })
+    Ok(RulePlan {
+        table,
+        predicate,
+        shape,
+        projection,
+    })
 }
 
 #[cfg(test)]

@@ -52,18 +52,44 @@ pub struct FileSource {
     pending: Option<(Vec<u8>, Option<u64>)>,
 }
 
-fn open_reader(raw: Box<dyn Read + Send>, counter: ByteCounter) -> io::Result<Box<dyn BufRead + Send>> {
-    let mut buffered = BufReader::with_capacity(256 << 10, Counting { inner: raw, counter });
+fn open_reader(
+    raw: Box<dyn Read + Send>,
+    counter: ByteCounter,
+) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut buffered = BufReader::with_capacity(
+        256 << 10,
+        Counting {
+            inner: raw,
+            counter,
+        },
+    );
     let gz = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gz { Box::new(BufReader::with_capacity(256 << 10, MultiGzDecoder::new(buffered))) } else { Box::new(buffered) })
+    Ok(if gz {
+        Box::new(BufReader::with_capacity(
+            256 << 10,
+            MultiGzDecoder::new(buffered),
+        ))
+    } else {
+        Box::new(buffered)
+    })
 }
 
 impl FileSource {
-    pub fn open(path: &Path, limits: FramingLimits, counter: ByteCounter) -> io::Result<FileSource> {
-        let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    pub fn open(
+        path: &Path,
+        limits: FramingLimits,
+        counter: ByteCounter,
+    ) -> io::Result<FileSource> {
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let size = file.metadata().ok().map(|m| m.len());
         let reader = open_reader(Box::new(file), counter)?;
-        Ok(Self::with_reader(format!("file:{}", path.display()), reader, limits, size))
+        Ok(Self::with_reader(
+            format!("file:{}", path.display()),
+            reader,
+            limits,
+            size,
+        ))
     }
 
     pub fn stdin(limits: FramingLimits, counter: ByteCounter) -> io::Result<FileSource> {
@@ -72,14 +98,34 @@ impl FileSource {
     }
 
     /// Bytes already in memory (the bundled sample, tests).
-    pub fn from_bytes(name: &str, bytes: &'static [u8], limits: FramingLimits, counter: ByteCounter) -> io::Result<FileSource> {
+    pub fn from_bytes(
+        name: &str,
+        bytes: &'static [u8],
+        limits: FramingLimits,
+        counter: ByteCounter,
+    ) -> io::Result<FileSource> {
         let size = Some(bytes.len() as u64);
         let reader = open_reader(Box::new(bytes), counter)?;
         Ok(Self::with_reader(name.into(), reader, limits, size))
     }
 
-    fn with_reader(name: String, reader: Box<dyn BufRead + Send>, limits: FramingLimits, size: Option<u64>) -> FileSource {
-        FileSource { name: name.into(), reader, limits, mode: Mode::Unknown, line: 0, size, follow: false, stop: None, pending: None }
+    fn with_reader(
+        name: String,
+        reader: Box<dyn BufRead + Send>,
+        limits: FramingLimits,
+        size: Option<u64>,
+    ) -> FileSource {
+        FileSource {
+            name: name.into(),
+            reader,
+            limits,
+            mode: Mode::Unknown,
+            line: 0,
+            size,
+            follow: false,
+            stop: None,
+            pending: None,
+        }
     }
 
     /// Tail the file: at its end, wait for more until `stop` is set.
@@ -101,13 +147,17 @@ impl FileSource {
                 Err(e) => return Err(e),
             };
             if buf.is_empty() {
-                if self.follow && !self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                if self.follow
+                    && !self
+                        .stop
+                        .as_ref()
+                        .is_some_and(|s| s.load(Ordering::Relaxed))
+                {
                     std::thread::sleep(Duration::from_millis(if any { 50 } else { 250 }));
                     if any {
                         continue; // a partial last line: wait for the writer to finish it
                     }
                     return Ok(Some(IDLE)); // idle tick: lets the caller hand over a partial chunk
-
                 }
                 return Ok(any.then_some(total));
             }
@@ -145,7 +195,9 @@ impl FileSource {
         };
         let trimmed = first.trim_ascii();
         let starts_json = matches!(trimmed.first(), Some(b'{') | Some(b'['));
-        let incomplete = starts_json && len as usize <= max && matches!(serde_json::from_slice::<serde::de::IgnoredAny>(trimmed), Err(e) if e.is_eof());
+        let incomplete = starts_json
+            && len as usize <= max
+            && matches!(serde_json::from_slice::<serde::de::IgnoredAny>(trimmed), Err(e) if e.is_eof());
         if !incomplete {
             self.mode = Mode::Lines;
             self.pending = Some((first, (len as usize > max).then_some(len)));
@@ -166,17 +218,41 @@ impl FileSource {
         self.mode = Mode::Done;
         self.line = 1;
         let end = buf.len();
-        Ok(Some(Chunk { source: self.name.clone(), unit: "document starting at line", buf, docs: vec![DocRef { index: 1, start: 0, end, oversize }] }))
+        Ok(Some(Chunk {
+            source: self.name.clone(),
+            unit: "document starting at line",
+            buf,
+            docs: vec![DocRef {
+                index: 1,
+                start: 0,
+                end,
+                oversize,
+            }],
+        }))
     }
 
     fn next_lines(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk { source: self.name.clone(), unit: "line", buf: Vec::with_capacity(self.limits.chunk_bytes + (64 << 10)), docs: Vec::new() };
+        let mut chunk = Chunk {
+            source: self.name.clone(),
+            unit: "line",
+            buf: Vec::with_capacity(self.limits.chunk_bytes + (64 << 10)),
+            docs: Vec::new(),
+        };
         let max = self.limits.max_document_bytes;
         if let Some((first, oversize)) = self.pending.take() {
             self.line += 1;
-            let end = if oversize.is_some() { first.len().min(SAMPLE_BYTES) } else { first.len() };
+            let end = if oversize.is_some() {
+                first.len().min(SAMPLE_BYTES)
+            } else {
+                first.len()
+            };
             chunk.buf.extend_from_slice(&first[..end]);
-            chunk.docs.push(DocRef { index: self.line, start: 0, end, oversize });
+            chunk.docs.push(DocRef {
+                index: self.line,
+                start: 0,
+                end,
+                oversize,
+            });
         }
         while chunk.buf.len() < self.limits.chunk_bytes {
             let start = chunk.buf.len();
@@ -197,7 +273,12 @@ impl FileSource {
                     if oversize.is_some() {
                         chunk.buf.truncate(start + SAMPLE_BYTES);
                     }
-                    chunk.docs.push(DocRef { index: self.line, start, end: chunk.buf.len(), oversize });
+                    chunk.docs.push(DocRef {
+                        index: self.line,
+                        start,
+                        end: chunk.buf.len(),
+                        oversize,
+                    });
                 }
             }
         }
@@ -228,14 +309,25 @@ impl Source for FileSource {
 }
 
 /// Sources for paths, `-` meaning stdin.
-pub fn open_paths(paths: &[PathBuf], limits: &FramingLimits, counter: &ByteCounter) -> io::Result<Vec<Box<dyn Source>>> {
+pub fn open_paths(
+    paths: &[PathBuf],
+    limits: &FramingLimits,
+    counter: &ByteCounter,
+) -> io::Result<Vec<Box<dyn Source>>> {
     paths
         .iter()
         .map(|p| -> io::Result<Box<dyn Source>> {
             if p.as_os_str() == "-" {
-                Ok(Box::new(FileSource::stdin(limits.clone(), counter.clone())?))
+                Ok(Box::new(FileSource::stdin(
+                    limits.clone(),
+                    counter.clone(),
+                )?))
             } else {
-                Ok(Box::new(FileSource::open(p, limits.clone(), counter.clone())?))
+                Ok(Box::new(FileSource::open(
+                    p,
+                    limits.clone(),
+                    counter.clone(),
+                )?))
             }
         })
         .collect()

@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+pub const CLUSTER: &str = "/SUBSCRIPTIONS/11111111-2222-3333-4444-555555555555/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-IT";
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crowsnest"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `crowsnest ARGS` with `stdin` and returns its output.
+pub fn run(args: &[&str], dir: &Path) -> Output {
+    bin()
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("crowsnest runs")
+}
+
+pub fn stdout_alerts(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// A realistic audit Event: a privileged pod created by a person (fires CN-AUDIT-001).
+pub fn privileged_pod_event(audit_id: &str, t: &str) -> Value {
+    // A distinct pod per event, so rule suppression (same entities) does not fold them.
+    let pod = format!("pwn-{}", &audit_id[audit_id.len().saturating_sub(4)..]);
+    json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
+        "auditID": audit_id, "stage": "ResponseComplete",
+        "requestURI": "/api/v1/namespaces/default/pods?fieldManager=kubectl-run", "verb": "create",
+        "user": {"username": "eve@contoso.com", "groups": ["system:authenticated"], "extra": {"oid": ["9b7e2b52-0000-4000-8000-000000000001"]}},
+        "sourceIPs": ["198.51.100.9"], "userAgent": "kubectl/v1.30.4 (linux/amd64) kubernetes/abc",
+        "objectRef": {"resource": "pods", "namespace": "default", "name": pod, "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 201},
+        "requestObject": {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": pod},
+            "spec": {"containers": [{"name": "c", "image": "docker.io/library/ubuntu:22.04", "securityContext": {"privileged": true}}]}},
+        "requestReceivedTimestamp": t, "stageTimestamp": t,
+        "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}
+    })
+}
+
+/// The AKS diagnostic-settings envelope of `events` (one line).
+pub fn envelope(events: &[Value]) -> String {
+    let records: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({"time": e["stageTimestamp"], "resourceId": CLUSTER, "category": "kube-audit",
+                "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+                "properties": {"log": e.to_string(), "stream": "stdout", "pod": "kube-apiserver-0"}})
+        })
+        .collect();
+    json!({ "records": records }).to_string()
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
