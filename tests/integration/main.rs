@@ -3,5 +3,6 @@
 mod bad_input;
 mod common;
 mod drift;
+mod engine;
 mod replay;
 mod service;
