@@ -178,6 +178,18 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<S
     Ok(out)
 }
 
+fn interpolate_value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    match v {
+        toml::Value::String(s) => *s = interpolate(s, env)?,
+        toml::Value::Array(a) => a.iter_mut().try_for_each(|x| interpolate_value(x, env))?,
+        toml::Value::Table(t) => t
+            .iter_mut()
+            .try_for_each(|(_, x)| interpolate_value(x, env))?,
+        _ => {}
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn load(path: &std::path::Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -185,9 +197,12 @@ impl Config {
         Self::parse(&text).with_context(|| format!("config {}", path.display()))
     }
 
+    /// Parses TOML, then interpolates `${ENV}` inside string values only: comments are left
+    /// alone, and a secret containing quotes cannot change the TOML around it.
     pub fn parse(text: &str) -> Result<Config> {
-        let text = interpolate(text, |n| std::env::var(n).ok())?;
-        let cfg: Config = toml::from_str(&text)?;
+        let mut value: toml::Value = toml::from_str(text)?;
+        interpolate_value(&mut value, &|n| std::env::var(n).ok())?;
+        let cfg: Config = value.try_into()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -263,5 +278,8 @@ mod tests {
             "unknown sections are errors, not ignored"
         );
         assert!(Config::parse("[metrics]\nlisten = \"nowhere\"").is_err());
+        // Comments are not interpolated; values are.
+        assert!(Config::parse("# uses ${NOT_SET_ANYWHERE}\n[sinks]\nstdout = true").is_ok());
+        assert!(Config::parse("[sinks]\nfile = \"${NOT_SET_ANYWHERE}/a\"").is_err());
     }
 }
