@@ -17,9 +17,7 @@ fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("detections");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("detections");
     let mut out = String::new();
     for (name, sub) in [("RULES", "rules"), ("LISTS", "lists")] {
         let dir = root.join(sub);
@@ -27,22 +25,10 @@ fn main() {
         writeln!(out, "pub static {name}: &[(&str, &str)] = &[").unwrap();
         for f in yaml_files(&dir) {
             println!("cargo:rerun-if-changed={}", f.display());
-            let rel = format!(
-                "detections/{sub}/{}",
-                f.file_name().unwrap().to_string_lossy()
-            );
-            writeln!(
-                out,
-                "    ({rel:?}, include_str!({:?})),",
-                f.canonicalize().unwrap().display().to_string()
-            )
-            .unwrap();
+            let rel = format!("detections/{sub}/{}", f.file_name().unwrap().to_string_lossy());
+            writeln!(out, "    ({rel:?}, include_str!({:?})),", f.canonicalize().unwrap().display().to_string()).unwrap();
         }
         writeln!(out, "];").unwrap();
     }
-    std::fs::write(
-        Path::new(&std::env::var("OUT_DIR").unwrap()).join("bundled_detections.rs"),
-        out,
-    )
-    .unwrap();
+    std::fs::write(Path::new(&std::env::var("OUT_DIR").unwrap()).join("bundled_detections.rs"), out).unwrap();
 }

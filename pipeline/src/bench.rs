@@ -81,14 +81,7 @@ fn ensure_file(args: &BenchArgs, events: u64, name: &str) -> Result<(PathBuf, u6
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
         eprintln!("generating {events} events into {} …", path.display());
         let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        crate::gen::generate(
-            &crate::gen::GenOptions {
-                events,
-                seed: args.seed,
-                ..Default::default()
-            },
-            &mut w,
-        )?;
+        crate::gen::generate(&crate::gen::GenOptions { events, seed: args.seed, ..Default::default() }, &mut w)?;
         w.flush()?;
         std::fs::write(&stamp, &want)?;
     }
@@ -126,77 +119,33 @@ struct PipelineRun {
 
 fn run_pipeline(path: &Path, set: &RuleSet, workers: usize) -> Result<PipelineRun> {
     let engine = Engine::new(set, &EngineOptions::default())?;
-    let control = Control {
-        workers,
-        ..Control::default()
-    };
-    let sources: Vec<Box<dyn Source>> = vec![Box::new(FileSource::open(
-        path,
-        FramingLimits::default(),
-        control.bytes_read.clone(),
-    )?)];
-    let mut outputs = Outputs {
-        sinks: vec![Box::new(CountingSink(0))],
-        dead_letters: None,
-    };
+    let control = Control { workers, ..Control::default() };
+    let sources: Vec<Box<dyn Source>> = vec![Box::new(FileSource::open(path, FramingLimits::default(), control.bytes_read.clone())?)];
+    let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None };
     let metrics = Metrics::new();
     reset_peak_rss();
     let t = Instant::now();
-    let summary = pipeline::run(
-        sources,
-        engine,
-        AlertRouter::new(suppression_periods(set), 1 << 20),
-        &mut outputs,
-        &metrics,
-        &control,
-    )?;
+    let summary = pipeline::run(sources, engine, AlertRouter::new(suppression_periods(set), 1 << 20), &mut outputs, &metrics, &control)?;
     let secs = t.elapsed().as_secs_f64();
-    Ok(PipelineRun {
-        secs,
-        events: summary.decode.total_events(),
-        alerts: summary.alerts,
-        peak_rss: peak_rss(),
-    })
+    Ok(PipelineRun { secs, events: summary.decode.total_events(), alerts: summary.alerts, peak_rss: peak_rss() })
 }
 
 fn duckdb(path: &Path) -> Option<f64> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/duckdb_bench.py");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(path)
-        .output()
-        .ok()?;
+    let out = std::process::Command::new("python3").arg(&script).arg(path).output().ok()?;
     if !out.status.success() {
-        eprintln!(
-            "(DuckDB comparison skipped: {})",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("python3 failed")
-        );
+        eprintln!("(DuckDB comparison skipped: {})", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("python3 failed"));
         return None;
     }
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-        l.strip_prefix("seconds ")
-            .and_then(|s| s.trim().parse().ok())
-    })
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("seconds ").and_then(|s| s.trim().parse().ok()))
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let set = RuleSet::bundled()?;
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let (path, size) =
-        ensure_file(args, args.events, "events.jsonl").context("generating the bench input")?;
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let (path, size) = ensure_file(args, args.events, "events.jsonl").context("generating the bench input")?;
     let (small, _) = ensure_file(args, (args.events / 10).max(1), "events-10pct.jsonl")?;
-    eprintln!(
-        "input: {} ({:.1} MB), {} bundled rules, {} cores",
-        path.display(),
-        size as f64 / 1e6,
-        set.rules.len(),
-        workers
-    );
+    eprintln!("input: {} ({:.1} MB), {} bundled rules, {} cores", path.display(), size as f64 / 1e6, set.rules.len(), workers);
 
     // Warm the page cache so no run pays for the disk.
     std::io::copy(&mut File::open(&path)?, &mut std::io::sink())?;
@@ -211,58 +160,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let rate = |secs: f64| ev / secs;
     let mb = |b: Option<u64>| b.map_or("n/a".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6));
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "crowsnest bench — {} events, {:.1} MB, {} rules",
-        many.events,
-        size as f64 / 1e6,
-        set.rules.len()
-    )?;
-    writeln!(
-        out,
-        "{:<58} {:>12} {:>14} {:>8}",
-        "run", "seconds", "events/s", "ratio"
-    )?;
+    writeln!(out, "crowsnest bench — {} events, {:.1} MB, {} rules", many.events, size as f64 / 1e6, set.rules.len())?;
+    writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
     let row = |out: &mut dyn Write, name: &str, secs: f64| {
-        writeln!(
-            out,
-            "{name:<58} {secs:>12.2} {:>14.0} {:>8.2}",
-            rate(secs),
-            value_secs / secs
-        )
+        writeln!(out, "{name:<58} {secs:>12.2} {:>14.0} {:>8.2}", rate(secs), value_secs / secs)
     };
-    row(
-        &mut out,
-        "serde_json::Value parse of each line, 1 core (baseline)",
-        value_secs,
-    )?;
-    row(
-        &mut out,
-        "serde_json::Value parse incl. properties.log, 1 core",
-        value_inner_secs,
-    )?;
-    row(
-        &mut out,
-        "crowsnest replay, all rules, 1 decode worker",
-        one.secs,
-    )?;
-    row(
-        &mut out,
-        &format!("crowsnest replay, all rules, {workers} decode workers"),
-        many.secs,
-    )?;
+    row(&mut out, "serde_json::Value parse of each line, 1 core (baseline)", value_secs)?;
+    row(&mut out, "serde_json::Value parse incl. properties.log, 1 core", value_inner_secs)?;
+    row(&mut out, "crowsnest replay, all rules, 1 decode worker", one.secs)?;
+    row(&mut out, &format!("crowsnest replay, all rules, {workers} decode workers"), many.secs)?;
     if let Some(d) = duck {
-        row(
-            &mut out,
-            "DuckDB: read_json + comparable SQL (python duckdb)",
-            d,
-        )?;
+        row(&mut out, "DuckDB: read_json + comparable SQL (python duckdb)", d)?;
     }
-    writeln!(
-        out,
-        "alerts: {} (1 worker: {}); events decoded: {} (1 worker: {})",
-        many.alerts, one.alerts, many.events, one.events
-    )?;
+    writeln!(out, "alerts: {} (1 worker: {}); events decoded: {} (1 worker: {})", many.alerts, one.alerts, many.events, one.events)?;
     writeln!(
         out,
         "peak RSS of the pipeline: {} on {} events, {} on {} events",

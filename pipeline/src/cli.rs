@@ -160,9 +160,7 @@ pub fn main() -> std::process::ExitCode {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().filter_or("CROWSNEST_LOG", level))
-        .target(env_logger::Target::Stderr)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("CROWSNEST_LOG", level)).target(env_logger::Target::Stderr).init();
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -178,66 +176,32 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
         Command::Replay(a) => replay(a).map(|_| ExitCode::SUCCESS),
         Command::Run { config, rules } => run_service(&config, &rules).map(|_| ExitCode::SUCCESS),
         Command::Validate { config, rules } => validate(&config, &rules).map(|_| ExitCode::SUCCESS),
-        Command::Rules {
-            command: RulesCommand::List { rules },
-        } => rules_list(&rules).map(|_| ExitCode::SUCCESS),
-        Command::Rules {
-            command:
-                RulesCommand::Test {
-                    ids,
-                    rules,
-                    show_alerts,
-                },
-        } => rules_test(&ids, &rules, show_alerts),
-        Command::Schema {
-            table,
-            json,
-            write_dir,
-        } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
-        Command::Gen {
-            events,
-            seed,
-            rate,
-            out,
-        } => generate(events, seed, rate, out.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Rules { command: RulesCommand::List { rules } } => rules_list(&rules).map(|_| ExitCode::SUCCESS),
+        Command::Rules { command: RulesCommand::Test { ids, rules, show_alerts } } => rules_test(&ids, &rules, show_alerts),
+        Command::Schema { table, json, write_dir } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Gen { events, seed, rate, out } => generate(events, seed, rate, out.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(&a).map(|_| ExitCode::SUCCESS),
     }
 }
 
 /// Rule periods the router suppresses by.
 pub fn suppression_periods(set: &RuleSet) -> HashMap<String, i64> {
-    set.rules
-        .iter()
-        .filter_map(|r| r.suppress.map(|p| (r.id.clone(), p)))
-        .collect()
+    set.rules.iter().filter_map(|r| r.suppress.map(|p| (r.id.clone(), p))).collect()
 }
 
 fn replay(a: ReplayArgs) -> Result<Summary> {
     let set = a.rules.load()?;
-    let opts = EngineOptions {
-        allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")?,
-    };
+    let opts = EngineOptions { allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")? };
     let engine = Engine::new(&set, &opts)?;
     log::info!("{} rules planned", engine.rule_count());
-    let mut control = Control {
-        progress: !a.no_progress,
-        ..Control::default()
-    };
+    let mut control = Control { progress: !a.no_progress, ..Control::default() };
     if let Some(w) = a.workers {
         control.workers = w.max(1);
     }
-    let limits = FramingLimits {
-        max_document_bytes: a.max_document_bytes,
-        ..FramingLimits::default()
-    };
+    let limits = FramingLimits { max_document_bytes: a.max_document_bytes, ..FramingLimits::default() };
     let sources: Vec<Box<dyn Source>> = if a.files.is_empty() {
         eprintln!("crowsnest: replaying the bundled sample ({SAMPLE_EVENTS} generated AKS audit events with attack scenarios); pass FILE… or - for your own data");
-        vec![Box::new(FileSource::from_bytes(
-            "sample:aks-sample.jsonl.gz",
-            SAMPLE,
-            limits,
-            control.bytes_read.clone(),
-        )?)]
+        vec![Box::new(FileSource::from_bytes("sample:aks-sample.jsonl.gz", SAMPLE, limits, control.bytes_read.clone())?)]
     } else {
         open_paths(&a.files, &limits, &control.bytes_read)?
     };
@@ -248,26 +212,17 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
     if let Some(p) = &a.alerts {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
-    let mut outputs = Outputs {
-        sinks,
-        dead_letters: Some(JsonLinesFile::new(&a.dead_letters, "dead-letters")),
-    };
+    let mut outputs = Outputs { sinks, dead_letters: Some(JsonLinesFile::new(&a.dead_letters, "dead-letters")) };
     let metrics = Metrics::new();
     let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
-    let dl = outputs
-        .dead_letters
-        .as_ref()
-        .filter(|d| d.written())
-        .map(|d| d.path().to_path_buf());
+    let dl = outputs.dead_letters.as_ref().filter(|d| d.written()).map(|d| d.path().to_path_buf());
     eprint!("{}", summary.render(dl.as_deref()));
     Ok(summary)
 }
 
 fn load_rules_for(cfg: &Config, arg: &RulesArg) -> Result<RuleSet> {
-    let arg = RulesArg {
-        dir: arg.dir.clone().or_else(|| cfg.rules.dir.clone()),
-    };
+    let arg = RulesArg { dir: arg.dir.clone().or_else(|| cfg.rules.dir.clone()) };
     let mut set = arg.load()?;
     for (name, o) in &cfg.rules.lists {
         set.lists.set(name, o.values.clone(), o.replace);
@@ -300,11 +255,7 @@ fn validate(path: &Path, rules: &RulesArg) -> Result<()> {
         engine.rule_count(),
         set.lists.lists.len(),
         cfg.source,
-        if cfg.metrics.enabled {
-            cfg.metrics.listen.as_str()
-        } else {
-            "off"
-        }
+        if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" }
     );
     Ok(())
 }
@@ -317,24 +268,14 @@ fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
     if let Some(w) = cfg.limits.workers {
         control.workers = w.max(1);
     }
-    let limits = FramingLimits {
-        max_document_bytes: cfg.limits.max_document_bytes,
-        ..FramingLimits::default()
-    };
+    let limits = FramingLimits { max_document_bytes: cfg.limits.max_document_bytes, ..FramingLimits::default() };
     let sources: Vec<Box<dyn Source>> = match &cfg.source {
-        SourceConfig::Stdin => vec![Box::new(FileSource::stdin(
-            limits,
-            control.bytes_read.clone(),
-        )?)],
+        SourceConfig::Stdin => vec![Box::new(FileSource::stdin(limits, control.bytes_read.clone())?)],
         SourceConfig::File { paths, follow } => {
             let mut v: Vec<Box<dyn Source>> = Vec::new();
             for p in paths {
                 let s = FileSource::open(p, limits.clone(), control.bytes_read.clone())?;
-                v.push(Box::new(if *follow {
-                    s.follow(control.stop.clone())
-                } else {
-                    s
-                }));
+                v.push(Box::new(if *follow { s.follow(control.stop.clone()) } else { s }));
             }
             v
         }
@@ -346,34 +287,23 @@ fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
     if let Some(p) = &cfg.sinks.file {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
-    let mut outputs = Outputs {
-        sinks,
-        dead_letters: Some(JsonLinesFile::new(&cfg.dead_letters.file, "dead-letters")),
-    };
+    let mut outputs = Outputs { sinks, dead_letters: Some(JsonLinesFile::new(&cfg.dead_letters.file, "dead-letters")) };
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(server::Health::default());
     let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let summary = rt.block_on(async {
         if cfg.metrics.enabled {
             let listener = server::bind(&cfg.metrics.listen).await?;
-            log::warn!(
-                "metrics and health on http://{}/metrics",
-                cfg.metrics.listen
-            );
+            log::warn!("metrics and health on http://{}/metrics", cfg.metrics.listen);
             tokio::spawn(server::serve(listener, metrics.clone(), health.clone()));
         }
         let stop = control.stop.clone();
         let h = health.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            log::warn!(
-                "stopping: finishing the input read so far, firing open windows, flushing sinks"
-            );
+            log::warn!("stopping: finishing the input read so far, firing open windows, flushing sinks");
             h.stopping.store(true, Ordering::Relaxed);
             stop.store(true, Ordering::Relaxed);
             // A source blocked in a read (stdin) cannot see the flag: give it a grace period.
@@ -383,10 +313,7 @@ fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
         });
         health.ready.store(true, Ordering::Relaxed);
         let m = metrics.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            pipeline::run(sources, engine, router, &mut outputs, &m, &control)
-        })
-        .await?;
+        let result = tokio::task::spawn_blocking(move || pipeline::run(sources, engine, router, &mut outputs, &m, &control)).await?;
         health.ready.store(false, Ordering::Relaxed);
         result
     })?;
@@ -397,8 +324,7 @@ fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -412,34 +338,12 @@ fn rules_list(rules: &RulesArg) -> Result<()> {
     let set = rules.load()?;
     let engine = Engine::new(&set, &EngineOptions::default())?;
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<14} {:<9} {:<10} {:<22} TITLE",
-        "ID", "SEVERITY", "KIND", "MITRE"
-    )?;
+    writeln!(out, "{:<14} {:<9} {:<10} {:<22} TITLE", "ID", "SEVERITY", "KIND", "MITRE")?;
     for (rule, _) in engine.stats() {
-        let kind = if rule.query.to_ascii_uppercase().contains("GROUP BY") {
-            "windowed"
-        } else {
-            "event"
-        };
-        writeln!(
-            out,
-            "{:<14} {:<9} {:<10} {:<22} {}",
-            rule.id,
-            rule.severity.as_str(),
-            kind,
-            rule.mitre.join(","),
-            rule.title
-        )?;
+        let kind = if rule.query.to_ascii_uppercase().contains("GROUP BY") { "windowed" } else { "event" };
+        writeln!(out, "{:<14} {:<9} {:<10} {:<22} {}", rule.id, rule.severity.as_str(), kind, rule.mitre.join(","), rule.title)?;
     }
-    writeln!(
-        out,
-        "{} rules, {} lists ({})",
-        set.rules.len(),
-        set.lists.lists.len(),
-        set.dir.display()
-    )?;
+    writeln!(out, "{} rules, {} lists ({})", set.rules.len(), set.lists.lists.len(), set.dir.display())?;
     Ok(())
 }
 
@@ -454,12 +358,7 @@ fn rules_test(ids: &[String], rules: &RulesArg, show: bool) -> Result<std::proce
     let mut current = String::new();
     for r in &results {
         if r.rule_id != current {
-            let rule = set
-                .rules
-                .iter()
-                .find(|x| x.id == r.rule_id)
-                .map(|x| x.title.as_str())
-                .unwrap_or("");
+            let rule = set.rules.iter().find(|x| x.id == r.rule_id).map(|x| x.title.as_str()).unwrap_or("");
             writeln!(out, "{} {rule}", r.rule_id)?;
             current = r.rule_id.clone();
         }
@@ -480,11 +379,7 @@ fn rules_test(ids: &[String], rules: &RulesArg, show: bool) -> Result<std::proce
         }
     }
     writeln!(out, "rules: {passed} passed, {failed} failed")?;
-    Ok(if failed == 0 {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(1)
-    })
+    Ok(if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }
 
 fn schema(table: Option<&str>, json: bool, write_dir: Option<&Path>) -> Result<()> {
@@ -493,28 +388,15 @@ fn schema(table: Option<&str>, json: bool, write_dir: Option<&Path>) -> Result<(
         for t in tables::TABLE_NAMES {
             let s = tables::schema_of(t).expect("listed table");
             let path = dir.join(format!("{t}.json"));
-            std::fs::write(
-                &path,
-                serde_json::to_string_pretty(&tables::schema_json(t, &s))? + "\n",
-            )?;
+            std::fs::write(&path, serde_json::to_string_pretty(&tables::schema_json(t, &s))? + "\n")?;
             eprintln!("wrote {}", path.display());
         }
         return Ok(());
     }
-    let Some(t) = table else {
-        bail!(
-            "name a table ({}) or pass --write-dir",
-            tables::TABLE_NAMES.join(", ")
-        )
-    };
-    let Some(s) = tables::schema_of(t) else {
-        bail!("no table {t:?}; tables: {}", tables::TABLE_NAMES.join(", "))
-    };
+    let Some(t) = table else { bail!("name a table ({}) or pass --write-dir", tables::TABLE_NAMES.join(", ")) };
+    let Some(s) = tables::schema_of(t) else { bail!("no table {t:?}; tables: {}", tables::TABLE_NAMES.join(", ")) };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&tables::schema_json(t, &s))?
-        );
+        println!("{}", serde_json::to_string_pretty(&tables::schema_json(t, &s))?);
     } else {
         print!("{}", tables::schema_text(&s));
     }
@@ -522,25 +404,13 @@ fn schema(table: Option<&str>, json: bool, write_dir: Option<&Path>) -> Result<(
 }
 
 fn generate(events: u64, seed: u64, rate: f64, out: Option<&Path>) -> Result<()> {
-    let opts = gen::GenOptions {
-        events,
-        seed,
-        events_per_second: rate,
-        ..gen::GenOptions::default()
-    };
+    let opts = gen::GenOptions { events, seed, events_per_second: rate, ..gen::GenOptions::default() };
     let stats = match out {
-        None => gen::generate(
-            &opts,
-            &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
-        )?,
+        None => gen::generate(&opts, &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))?,
         Some(p) => {
-            let f =
-                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
             if p.extension().is_some_and(|e| e == "gz") {
-                let mut gz = flate2::write::GzEncoder::new(
-                    std::io::BufWriter::new(f),
-                    flate2::Compression::default(),
-                );
+                let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default());
                 let s = gen::generate(&opts, &mut gz)?;
                 gz.finish()?.flush()?;
                 s
@@ -552,12 +422,7 @@ fn generate(events: u64, seed: u64, rate: f64, out: Option<&Path>) -> Result<()>
             }
         }
     };
-    let attacks = stats
-        .attack_events
-        .iter()
-        .map(|(n, c)| format!("{n} {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let attacks = stats.attack_events.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
     eprintln!(
         "generated {} audit events and {} other records in {} lines ({} bytes); attacks: {attacks}",
         stats.audit_events, stats.other_records, stats.lines, stats.bytes

@@ -76,10 +76,7 @@ fn yes() -> bool {
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        SinksConfig {
-            stdout: true,
-            file: None,
-        }
+        SinksConfig { stdout: true, file: None }
     }
 }
 
@@ -91,9 +88,7 @@ pub struct DeadLetterConfig {
 
 impl Default for DeadLetterConfig {
     fn default() -> Self {
-        DeadLetterConfig {
-            file: PathBuf::from("dead-letters.jsonl"),
-        }
+        DeadLetterConfig { file: PathBuf::from("dead-letters.jsonl") }
     }
 }
 
@@ -113,10 +108,7 @@ fn default_listen() -> String {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig {
-            enabled: true,
-            listen: default_listen(),
-        }
+        MetricsConfig { enabled: true, listen: default_listen() }
     }
 }
 
@@ -136,10 +128,7 @@ fn default_max_doc() -> usize {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig {
-            max_document_bytes: default_max_doc(),
-            workers: None,
-        }
+        LimitsConfig { max_document_bytes: default_max_doc(), workers: None }
     }
 }
 
@@ -155,18 +144,12 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<S
             out.push_str("${");
             rest = stripped;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| anyhow!("unclosed ${{ in the config"))?;
+            let end = body.find('}').ok_or_else(|| anyhow!("unclosed ${{ in the config"))?;
             let name = &body[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 bail!("${{{name}}}: environment variable names are letters, digits and _");
             }
-            let value = env(name).ok_or_else(|| {
-                anyhow!(
-                    "the config uses ${{{name}}}, but the environment variable {name} is not set"
-                )
-            })?;
+            let value = env(name).ok_or_else(|| anyhow!("the config uses ${{{name}}}, but the environment variable {name} is not set"))?;
             out.push_str(&value);
             rest = &body[end + 1..];
         } else {
@@ -182,9 +165,7 @@ fn interpolate_value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) 
     match v {
         toml::Value::String(s) => *s = interpolate(s, env)?,
         toml::Value::Array(a) => a.iter_mut().try_for_each(|x| interpolate_value(x, env))?,
-        toml::Value::Table(t) => t
-            .iter_mut()
-            .try_for_each(|(_, x)| interpolate_value(x, env))?,
+        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, x)| interpolate_value(x, env))?,
         _ => {}
     }
     Ok(())
@@ -192,8 +173,7 @@ fn interpolate_value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) 
 
 impl Config {
     pub fn load(path: &std::path::Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("config {}", path.display()))
     }
 
@@ -223,12 +203,7 @@ impl Config {
             self.metrics
                 .listen
                 .parse::<std::net::SocketAddr>()
-                .with_context(|| {
-                    format!(
-                        "[metrics] listen = {:?} is not HOST:PORT",
-                        self.metrics.listen
-                    )
-                })?;
+                .with_context(|| format!("[metrics] listen = {:?} is not HOST:PORT", self.metrics.listen))?;
         }
         Ok(())
     }
@@ -241,10 +216,7 @@ mod tests {
     #[test]
     fn interpolation() {
         let env = |n: &str| (n == "TOKEN").then(|| "s3cret".to_string());
-        assert_eq!(
-            interpolate("a=${TOKEN} b=$${X} c=$5", env).unwrap(),
-            "a=s3cret b=${X} c=$5"
-        );
+        assert_eq!(interpolate("a=${TOKEN} b=$${X} c=$5", env).unwrap(), "a=s3cret b=${X} c=$5");
         let err = interpolate("x=${MISSING}", env).unwrap_err().to_string();
         assert!(err.contains("MISSING") && !err.contains("s3cret"));
         assert!(interpolate("x=${OPEN", env).is_err());
@@ -273,10 +245,7 @@ mod tests {
         assert_eq!(c.metrics.listen, "127.0.0.1:9464");
         assert!(c.sinks.stdout);
         assert!(Config::parse("[source]\nkind = \"file\"\npaths = []").is_err());
-        assert!(
-            Config::parse("[sinkz]\nstdout = true").is_err(),
-            "unknown sections are errors, not ignored"
-        );
+        assert!(Config::parse("[sinkz]\nstdout = true").is_err(), "unknown sections are errors, not ignored");
         assert!(Config::parse("[metrics]\nlisten = \"nowhere\"").is_err());
         // Comments are not interpolated; values are.
         assert!(Config::parse("# uses ${NOT_SET_ANYWHERE}\n[sinks]\nstdout = true").is_ok());

@@ -113,13 +113,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(
-        source: &str,
-        position: String,
-        reason: Reason,
-        detail: impl Into<String>,
-        input: &[u8],
-    ) -> Self {
+    pub fn new(source: &str, position: String, reason: Reason, detail: impl Into<String>, input: &[u8]) -> Self {
         let cut = input.len().min(SAMPLE_BYTES);
         DeadLetter {
             source: source.to_string(),

@@ -22,12 +22,7 @@ pub struct GenOptions {
 impl Default for GenOptions {
     fn default() -> Self {
         // 2026-11-01T08:00:00Z
-        GenOptions {
-            events: 10_000,
-            seed: 1,
-            start_unix_secs: 1_793_520_000,
-            events_per_second: 100.0,
-        }
+        GenOptions { events: 10_000, seed: 1, start_unix_secs: 1_793_520_000, events_per_second: 100.0 }
     }
 }
 
@@ -42,38 +37,14 @@ pub struct GenStats {
 
 /// The attack scenarios, each injected once at evenly spread points of the run.
 pub const SCENARIOS: &[(&str, &str)] = &[
-    (
-        "privileged-pod",
-        "mallory@contoso.com creates privileged pod default/debug-shell",
-    ),
-    (
-        "host-namespaces",
-        "mallory creates pod default/node-debugger with hostPID, hostIPC and hostNetwork",
-    ),
-    (
-        "sensitive-hostpath",
-        "mallory creates pod web/log-collector mounting /var/run/docker.sock and /etc",
-    ),
-    (
-        "exec-into-pod",
-        "mallory execs a shell in payments/payments-api-7d9f8b6c4-q8w2z",
-    ),
-    (
-        "cluster-admin-binding",
-        "mallory binds cluster-admin to herself (ClusterRoleBinding maintenance-admin)",
-    ),
-    (
-        "anonymous-allowed",
-        "system:anonymous lists ConfigMaps in kube-system from 203.0.113.50",
-    ),
-    (
-        "forbidden-burst",
-        "a stolen service-account token (default/compromised-app) draws 30 403s in 90 s",
-    ),
-    (
-        "secrets-sweep",
-        "mallory reads secrets in 8 namespaces within 3 minutes",
-    ),
+    ("privileged-pod", "mallory@contoso.com creates privileged pod default/debug-shell"),
+    ("host-namespaces", "mallory creates pod default/node-debugger with hostPID, hostIPC and hostNetwork"),
+    ("sensitive-hostpath", "mallory creates pod web/log-collector mounting /var/run/docker.sock and /etc"),
+    ("exec-into-pod", "mallory execs a shell in payments/payments-api-7d9f8b6c4-q8w2z"),
+    ("cluster-admin-binding", "mallory binds cluster-admin to herself (ClusterRoleBinding maintenance-admin)"),
+    ("anonymous-allowed", "system:anonymous lists ConfigMaps in kube-system from 203.0.113.50"),
+    ("forbidden-burst", "a stolen service-account token (default/compromised-app) draws 30 403s in 90 s"),
+    ("secrets-sweep", "mallory reads secrets in 8 namespaces within 3 minutes"),
 ];
 
 const CLUSTER: &str = "/SUBSCRIPTIONS/6A3C1E52-0F4B-4D8E-9A7B-2C1D3E4F5A6B/RESOURCEGROUPS/RG-AKS-PROD/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-PROD-WEU";
@@ -123,9 +94,7 @@ impl Rng {
     }
     fn suffix(&mut self) -> String {
         const C: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        (0..5)
-            .map(|_| C[self.below(C.len() as u64) as usize] as char)
-            .collect()
+        (0..5).map(|_| C[self.below(C.len() as u64) as usize] as char).collect()
     }
 }
 
@@ -256,22 +225,10 @@ const NODES: &[&str] = &[
     "aks-nodepool1-38211463-vmss000003",
 ];
 const APP_NAMESPACES: &[&str] = &["web", "payments", "orders"];
-const ALL_NAMESPACES: &[&str] = &[
-    "default",
-    "web",
-    "payments",
-    "orders",
-    "monitoring",
-    "ingress-nginx",
-    "cert-manager",
-    "kube-system",
-];
+const ALL_NAMESPACES: &[&str] = &["default", "web", "payments", "orders", "monitoring", "ingress-nginx", "cert-manager", "kube-system"];
 const APPS: &[&str] = &["frontend", "api", "worker", "gateway"];
 const KUBECTL: &str = "kubectl/v1.30.4 (linux/amd64) kubernetes/6b1f4a2";
-const MALLORY_GROUPS: &[&str] = &[
-    "5e2f7a11-9c3d-4b8e-a1f2-7d6c5b4a3e21",
-    "system:authenticated",
-];
+const MALLORY_GROUPS: &[&str] = &["5e2f7a11-9c3d-4b8e-a1f2-7d6c5b4a3e21", "system:authenticated"];
 
 struct Gen {
     rng: Rng,
@@ -287,11 +244,8 @@ struct Gen {
 
 /// A pod spec as JSON text.
 fn pod_spec(image: &str, extra_spec: &str, container_sc: &str, limits: bool) -> String {
-    let resources = if limits {
-        r#","resources":{"limits":{"cpu":"500m","memory":"512Mi"},"requests":{"cpu":"100m","memory":"128Mi"}}"#
-    } else {
-        ""
-    };
+    let resources =
+        if limits { r#","resources":{"limits":{"cpu":"500m","memory":"512Mi"},"requests":{"cpu":"100m","memory":"128Mi"}}"# } else { "" };
     format!(
         r#"{{"containers":[{{"name":"main","image":"{image}","ports":[{{"containerPort":8080}}]{resources},"securityContext":{container_sc}}}]{extra_spec}}}"#
     )
@@ -306,17 +260,7 @@ impl Gen {
             .map(|(i, n)| {
                 let (g1, oid) = (rng.uuid(), rng.uuid());
                 let ip = ["20.61.10.5", "52.174.33.91", "20.103.7.44"][i];
-                actor(
-                    n,
-                    &[
-                        &g1,
-                        "f3a8e6c2-1d4b-4e7a-9c5f-2b8d6e4a1c37",
-                        "system:authenticated",
-                    ],
-                    ip,
-                    KUBECTL,
-                    Some(&oid),
-                )
+                actor(n, &[&g1, "f3a8e6c2-1d4b-4e7a-9c5f-2b8d6e4a1c37", "system:authenticated"], ip, KUBECTL, Some(&oid))
             })
             .collect();
         let kubelets = NODES
@@ -333,57 +277,45 @@ impl Gen {
             })
             .collect();
         let controllers = vec![
-            actor("system:kube-controller-manager", &["system:authenticated"], "172.31.22.10", "kube-controller-manager/v1.30.4 (linux/amd64) kubernetes/6b1f4a2/leader-election", None),
-            actor("system:kube-scheduler", &["system:authenticated"], "172.31.22.10", "kube-scheduler/v1.30.4 (linux/amd64) kubernetes/6b1f4a2/scheduler", None),
-            actor("system:serviceaccount:kube-system:replicaset-controller", &["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"], "172.31.22.10", "kube-controller-manager/v1.30.4 (linux/amd64) kubernetes/6b1f4a2/system:serviceaccount:kube-system:replicaset-controller", None),
+            actor(
+                "system:kube-controller-manager",
+                &["system:authenticated"],
+                "172.31.22.10",
+                "kube-controller-manager/v1.30.4 (linux/amd64) kubernetes/6b1f4a2/leader-election",
+                None,
+            ),
+            actor(
+                "system:kube-scheduler",
+                &["system:authenticated"],
+                "172.31.22.10",
+                "kube-scheduler/v1.30.4 (linux/amd64) kubernetes/6b1f4a2/scheduler",
+                None,
+            ),
+            actor(
+                "system:serviceaccount:kube-system:replicaset-controller",
+                &["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+                "172.31.22.10",
+                "kube-controller-manager/v1.30.4 (linux/amd64) kubernetes/6b1f4a2/system:serviceaccount:kube-system:replicaset-controller",
+                None,
+            ),
         ];
         let sa = |ns: &str, n: &str, ip: &str, agent: &str| {
             actor(
                 &format!("system:serviceaccount:{ns}:{n}"),
-                &[
-                    "system:serviceaccounts",
-                    &format!("system:serviceaccounts:{ns}"),
-                    "system:authenticated",
-                ],
+                &["system:serviceaccounts", &format!("system:serviceaccounts:{ns}"), "system:authenticated"],
                 ip,
                 agent,
                 None,
             )
         };
         let system_sas = vec![
-            sa(
-                "kube-system",
-                "coredns",
-                "10.244.0.12",
-                "coredns/v1.11.1 (linux/amd64) kubernetes/coredns",
-            ),
-            sa(
-                "kube-system",
-                "metrics-server",
-                "10.244.2.8",
-                "metrics-server/v0.7.1 (linux/amd64) kubernetes/metrics-server",
-            ),
-            sa(
-                "kube-system",
-                "konnectivity-agent",
-                "10.224.0.5",
-                "konnectivity-agent/v0.1.6 (linux/amd64)",
-            ),
-            sa(
-                "kube-system",
-                "azure-policy",
-                "10.244.3.4",
-                "azure-policy/v1.5.0 (linux/amd64)",
-            ),
+            sa("kube-system", "coredns", "10.244.0.12", "coredns/v1.11.1 (linux/amd64) kubernetes/coredns"),
+            sa("kube-system", "metrics-server", "10.244.2.8", "metrics-server/v0.7.1 (linux/amd64) kubernetes/metrics-server"),
+            sa("kube-system", "konnectivity-agent", "10.224.0.5", "konnectivity-agent/v0.1.6 (linux/amd64)"),
+            sa("kube-system", "azure-policy", "10.244.3.4", "azure-policy/v1.5.0 (linux/amd64)"),
         ];
         let aks = vec![
-            actor(
-                "aksService",
-                &["system:masters", "system:authenticated"],
-                "172.31.22.5",
-                "aks-rp/v20261101 (linux/amd64)",
-                None,
-            ),
+            actor("aksService", &["system:masters", "system:authenticated"], "172.31.22.5", "aks-rp/v20261101 (linux/amd64)", None),
             actor(
                 "masterclient",
                 &["system:masters", "system:authenticated"],
@@ -391,40 +323,12 @@ impl Gen {
                 "kubectl/v1.30.4 (linux/amd64) kubernetes/6b1f4a2",
                 None,
             ),
-            actor(
-                "nodeclient",
-                &["system:nodes", "system:authenticated"],
-                "10.224.0.4",
-                "aks-node-agent/v1.0 (linux/amd64)",
-                None,
-            ),
+            actor("nodeclient", &["system:nodes", "system:authenticated"], "10.224.0.4", "aks-node-agent/v1.0 (linux/amd64)", None),
         ];
         let ci = sa("ci", "deployer", "10.244.4.20", "Helm/3.15.2");
-        let anonymous = actor(
-            "system:anonymous",
-            &["system:unauthenticated"],
-            "198.51.100.77",
-            "kube-probe/1.30",
-            None,
-        );
-        let mallory = actor(
-            "mallory@contoso.com",
-            MALLORY_GROUPS,
-            "198.51.100.23",
-            KUBECTL,
-            Some("0d9e8c7b-6a5f-4e3d-9c2b-1a0f9e8d7c6b"),
-        );
-        Gen {
-            rng,
-            people,
-            kubelets,
-            controllers,
-            system_sas,
-            aks,
-            ci,
-            anonymous,
-            mallory,
-        }
+        let anonymous = actor("system:anonymous", &["system:unauthenticated"], "198.51.100.77", "kube-probe/1.30", None);
+        let mallory = actor("mallory@contoso.com", MALLORY_GROUPS, "198.51.100.23", KUBECTL, Some("0d9e8c7b-6a5f-4e3d-9c2b-1a0f9e8d7c6b"));
+        Gen { rng, people, kubelets, controllers, system_sas, aks, ci, anonymous, mallory }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -442,27 +346,13 @@ impl Gen {
         let latency = 1_000_000 + self.rng.below(40_000_000) as i64;
         let (decision, reason, status, status_reason) = match code {
             403 => ("forbid", String::new(), Some("Failure"), Some("Forbidden")),
-            404 => (
-                "allow",
-                "RBAC: allowed".to_string(),
-                Some("Failure"),
-                Some("NotFound"),
-            ),
-            409 => (
-                "allow",
-                "RBAC: allowed".to_string(),
-                Some("Failure"),
-                Some("AlreadyExists"),
-            ),
+            404 => ("allow", "RBAC: allowed".to_string(), Some("Failure"), Some("NotFound")),
+            409 => ("allow", "RBAC: allowed".to_string(), Some("Failure"), Some("AlreadyExists")),
             _ => (
                 "allow",
                 format!(
                     "RBAC: allowed by ClusterRoleBinding \"{}\"",
-                    if who.user.groups.iter().any(|g| g == "system:masters") {
-                        "cluster-admin"
-                    } else {
-                        "system:basic-user"
-                    }
+                    if who.user.groups.iter().any(|g| g == "system:masters") { "cluster-admin" } else { "system:basic-user" }
                 ),
                 None,
                 None,
@@ -480,12 +370,7 @@ impl Gen {
             source_ips: vec![who.ip.clone()],
             user_agent: who.agent.clone(),
             object_ref: Some(oref),
-            response_status: Status {
-                metadata: Default::default(),
-                status,
-                reason: status_reason,
-                code,
-            },
+            response_status: Status { metadata: Default::default(), status, reason: status_reason, code },
             request_object: None,
             response_object: None,
             request_received_timestamp: format_nanos(at),
@@ -506,10 +391,7 @@ impl Gen {
     }
 
     fn grouped(resource: &str, group: &str, ns: Option<&str>, name: Option<&str>) -> ObjectRef {
-        ObjectRef {
-            api_group: Some(group.into()),
-            ..Self::core(resource, ns, name)
-        }
+        ObjectRef { api_group: Some(group.into()), ..Self::core(resource, ns, name) }
     }
 
     fn uri(o: &ObjectRef) -> String {
@@ -517,49 +399,19 @@ impl Gen {
             Some(g) => format!("/apis/{g}/{}", o.api_version),
             None => "/api/v1".to_string(),
         };
-        let ns = o
-            .namespace
-            .as_ref()
-            .map(|n| format!("/namespaces/{n}"))
-            .unwrap_or_default();
+        let ns = o.namespace.as_ref().map(|n| format!("/namespaces/{n}")).unwrap_or_default();
         let name = o.name.as_ref().map(|n| format!("/{n}")).unwrap_or_default();
-        let sub = o
-            .subresource
-            .as_ref()
-            .map(|s| format!("/{s}"))
-            .unwrap_or_default();
+        let sub = o.subresource.as_ref().map(|s| format!("/{s}")).unwrap_or_default();
         format!("{base}{ns}/{}{name}{sub}", o.resource)
     }
 
     fn pod_name(&mut self, app: &str) -> String {
-        format!(
-            "{app}-{}-{}",
-            self.rng
-                .hex(9)
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "x"),
-            self.rng.suffix()
-        )
+        format!("{app}-{}-{}", self.rng.hex(9).replace(|c: char| !c.is_ascii_alphanumeric(), "x"), self.rng.suffix())
     }
 
-    fn simple(
-        &mut self,
-        who: &Actor,
-        at: i64,
-        verb: &'static str,
-        o: ObjectRef,
-        code: i32,
-    ) -> Event {
-        let uri = Self::uri(&o)
-            + if verb == "watch" {
-                "?watch=true&resourceVersion=1"
-            } else {
-                ""
-            };
-        let stage = if verb == "watch" {
-            "ResponseStarted"
-        } else {
-            "ResponseComplete"
-        };
+    fn simple(&mut self, who: &Actor, at: i64, verb: &'static str, o: ObjectRef, code: i32) -> Event {
+        let uri = Self::uri(&o) + if verb == "watch" { "?watch=true&resourceVersion=1" } else { "" };
+        let stage = if verb == "watch" { "ResponseStarted" } else { "ResponseComplete" };
         self.event(who, at, verb, o, uri, code, "Metadata", stage)
     }
 
@@ -570,97 +422,52 @@ impl Gen {
             0..=349 => {
                 let k = self.rng.below(self.kubelets.len() as u64) as usize;
                 let who = self.kubelets[k].clone();
-                let node = who
-                    .user
-                    .username
-                    .trim_start_matches("system:node:")
-                    .to_string();
+                let node = who.user.username.trim_start_matches("system:node:").to_string();
                 let ns = *self.rng.pick(ALL_NAMESPACES);
                 let ev = match self.rng.below(6) {
                     0 | 1 => self.simple(
                         &who,
                         at,
                         "update",
-                        Self::grouped(
-                            "leases",
-                            "coordination.k8s.io",
-                            Some("kube-node-lease"),
-                            Some(&node),
-                        ),
+                        Self::grouped("leases", "coordination.k8s.io", Some("kube-node-lease"), Some(&node)),
                         200,
                     ),
                     2 => self.simple(
                         &who,
                         at,
                         "patch",
-                        ObjectRef {
-                            subresource: Some("status".into()),
-                            ..Self::core("nodes", None, Some(&node))
-                        },
+                        ObjectRef { subresource: Some("status".into()), ..Self::core("nodes", None, Some(&node)) },
                         200,
                     ),
                     3 => self.simple(&who, at, "watch", Self::core("pods", None, None), 200),
-                    4 => self.simple(
-                        &who,
-                        at,
-                        "get",
-                        Self::core("configmaps", Some(ns), Some("kube-root-ca.crt")),
-                        200,
-                    ),
+                    4 => self.simple(&who, at, "get", Self::core("configmaps", Some(ns), Some("kube-root-ca.crt")), 200),
                     _ => {
                         let name = format!("{}-tls", self.rng.pick(APPS));
-                        self.simple(
-                            &who,
-                            at,
-                            "get",
-                            Self::core("secrets", Some(ns), Some(&name)),
-                            200,
-                        )
+                        self.simple(&who, at, "get", Self::core("secrets", Some(ns), Some(&name)), 200)
                     }
                 };
                 ev
             }
             350..=549 => {
-                let who = self.controllers[self.rng.below(self.controllers.len() as u64) as usize]
-                    .clone();
+                let who = self.controllers[self.rng.below(self.controllers.len() as u64) as usize].clone();
                 let ns = *self.rng.pick(APP_NAMESPACES);
                 match self.rng.below(4) {
                     0 => self.simple(
                         &who,
                         at,
                         "update",
-                        Self::grouped(
-                            "leases",
-                            "coordination.k8s.io",
-                            Some("kube-system"),
-                            Some("kube-controller-manager"),
-                        ),
+                        Self::grouped("leases", "coordination.k8s.io", Some("kube-system"), Some("kube-controller-manager")),
                         200,
                     ),
-                    1 => self.simple(
-                        &who,
-                        at,
-                        "list",
-                        Self::grouped("replicasets", "apps", Some(ns), None),
-                        200,
-                    ),
-                    2 => self.simple(
-                        &who,
-                        at,
-                        "get",
-                        Self::core("endpoints", Some(ns), Some("api")),
-                        200,
-                    ),
+                    1 => self.simple(&who, at, "list", Self::grouped("replicasets", "apps", Some(ns), None), 200),
+                    2 => self.simple(&who, at, "get", Self::core("endpoints", Some(ns), Some("api")), 200),
                     _ => {
                         let pod = self.pod_name("api");
                         self.simple(
                             &who,
                             at,
                             "create",
-                            ObjectRef {
-                                subresource: Some("binding".into()),
-                                ..Self::core("pods", Some(ns), Some(&pod))
-                            },
+                            ObjectRef { subresource: Some("binding".into()), ..Self::core("pods", Some(ns), Some(&pod)) },
                             201,
                         )
                     }
@@ -670,13 +477,7 @@ impl Gen {
                 let i = self.rng.below(self.system_sas.len() as u64) as usize;
                 let who = self.system_sas[i].clone();
                 match i {
-                    0 => self.simple(
-                        &who,
-                        at,
-                        "watch",
-                        Self::grouped("endpointslices", "discovery.k8s.io", None, None),
-                        200,
-                    ),
+                    0 => self.simple(&who, at, "watch", Self::grouped("endpointslices", "discovery.k8s.io", None, None), 200),
                     1 => {
                         let node = NODES[self.rng.below(4) as usize];
                         self.simple(&who, at, "get", Self::core("nodes", None, Some(node)), 200)
@@ -686,12 +487,7 @@ impl Gen {
                         &who,
                         at,
                         "list",
-                        Self::grouped(
-                            "k8sazurev3containerlimits",
-                            "constraints.gatekeeper.sh",
-                            None,
-                            None,
-                        ),
+                        Self::grouped("k8sazurev3containerlimits", "constraints.gatekeeper.sh", None, None),
                         200,
                     ),
                 }
@@ -702,13 +498,7 @@ impl Gen {
                 if i == 0 && self.rng.chance(0.2) {
                     self.kube_proxy_update(&who, at)
                 } else {
-                    self.simple(
-                        &who,
-                        at,
-                        "get",
-                        Self::core("configmaps", Some("kube-system"), Some("coredns")),
-                        200,
-                    )
+                    self.simple(&who, at, "get", Self::core("configmaps", Some("kube-system"), Some("coredns")), 200)
                 }
             }
             730..=879 => {
@@ -726,13 +516,7 @@ impl Gen {
                     0 => self.simple(&who, at, "list", Self::core("pods", Some(ns), None), code),
                     1 => {
                         let app = *self.rng.pick(APPS);
-                        self.simple(
-                            &who,
-                            at,
-                            "get",
-                            Self::grouped("deployments", "apps", Some(ns), Some(app)),
-                            code,
-                        )
+                        self.simple(&who, at, "get", Self::grouped("deployments", "apps", Some(ns), Some(app)), code)
                     }
                     2 => {
                         let app = *self.rng.pick(APPS);
@@ -741,46 +525,20 @@ impl Gen {
                             &who,
                             at,
                             "get",
-                            ObjectRef {
-                                subresource: Some("log".into()),
-                                ..Self::core("pods", Some(ns), Some(&pod))
-                            },
+                            ObjectRef { subresource: Some("log".into()), ..Self::core("pods", Some(ns), Some(&pod)) },
                             code,
                         )
                     }
                     3 => self.simple(&who, at, "list", Self::core("events", Some(ns), None), code),
-                    4 if self.rng.chance(0.1) => self.simple(
-                        &who,
-                        at,
-                        "get",
-                        Self::core("secrets", Some(ns), Some("app-config")),
-                        code,
-                    ),
-                    _ => self.simple(
-                        &who,
-                        at,
-                        "list",
-                        Self::core("services", Some(ns), None),
-                        code,
-                    ),
+                    4 if self.rng.chance(0.1) => self.simple(&who, at, "get", Self::core("secrets", Some(ns), Some("app-config")), code),
+                    _ => self.simple(&who, at, "list", Self::core("services", Some(ns), None), code),
                 }
             }
             880..=959 => self.ci_deploy(at),
             _ => {
                 let who = self.anonymous.clone();
-                let path = *self
-                    .rng
-                    .pick(&["/healthz", "/readyz", "/version", "/livez"]);
-                let mut ev = self.event(
-                    &who,
-                    at,
-                    "get",
-                    ObjectRef::default(),
-                    path.to_string(),
-                    200,
-                    "Metadata",
-                    "ResponseComplete",
-                );
+                let path = *self.rng.pick(&["/healthz", "/readyz", "/version", "/livez"]);
+                let mut ev = self.event(&who, at, "get", ObjectRef::default(), path.to_string(), 200, "Metadata", "ResponseComplete");
                 ev.object_ref = None;
                 ev.annotations.reason = "RBAC: allowed by ClusterRoleBinding \"system:public-info-viewer\" of ClusterRole \"system:public-info-viewer\" to Group \"system:unauthenticated\"".into();
                 ev
@@ -803,16 +561,7 @@ impl Gen {
         };
         let o = Self::grouped("deployments", "apps", Some(ns), Some(app));
         let uri = Self::uri(&o);
-        let mut ev = self.event(
-            &who,
-            at,
-            verb,
-            o,
-            uri,
-            code,
-            "RequestResponse",
-            "ResponseComplete",
-        );
+        let mut ev = self.event(&who, at, verb, o, uri, code, "RequestResponse", "ResponseComplete");
         let spec = pod_spec(
             &image,
             r#","serviceAccountName":"app","automountServiceAccountToken":false,"securityContext":{"runAsNonRoot":true,"runAsUser":10001}"#,
@@ -830,23 +579,9 @@ impl Gen {
     }
 
     fn kube_proxy_update(&mut self, who: &Actor, at: i64) -> Event {
-        let o = Self::grouped(
-            "daemonsets",
-            "apps",
-            Some("kube-system"),
-            Some("kube-proxy"),
-        );
+        let o = Self::grouped("daemonsets", "apps", Some("kube-system"), Some("kube-proxy"));
         let uri = Self::uri(&o);
-        let mut ev = self.event(
-            who,
-            at,
-            "update",
-            o,
-            uri,
-            200,
-            "RequestResponse",
-            "ResponseComplete",
-        );
+        let mut ev = self.event(who, at, "update", o, uri, 200, "RequestResponse", "ResponseComplete");
         let spec = pod_spec(
             "mcr.microsoft.com/oss/kubernetes/kube-proxy:v1.30.4",
             r#","hostNetwork":true,"priorityClassName":"system-node-critical","volumes":[{"name":"lib-modules","hostPath":{"path":"/lib/modules"}},{"name":"xtables-lock","hostPath":{"path":"/run/xtables.lock","type":"FileOrCreate"}}]"#,
@@ -861,32 +596,13 @@ impl Gen {
         ev
     }
 
-    fn mallory_pod(
-        &mut self,
-        at: i64,
-        ns: &str,
-        name: &str,
-        image: &str,
-        extra_spec: &str,
-        sc: &str,
-    ) -> Event {
+    fn mallory_pod(&mut self, at: i64, ns: &str, name: &str, image: &str, extra_spec: &str, sc: &str) -> Event {
         let who = self.mallory.clone();
         let o = Self::core("pods", Some(ns), Some(name));
         let uri = format!("/api/v1/namespaces/{ns}/pods?fieldManager=kubectl-run");
-        let mut ev = self.event(
-            &who,
-            at,
-            "create",
-            o,
-            uri,
-            201,
-            "RequestResponse",
-            "ResponseComplete",
-        );
+        let mut ev = self.event(&who, at, "create", o, uri, 201, "RequestResponse", "ResponseComplete");
         let spec = pod_spec(image, extra_spec, sc, false);
-        let body = format!(
-            r#"{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"{ns}"}},"spec":{spec}}}"#
-        );
+        let body = format!(r#"{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"{ns}"}},"spec":{spec}}}"#);
         ev.request_object = RawValue::from_string(body.clone()).ok();
         ev.response_object = RawValue::from_string(body).ok();
         ev
@@ -896,8 +612,17 @@ impl Gen {
     fn scenario(&mut self, name: &str, at: i64, span: i64) -> Vec<Event> {
         let m = self.mallory.clone();
         match name {
-            "privileged-pod" => vec![self.mallory_pod(at, "default", "debug-shell", "docker.io/library/ubuntu:22.04", "", r#"{"privileged":true}"#)],
-            "host-namespaces" => vec![self.mallory_pod(at, "default", "node-debugger", "docker.io/library/busybox:1.36", r#","hostPID":true,"hostIPC":true,"hostNetwork":true"#, "{}")],
+            "privileged-pod" => {
+                vec![self.mallory_pod(at, "default", "debug-shell", "docker.io/library/ubuntu:22.04", "", r#"{"privileged":true}"#)]
+            }
+            "host-namespaces" => vec![self.mallory_pod(
+                at,
+                "default",
+                "node-debugger",
+                "docker.io/library/busybox:1.36",
+                r#","hostPID":true,"hostIPC":true,"hostNetwork":true"#,
+                "{}",
+            )],
             "sensitive-hostpath" => vec![self.mallory_pod(
                 at,
                 "web",
@@ -929,16 +654,36 @@ impl Gen {
             "anonymous-allowed" => {
                 let who = actor("system:anonymous", &["system:unauthenticated"], "203.0.113.50", "curl/8.5.0", None);
                 let mut ev = self.simple(&who, at, "list", Self::core("configmaps", Some("kube-system"), None), 200);
-                ev.annotations.reason = "RBAC: allowed by ClusterRoleBinding \"anon-read\" of ClusterRole \"view\" to User \"system:anonymous\"".into();
+                ev.annotations.reason =
+                    "RBAC: allowed by ClusterRoleBinding \"anon-read\" of ClusterRole \"view\" to User \"system:anonymous\"".into();
                 vec![ev]
             }
             "forbidden-burst" => {
-                let who = actor("system:serviceaccount:default:compromised-app", &["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"], "10.244.1.17", "python-requests/2.31.0", None);
-                let targets = [("secrets", Some("kube-system")), ("clusterroles", None), ("nodes", None), ("pods", Some("kube-system")), ("secrets", Some("default")), ("serviceaccounts", Some("kube-system")), ("configmaps", Some("kube-system")), ("namespaces", None)];
+                let who = actor(
+                    "system:serviceaccount:default:compromised-app",
+                    &["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"],
+                    "10.244.1.17",
+                    "python-requests/2.31.0",
+                    None,
+                );
+                let targets = [
+                    ("secrets", Some("kube-system")),
+                    ("clusterroles", None),
+                    ("nodes", None),
+                    ("pods", Some("kube-system")),
+                    ("secrets", Some("default")),
+                    ("serviceaccounts", Some("kube-system")),
+                    ("configmaps", Some("kube-system")),
+                    ("namespaces", None),
+                ];
                 (0..30)
                     .map(|i| {
                         let (res, ns) = targets[i % targets.len()];
-                        let o = if res == "clusterroles" { Self::grouped(res, "rbac.authorization.k8s.io", None, None) } else { Self::core(res, ns, None) };
+                        let o = if res == "clusterroles" {
+                            Self::grouped(res, "rbac.authorization.k8s.io", None, None)
+                        } else {
+                            Self::core(res, ns, None)
+                        };
                         self.simple(&who, at + span * i as i64 / 30, "list", o, 403)
                     })
                     .collect()
@@ -946,7 +691,9 @@ impl Gen {
             "secrets-sweep" => ALL_NAMESPACES
                 .iter()
                 .enumerate()
-                .map(|(i, ns)| self.simple(&m, at + span * i as i64 / 8, "get", Self::core("secrets", Some(ns), Some("db-credentials")), 200))
+                .map(|(i, ns)| {
+                    self.simple(&m, at + span * i as i64 / 8, "get", Self::core("secrets", Some(ns), Some("db-credentials")), 200)
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -975,30 +722,15 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn record(
-        &mut self,
-        category: &'static str,
-        log: &str,
-        at: i64,
-        rng: &mut Rng,
-    ) -> io::Result<()> {
+    fn record(&mut self, category: &'static str, log: &str, at: i64, rng: &mut Rng) -> io::Result<()> {
         let rec = Record {
             time: time7(at + 2_000_000 + rng.below(5_000_000) as i64),
             resource_id: CLUSTER,
             category,
             operation_name: "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
-            properties: Properties {
-                log,
-                stream: "stdout",
-                pod: &self.pod,
-                container_id: &self.container,
-            },
+            properties: Properties { log, stream: "stdout", pod: &self.pod, container_id: &self.container },
         };
-        self.line.extend_from_slice(if self.in_line == 0 {
-            b"{\"records\":["
-        } else {
-            b","
-        });
+        self.line.extend_from_slice(if self.in_line == 0 { b"{\"records\":[" } else { b"," });
         serde_json::to_writer(&mut self.line, &rec)?;
         self.in_line += 1;
         if self.in_line >= self.line_target {
@@ -1030,32 +762,16 @@ impl Writer<'_> {
 }
 
 const KLOG: &[(&str, &str)] = &[
-    (
-        "kube-apiserver",
-        "controller.go:615] quota admission added evaluator for: leases.coordination.k8s.io",
-    ),
-    (
-        "kube-apiserver",
-        "handler.go:232] Adding GroupVersion metrics.k8s.io v1beta1 to ResourceManager",
-    ),
-    (
-        "cluster-autoscaler",
-        "static_autoscaler.go:290] Starting main loop",
-    ),
+    ("kube-apiserver", "controller.go:615] quota admission added evaluator for: leases.coordination.k8s.io"),
+    ("kube-apiserver", "handler.go:232] Adding GroupVersion metrics.k8s.io v1beta1 to ResourceManager"),
+    ("cluster-autoscaler", "static_autoscaler.go:290] Starting main loop"),
     ("guard", "guard.go:112] Authenticated user via AAD token"),
-    (
-        "kube-controller-manager",
-        "replica_set.go:676] Finished syncing ReplicaSet",
-    ),
+    ("kube-controller-manager", "replica_set.go:676] Finished syncing ReplicaSet"),
 ];
 
 pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> {
     let mut g = Gen::new(opts.seed);
-    let rate = if opts.events_per_second > 0.0 {
-        opts.events_per_second
-    } else {
-        100.0
-    };
+    let rate = if opts.events_per_second > 0.0 { opts.events_per_second } else { 100.0 };
     let start = opts.start_unix_secs * SEC;
     let run = (opts.events as f64 / rate * 1e9) as i64;
 
@@ -1066,14 +782,8 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
     for (k, (name, _)) in SCENARIOS.iter().enumerate() {
         let t = start + run * (k as i64 + 1) / (s + 1);
         let (t, span) = match *name {
-            "forbidden-burst" => (
-                aligned(t, 300 * SEC, 30 * SEC),
-                (90 * SEC).min(run / 10).max(3 * SEC),
-            ),
-            "secrets-sweep" => (
-                aligned(t, 600 * SEC, 60 * SEC),
-                (180 * SEC).min(run / 10).max(8 * SEC),
-            ),
+            "forbidden-burst" => (aligned(t, 300 * SEC, 30 * SEC), (90 * SEC).min(run / 10).max(3 * SEC)),
+            "secrets-sweep" => (aligned(t, 600 * SEC, 60 * SEC), (180 * SEC).min(run / 10).max(8 * SEC)),
             _ => (t, 0),
         };
         let evs = g.scenario(name, t, span);
@@ -1109,11 +819,7 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
         w.audit(&ev, &mut g.rng)?;
         if g.rng.chance(0.02) {
             let (cat, msg) = *g.rng.pick(KLOG);
-            let line = format!(
-                "I{} {:>7} {msg}",
-                chrono::DateTime::from_timestamp_nanos(t).format("%m%d %H:%M:%S%.6f"),
-                1
-            );
+            let line = format!("I{} {:>7} {msg}", chrono::DateTime::from_timestamp_nanos(t).format("%m%d %H:%M:%S%.6f"), 1);
             w.record(cat, &line, t, &mut g.rng)?;
             w.stats.other_records += 1;
         }
@@ -1133,15 +839,7 @@ mod tests {
 
     fn gen(events: u64, seed: u64) -> (Vec<u8>, GenStats) {
         let mut buf = Vec::new();
-        let stats = generate(
-            &GenOptions {
-                events,
-                seed,
-                ..Default::default()
-            },
-            &mut buf,
-        )
-        .unwrap();
+        let stats = generate(&GenOptions { events, seed, ..Default::default() }, &mut buf).unwrap();
         (buf, stats)
     }
 
@@ -1161,14 +859,8 @@ mod tests {
             let records = v["records"].as_array().unwrap();
             assert!((1..=8).contains(&records.len()));
             for r in records {
-                assert!(r["resourceId"]
-                    .as_str()
-                    .unwrap()
-                    .contains("MANAGEDCLUSTERS"));
-                assert_eq!(
-                    r["time"].as_str().unwrap().len(),
-                    "2026-11-01T08:00:00.1234567Z".len()
-                );
+                assert!(r["resourceId"].as_str().unwrap().contains("MANAGEDCLUSTERS"));
+                assert_eq!(r["time"].as_str().unwrap().len(), "2026-11-01T08:00:00.1234567Z".len());
                 let log = r["properties"]["log"].as_str().unwrap();
                 match serde_json::from_str::<serde_json::Value>(log) {
                     Ok(ev) => {

@@ -1,9 +1,6 @@
 //! Prometheus metrics, in one registry the HTTP server exposes at /metrics.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -35,52 +32,70 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-            r.register(Box::new(c.clone()))
-                .expect("metric names are unique");
+            r.register(Box::new(c.clone())).expect("metric names are unique");
             c
         }
-        let cv = |name: &str, help: &str, labels: &[&str]| {
-            reg(
-                &r,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
-        };
-        let c =
-            |name: &str, help: &str| reg(&r, IntCounter::new(name, help).expect("valid metric"));
+        let cv =
+            |name: &str, help: &str, labels: &[&str]| reg(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"));
+        let c = |name: &str, help: &str| reg(&r, IntCounter::new(name, help).expect("valid metric"));
         let m = Metrics {
-            events_decoded: cv("crowsnest_events_decoded_total", "Events decoded into a table, by table and AKS category (raw: no envelope)", &["table", "category"]),
-            records_skipped: cv("crowsnest_records_skipped_total", "Envelope records of categories that hold no audit events (kube-apiserver, cluster-autoscaler…)", &["category"]),
+            events_decoded: cv(
+                "crowsnest_events_decoded_total",
+                "Events decoded into a table, by table and AKS category (raw: no envelope)",
+                &["table", "category"],
+            ),
+            records_skipped: cv(
+                "crowsnest_records_skipped_total",
+                "Envelope records of categories that hold no audit events (kube-apiserver, cluster-autoscaler…)",
+                &["category"],
+            ),
             bytes_read: c("crowsnest_bytes_read_total", "Bytes read from sources, before decompression"),
             dead_letters: cv("crowsnest_dead_letters_total", "Inputs that could not be decoded, by reason", &["reason"]),
             duplicate_events: c("crowsnest_duplicate_events_total", "Events dropped as repeats of an (auditID, stage) already seen"),
             rule_matches: cv("crowsnest_rule_matches_total", "Events that passed a rule's WHERE clause", &["rule"]),
             rule_errors: cv("crowsnest_rule_errors_total", "Batches on which a rule failed to evaluate", &["rule"]),
             late_events: cv("crowsnest_late_events_total", "Events that arrived after their window had fired", &["rule"]),
-            window_groups: reg(&r, IntGaugeVec::new(Opts::new("crowsnest_window_groups", "Open (window, key) groups held by a windowed rule"), &["rule"]).expect("valid metric")),
+            window_groups: reg(
+                &r,
+                IntGaugeVec::new(Opts::new("crowsnest_window_groups", "Open (window, key) groups held by a windowed rule"), &["rule"])
+                    .expect("valid metric"),
+            ),
             alerts: cv("crowsnest_alerts_total", "Alerts delivered to the sinks, by rule and severity", &["rule", "severity"]),
             alerts_suppressed: c("crowsnest_alerts_suppressed_total", "Alerts dropped by their rule's suppression period"),
-            alerts_duplicate: c("crowsnest_alerts_duplicate_total", "Alerts dropped because an alert with the same id was already delivered"),
+            alerts_duplicate: c(
+                "crowsnest_alerts_duplicate_total",
+                "Alerts dropped because an alert with the same id was already delivered",
+            ),
             batch_latency: reg(
                 &r,
-                Histogram::with_opts(HistogramOpts::new("crowsnest_batch_latency_seconds", "Time to run a decoded batch through the engine and sinks").buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets"))).expect("valid metric"),
+                Histogram::with_opts(
+                    HistogramOpts::new("crowsnest_batch_latency_seconds", "Time to run a decoded batch through the engine and sinks")
+                        .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets")),
+                )
+                .expect("valid metric"),
             ),
-            watermark_lag_seconds: reg(&r, IntGauge::new("crowsnest_watermark_lag_seconds", "Wall clock minus the newest event time seen").expect("valid metric")),
-            watermark_seconds: reg(&r, IntGauge::new("crowsnest_watermark_seconds", "Newest event time seen, Unix seconds").expect("valid metric")),
-            build_info: reg(&r, IntGaugeVec::new(Opts::new("crowsnest_build_info", "Build information"), &["version"]).expect("valid metric")),
+            watermark_lag_seconds: reg(
+                &r,
+                IntGauge::new("crowsnest_watermark_lag_seconds", "Wall clock minus the newest event time seen").expect("valid metric"),
+            ),
+            watermark_seconds: reg(
+                &r,
+                IntGauge::new("crowsnest_watermark_seconds", "Newest event time seen, Unix seconds").expect("valid metric"),
+            ),
+            build_info: reg(
+                &r,
+                IntGaugeVec::new(Opts::new("crowsnest_build_info", "Build information"), &["version"]).expect("valid metric"),
+            ),
             registry: r,
         };
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("encoding to memory");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encoding to memory");
         String::from_utf8(buf).unwrap_or_default()
     }
 }

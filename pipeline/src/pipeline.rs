@@ -55,9 +55,7 @@ impl Default for Control {
             stop: Arc::new(AtomicBool::new(false)),
             bytes_read: Arc::new(AtomicU64::new(0)),
             progress: false,
-            workers: std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(1, 8),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
             dedup_capacity: 1 << 20,
         }
     }
@@ -76,7 +74,10 @@ pub struct Summary {
     pub late_events: u64,
     pub bytes_read: u64,
     pub elapsed: Duration,
+    /// Time the engine took (all rules), part of `elapsed`.
+    pub engine_time: Duration,
     pub rule_errors: u64,
+    pub rules: usize,
 }
 
 impl Summary {
@@ -94,40 +95,21 @@ impl Summary {
             self.events_per_second(),
             self.bytes_read as f64 / 1e6 / secs.max(1e-9)
         ));
-        s.push_str(&format!(
-            "events by table:    {KUBE_AUDIT} {}\n",
-            self.decode.total_events()
-        ));
-        let join = |m: &BTreeMap<String, u64>| {
-            m.iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        s.push_str(&format!("events by table:    {KUBE_AUDIT} {}\n", self.decode.total_events()));
+        s.push_str(&format!("time in rules:      {:.2}s ({} rules)\n", self.engine_time.as_secs_f64(), self.rules));
+        let join = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
         if !self.decode.events.is_empty() {
-            s.push_str(&format!(
-                "  by category:      {}\n",
-                join(&self.decode.events)
-            ));
+            s.push_str(&format!("  by category:      {}\n", join(&self.decode.events)));
         }
         if !self.decode.skipped.is_empty() {
-            s.push_str(&format!(
-                "skipped (not audit): {}\n",
-                join(&self.decode.skipped)
-            ));
+            s.push_str(&format!("skipped (not audit): {}\n", join(&self.decode.skipped)));
         }
         if self.duplicate_events > 0 {
-            s.push_str(&format!(
-                "duplicate events:   {} (same auditID and stage)\n",
-                self.duplicate_events
-            ));
+            s.push_str(&format!("duplicate events:   {} (same auditID and stage)\n", self.duplicate_events));
         }
         s.push_str(&format!("alerts:             {}", self.alerts));
         if self.alerts_suppressed + self.alerts_duplicate > 0 {
-            s.push_str(&format!(
-                " ({} suppressed, {} repeats of an alert id dropped)",
-                self.alerts_suppressed, self.alerts_duplicate
-            ));
+            s.push_str(&format!(" ({} suppressed, {} repeats of an alert id dropped)", self.alerts_suppressed, self.alerts_duplicate));
         }
         s.push('\n');
         for (rule, n) in &self.alerts_by_rule {
@@ -136,12 +118,7 @@ impl Summary {
         let dead: u64 = self.dead_letters.values().sum();
         s.push_str(&format!("dead letters:       {dead}"));
         if dead > 0 {
-            let by = self
-                .dead_letters
-                .iter()
-                .map(|(r, n)| format!("{} {n}", r.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let by = self.dead_letters.iter().map(|(r, n)| format!("{} {n}", r.as_str())).collect::<Vec<_>>().join(", ");
             s.push_str(&format!(" ({by})"));
             if let Some(p) = dead_letter_path {
                 s.push_str(&format!(" → {}", p.display()));
@@ -149,16 +126,10 @@ impl Summary {
         }
         s.push('\n');
         if self.late_events > 0 {
-            s.push_str(&format!(
-                "late events:        {} (after their window fired)\n",
-                self.late_events
-            ));
+            s.push_str(&format!("late events:        {} (after their window fired)\n", self.late_events));
         }
         if self.rule_errors > 0 {
-            s.push_str(&format!(
-                "rule errors:        {} (see the log)\n",
-                self.rule_errors
-            ));
+            s.push_str(&format!("rule errors:        {} (see the log)\n", self.rule_errors));
         }
         s
     }
@@ -171,14 +142,10 @@ struct Decoded {
     stats: DecodeStats,
 }
 
-fn decode_chunk(chunk: &Chunk) -> (Option<RecordBatch>, Vec<DeadLetter>, DecodeStats) {
-    let mut d = Decoder::new();
+/// Decodes a chunk with a worker's decoder (kept across chunks so its buffers are reused).
+fn decode_chunk(d: &mut Decoder, chunk: &Chunk) -> (Option<RecordBatch>, Vec<DeadLetter>, DecodeStats) {
     for doc in &chunk.docs {
-        let origin = Origin {
-            source: &chunk.source,
-            unit: chunk.unit,
-            index: doc.index,
-        };
+        let origin = Origin { source: &chunk.source, unit: chunk.unit, index: doc.index };
         let bytes = &chunk.buf[doc.start..doc.end];
         match doc.oversize {
             Some(len) => d.dead_letters.push(DeadLetter::new(
@@ -192,11 +159,7 @@ fn decode_chunk(chunk: &Chunk) -> (Option<RecordBatch>, Vec<DeadLetter>, DecodeS
         }
     }
     let batch = d.finish();
-    (
-        batch,
-        std::mem::take(&mut d.dead_letters),
-        std::mem::take(&mut d.stats),
-    )
+    (batch, std::mem::take(&mut d.dead_letters), std::mem::take(&mut d.stats))
 }
 
 /// Runs sources to their end (or until `control.stop`), then fires every open window and
@@ -212,8 +175,7 @@ pub fn run(
     let started = Instant::now();
     let workers = control.workers.max(1);
     let total_size: Option<u64> = sources.iter().map(|s| s.size_hint()).sum();
-    let progress =
-        (control.progress && std::io::stderr().is_terminal()).then(|| make_progress(total_size));
+    let progress = (control.progress && std::io::stderr().is_terminal()).then(|| make_progress(total_size));
 
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Chunk)>(workers * 2);
     let (out_tx, out_rx) = sync_channel::<Decoded>(workers * 2);
@@ -223,7 +185,8 @@ pub fn run(
     std::thread::scope(|scope| -> Result<Summary> {
         let stop = control.stop.clone();
         let read_err = read_error.clone();
-        scope.spawn(move || {
+        // Named threads: `top -H` and profilers show which stage is busy.
+        std::thread::Builder::new().name("cn-read".into()).spawn_scoped(scope, move || {
             let mut seq = 0;
             'sources: for mut source in sources {
                 loop {
@@ -249,37 +212,24 @@ pub fn run(
                     }
                 }
             }
-        });
-        for _ in 0..workers {
+        })?;
+        for w in 0..workers {
             let rx = chunk_rx.clone();
             let tx = out_tx.clone();
-            scope.spawn(move || loop {
-                let next = rx.lock().expect("lock").recv();
-                let Ok((seq, chunk)) = next else { break };
-                let (batch, dead, stats) = decode_chunk(&chunk);
-                if tx
-                    .send(Decoded {
-                        seq,
-                        batch,
-                        dead,
-                        stats,
-                    })
-                    .is_err()
-                {
-                    break;
+            std::thread::Builder::new().name(format!("cn-decode-{w}")).spawn_scoped(scope, move || {
+                let mut decoder = Decoder::new();
+                loop {
+                    let next = rx.lock().expect("lock").recv();
+                    let Ok((seq, chunk)) = next else { break };
+                    let (batch, dead, stats) = decode_chunk(&mut decoder, &chunk);
+                    if tx.send(Decoded { seq, batch, dead, stats }).is_err() {
+                        break;
+                    }
                 }
-            });
+            })?;
         }
         drop(out_tx);
-        let summary = consume(
-            out_rx,
-            &mut engine,
-            &mut router,
-            outputs,
-            metrics,
-            control,
-            progress.as_ref(),
-        );
+        let summary = consume(out_rx, &mut engine, &mut router, outputs, metrics, control, progress.as_ref());
         if let Some(p) = &progress {
             p.finish_and_clear();
         }
@@ -296,15 +246,11 @@ pub fn run(
 fn make_progress(total: Option<u64>) -> ProgressBar {
     let bar = match total {
         Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}",
-            )
-            .expect("valid template"),
-        ),
-        None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}")
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({eta}) {msg}")
                 .expect("valid template"),
         ),
+        None => ProgressBar::new_spinner()
+            .with_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes} {msg}").expect("valid template")),
     };
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -319,12 +265,8 @@ fn consume(
     control: &Control,
     progress: Option<&ProgressBar>,
 ) -> Result<Summary> {
-    let mut summary = Summary::default();
-    let mut dedup = Deduplicator::new(
-        control.dedup_capacity,
-        audit_col::AUDIT_ID,
-        audit_col::STAGE,
-    );
+    let mut summary = Summary { rules: engine.rule_count(), ..Summary::default() };
+    let mut dedup = Deduplicator::new(control.dedup_capacity, audit_col::AUDIT_ID, audit_col::STAGE);
     let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
     let mut next = 0u64;
     let mut last_bytes = 0u64;
@@ -333,15 +275,7 @@ fn consume(
         while let Some(d) = pending.remove(&next) {
             next += 1;
             let t = Instant::now();
-            handle(
-                d,
-                engine,
-                router,
-                outputs,
-                metrics,
-                &mut dedup,
-                &mut summary,
-            )?;
+            handle(d, engine, router, outputs, metrics, &mut dedup, &mut summary)?;
             metrics.batch_latency.observe(t.elapsed().as_secs_f64());
         }
         let bytes = control.bytes_read.load(Ordering::Relaxed);
@@ -349,18 +283,13 @@ fn consume(
         last_bytes = bytes;
         if let Some(p) = progress {
             p.set_position(bytes);
-            p.set_message(format!(
-                "{} events, {} alerts",
-                summary.decode.total_events(),
-                summary.alerts
-            ));
+            p.set_message(format!("{} events, {} alerts", summary.decode.total_events(), summary.alerts));
         }
     }
     let fired = engine.finish();
     deliver(fired, router, outputs, metrics, &mut summary)?;
     for sink in outputs.sinks.iter_mut() {
-        sink.flush()
-            .with_context(|| format!("flushing sink {}", sink.name()))?;
+        sink.flush().with_context(|| format!("flushing sink {}", sink.name()))?;
     }
     if let Some(dl) = outputs.dead_letters.as_mut() {
         dl.sync()?;
@@ -383,10 +312,7 @@ fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary
         set(&metrics.rule_matches, s.matches);
         set(&metrics.late_events, s.late_events);
         set(&metrics.rule_errors, s.errors);
-        metrics
-            .window_groups
-            .with_label_values(&[id])
-            .set(s.live_groups as i64);
+        metrics.window_groups.with_label_values(&[id]).set(s.live_groups as i64);
         summary.late_events += s.late_events;
         summary.rule_errors += s.errors;
     }
@@ -402,10 +328,7 @@ fn handle(
     summary: &mut Summary,
 ) -> Result<()> {
     for (cat, n) in &d.stats.events {
-        metrics
-            .events_decoded
-            .with_label_values(&[KUBE_AUDIT, cat])
-            .inc_by(*n);
+        metrics.events_decoded.with_label_values(&[KUBE_AUDIT, cat]).inc_by(*n);
     }
     for (cat, n) in &d.stats.skipped {
         metrics.records_skipped.with_label_values(&[cat]).inc_by(*n);
@@ -413,37 +336,28 @@ fn handle(
     summary.decode.merge(&d.stats);
     if !d.dead.is_empty() {
         for dl in &d.dead {
-            metrics
-                .dead_letters
-                .with_label_values(&[dl.reason.as_str()])
-                .inc();
+            metrics.dead_letters.with_label_values(&[dl.reason.as_str()]).inc();
             *summary.dead_letters.entry(dl.reason).or_default() += 1;
         }
         match outputs.dead_letters.as_mut() {
             Some(out) => out.write_all(&d.dead).context("writing dead letters")?,
             None => {
                 for dl in d.dead.iter().take(3) {
-                    log::warn!(
-                        "dead letter ({}) at {} {}: {}",
-                        dl.reason.as_str(),
-                        dl.source,
-                        dl.position,
-                        dl.detail
-                    );
+                    log::warn!("dead letter ({}) at {} {}: {}", dl.reason.as_str(), dl.source, dl.position, dl.detail);
                 }
             }
         }
     }
     if let Some(batch) = d.batch {
         let batch = dedup.apply(batch)?;
+        let t = Instant::now();
         let alerts = engine.process(&batch);
+        summary.engine_time += t.elapsed();
         let newest = engine.max_event_time();
         if newest > i64::MIN {
             metrics.watermark_seconds.set(newest / 1_000_000_000);
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-            metrics
-                .watermark_lag_seconds
-                .set((now - newest) / 1_000_000_000);
+            metrics.watermark_lag_seconds.set((now - newest) / 1_000_000_000);
         }
         deliver(alerts, router, outputs, metrics, summary)?;
         update_rule_metrics(engine, metrics, summary);
@@ -451,13 +365,7 @@ fn handle(
     Ok(())
 }
 
-fn deliver(
-    alerts: Vec<Alert>,
-    router: &mut AlertRouter,
-    outputs: &mut Outputs,
-    metrics: &Metrics,
-    summary: &mut Summary,
-) -> Result<()> {
+fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, metrics: &Metrics, summary: &mut Summary) -> Result<()> {
     if alerts.is_empty() {
         return Ok(());
     }
@@ -477,9 +385,7 @@ fn deliver(
     }
     summary.alerts += alerts.len() as u64;
     for sink in outputs.sinks.iter_mut() {
-        sink.send(&alerts).with_context(|| {
-            format!("sink {} failed; stopping so no alert is lost", sink.name())
-        })?;
+        sink.send(&alerts).with_context(|| format!("sink {} failed; stopping so no alert is lost", sink.name()))?;
     }
     Ok(())
 }

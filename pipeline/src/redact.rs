@@ -28,11 +28,7 @@ pub fn redact_body(resource: Option<&str>, body: &str) -> Option<String> {
     }
     let mut v: Value = match serde_json::from_str(body) {
         Ok(v) => v,
-        Err(_) => {
-            return Some(format!(
-                "\"{REDACTED} (unparseable body of a secret-bearing resource)\""
-            ))
-        }
+        Err(_) => return Some(format!("\"{REDACTED} (unparseable body of a secret-bearing resource)\"")),
     };
     // A patch or update of a secret may carry no `kind`: treat the top object as a Secret.
     let top_is_secret = resource == Some("secrets");
@@ -55,10 +51,7 @@ fn redact_value(v: &mut Value, assume_secret: bool) -> bool {
                         }
                     }
                 }
-                if let Some(Value::Object(ann)) = map
-                    .get_mut("metadata")
-                    .and_then(|m| m.get_mut("annotations"))
-                {
+                if let Some(Value::Object(ann)) = map.get_mut("metadata").and_then(|m| m.get_mut("annotations")) {
                     if let Some(a) = ann.get_mut(LAST_APPLIED) {
                         *a = Value::String(REDACTED.into());
                         changed = true;
@@ -70,8 +63,8 @@ fn redact_value(v: &mut Value, assume_secret: bool) -> bool {
                 Some("TokenReview") => changed |= redact_path(map, &["spec", "token"]),
                 _ => {}
             }
-            let items_are_secrets = kind.as_deref() == Some("SecretList")
-                || (assume_secret && kind.as_deref().is_some_and(|k| k.ends_with("List")));
+            let items_are_secrets =
+                kind.as_deref() == Some("SecretList") || (assume_secret && kind.as_deref().is_some_and(|k| k.ends_with("List")));
             for (key, child) in map.iter_mut() {
                 if key == "data" || key == "stringData" {
                     continue;
@@ -80,9 +73,7 @@ fn redact_value(v: &mut Value, assume_secret: bool) -> bool {
             }
             changed
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |acc, i| redact_value(i, assume_secret) | acc),
+        Value::Array(items) => items.iter_mut().fold(false, |acc, i| redact_value(i, assume_secret) | acc),
         _ => false,
     }
 }
@@ -113,19 +104,14 @@ mod tests {
     fn secret_values_and_last_applied_are_removed() {
         let body = r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"db","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"data\":{\"password\":\"aHVudGVyMg==\"}}"}},"data":{"password":"aHVudGVyMg=="},"stringData":{"user":"admin"}}"#;
         let out = redact_body(Some("secrets"), body).unwrap();
-        assert!(
-            !out.contains("aHVudGVyMg") && !out.contains("admin"),
-            "{out}"
-        );
+        assert!(!out.contains("aHVudGVyMg") && !out.contains("admin"), "{out}");
         assert!(out.contains("\"password\"") && out.contains(REDACTED));
     }
 
     #[test]
     fn patches_and_lists_of_secrets() {
         let patch = r#"{"data":{"token":"c2VjcmV0"}}"#;
-        assert!(!redact_body(Some("secrets"), patch)
-            .unwrap()
-            .contains("c2VjcmV0"));
+        assert!(!redact_body(Some("secrets"), patch).unwrap().contains("c2VjcmV0"));
         let list = r#"{"kind":"SecretList","items":[{"metadata":{"name":"a"},"data":{"k":"djE="}},{"kind":"Secret","data":{"k":"djI="}}]}"#;
         let out = redact_body(Some("secrets"), list).unwrap();
         assert!(!out.contains("djE=") && !out.contains("djI="), "{out}");
@@ -137,26 +123,15 @@ mod tests {
         let out = redact_body(Some("serviceaccounts"), tr).unwrap();
         assert!(!out.contains("eyJhbGciOi") && out.contains("expirationTimestamp"));
         let rv = r#"{"kind":"TokenReview","spec":{"token":"abc.def.ghi"}}"#;
-        assert!(!redact_body(Some("tokenreviews"), rv)
-            .unwrap()
-            .contains("abc.def"));
+        assert!(!redact_body(Some("tokenreviews"), rv).unwrap().contains("abc.def"));
     }
 
     #[test]
     fn unrelated_bodies_untouched_and_unparseable_secrets_dropped() {
-        assert_eq!(
-            redact_body(Some("pods"), r#"{"kind":"Pod","spec":{}}"#),
-            None
-        );
+        assert_eq!(redact_body(Some("pods"), r#"{"kind":"Pod","spec":{}}"#), None);
         let out = redact_body(Some("secrets"), r#"{"data":{"k":"djE="#).unwrap();
         assert!(!out.contains("djE="));
         // A pod that merely references a secret by name keeps its body.
-        assert_eq!(
-            redact_body(
-                Some("pods"),
-                r#"{"kind":"Pod","spec":{"volumes":[{"secret":{"secretName":"x"}}]}}"#
-            ),
-            None
-        );
+        assert_eq!(redact_body(Some("pods"), r#"{"kind":"Pod","spec":{"volumes":[{"secret":{"secretName":"x"}}]}}"#), None);
     }
 }

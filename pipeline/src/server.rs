@@ -22,12 +22,8 @@ pub struct Health {
 }
 
 pub async fn bind(addr: &str) -> Result<TcpListener> {
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("metrics address {addr:?} is not HOST:PORT"))?;
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the metrics server to {addr}"))
+    let addr: SocketAddr = addr.parse().with_context(|| format!("metrics address {addr:?} is not HOST:PORT"))?;
+    TcpListener::bind(addr).await.with_context(|| format!("binding the metrics server to {addr}"))
 }
 
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
@@ -66,30 +62,17 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
                 ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
                 ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
                 ("GET", "/readyz") => {
-                    if health.ready.load(Ordering::Relaxed)
-                        && !health.stopping.load(Ordering::Relaxed)
-                    {
+                    if health.ready.load(Ordering::Relaxed) && !health.stopping.load(Ordering::Relaxed) {
                         ("200 OK", "text/plain", "ready\n".to_string())
                     } else {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "not ready\n".to_string(),
-                        )
+                        ("503 Service Unavailable", "text/plain", "not ready\n".to_string())
                     }
                 }
-                ("GET", _) => (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found: try /metrics, /healthz, /readyz\n".to_string(),
-                ),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    "only GET\n".to_string(),
-                ),
+                ("GET", _) => ("404 Not Found", "text/plain", "not found: try /metrics, /healthz, /readyz\n".to_string()),
+                _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_string()),
             };
-            let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let resp =
+                format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });

@@ -27,11 +27,7 @@ fn string_list() -> DataType {
 }
 
 fn field(name: &str, data_type: DataType, nullable: bool, description: &str) -> Field {
-    Field::new(name, data_type, nullable).with_metadata(
-        [("description".to_string(), description.to_string())]
-            .into_iter()
-            .collect(),
-    )
+    Field::new(name, data_type, nullable).with_metadata([("description".to_string(), description.to_string())].into_iter().collect())
 }
 
 /// Column positions of `kube_audit`, so the decoder's builders and the schema cannot disagree.
@@ -86,7 +82,10 @@ pub mod audit_col {
 pub fn kube_audit_schema() -> SchemaRef {
     use audit_col as c;
     let fields = vec![
-        (c::EVENT_TIME, field("event_time", timestamp_type(), false, "requestReceivedTimestamp (falls back to stageTimestamp, then the envelope time)")),
+        (
+            c::EVENT_TIME,
+            field("event_time", timestamp_type(), false, "requestReceivedTimestamp (falls back to stageTimestamp, then the envelope time)"),
+        ),
         (c::STAGE_TIME, field("stage_time", timestamp_type(), true, "stageTimestamp")),
         (c::AUDIT_ID, field("audit_id", DataType::Utf8, false, "auditID; with stage, unique per row")),
         (c::STAGE, field("stage", DataType::Utf8, true, "RequestReceived, ResponseStarted, ResponseComplete or Panic")),
@@ -112,29 +111,66 @@ pub fn kube_audit_schema() -> SchemaRef {
         (c::RESPONSE_REASON, field("response_reason", DataType::Utf8, true, "responseStatus.reason")),
         (c::AUTHZ_DECISION, field("authz_decision", DataType::Utf8, true, "annotation authorization.k8s.io/decision (allow, forbid)")),
         (c::AUTHZ_REASON, field("authz_reason", DataType::Utf8, true, "annotation authorization.k8s.io/reason")),
-        (c::CLUSTER, field("cluster", DataType::Utf8, true, "AKS envelope resourceId (upper-case ARM id of the cluster); null for raw events")),
-        (c::CATEGORY, field("category", DataType::Utf8, true, "AKS diagnostic category: kube-audit, kube-audit-admin or guard; null for raw events")),
+        (
+            c::CLUSTER,
+            field("cluster", DataType::Utf8, true, "AKS envelope resourceId (upper-case ARM id of the cluster); null for raw events"),
+        ),
+        (
+            c::CATEGORY,
+            field("category", DataType::Utf8, true, "AKS diagnostic category: kube-audit, kube-audit-admin or guard; null for raw events"),
+        ),
         (c::REQUEST_OBJECT, field("request_object", DataType::Utf8, true, "requestObject as JSON text (Secret payloads redacted)")),
         (c::RESPONSE_OBJECT, field("response_object", DataType::Utf8, true, "responseObject as JSON text (Secret payloads redacted)")),
         (c::OBJECT_KIND, field("object_kind", DataType::Utf8, true, "requestObject.kind, e.g. Pod, Deployment, ClusterRoleBinding")),
-        (c::PRIVILEGED, field("privileged", DataType::Boolean, true, "derived: some container or initContainer has securityContext.privileged = true (pods and pod templates of workloads)")),
+        (
+            c::PRIVILEGED,
+            field(
+                "privileged",
+                DataType::Boolean,
+                true,
+                "derived: some container or initContainer has securityContext.privileged = true (pods and pod templates of workloads)",
+            ),
+        ),
         (c::HOST_PID, field("host_pid", DataType::Boolean, true, "derived: pod spec hostPID")),
         (c::HOST_IPC, field("host_ipc", DataType::Boolean, true, "derived: pod spec hostIPC")),
         (c::HOST_NETWORK, field("host_network", DataType::Boolean, true, "derived: pod spec hostNetwork")),
         (c::HOST_PATH_MOUNTS, field("host_path_mounts", string_list(), true, "derived: hostPath volume paths of the pod spec")),
         (c::IMAGES, field("images", string_list(), true, "derived: images of all containers, initContainers and ephemeralContainers")),
-        (c::RUN_AS_ROOT, field("run_as_root", DataType::Boolean, true, "derived: some container's effective runAsUser is 0, or none of runAsNonRoot/runAsUser prevents root")),
-        (c::ALLOW_PRIVILEGE_ESCALATION, field("allow_privilege_escalation", DataType::Boolean, true, "derived: some container sets allowPrivilegeEscalation = true")),
-        (c::ADDED_CAPABILITIES, field("added_capabilities", string_list(), true, "derived: securityContext.capabilities.add of all containers")),
-        (c::AUTOMOUNT_SA_TOKEN, field("automount_sa_token", DataType::Boolean, true, "derived: automountServiceAccountToken of the pod spec or ServiceAccount, null when unset")),
-        (c::MISSING_RESOURCE_LIMITS, field("missing_resource_limits", DataType::Boolean, true, "derived: some container has no cpu or no memory limit")),
+        (
+            c::RUN_AS_ROOT,
+            field(
+                "run_as_root",
+                DataType::Boolean,
+                true,
+                "derived: some container's effective runAsUser is 0, or none of runAsNonRoot/runAsUser prevents root",
+            ),
+        ),
+        (
+            c::ALLOW_PRIVILEGE_ESCALATION,
+            field("allow_privilege_escalation", DataType::Boolean, true, "derived: some container sets allowPrivilegeEscalation = true"),
+        ),
+        (
+            c::ADDED_CAPABILITIES,
+            field("added_capabilities", string_list(), true, "derived: securityContext.capabilities.add of all containers"),
+        ),
+        (
+            c::AUTOMOUNT_SA_TOKEN,
+            field(
+                "automount_sa_token",
+                DataType::Boolean,
+                true,
+                "derived: automountServiceAccountToken of the pod spec or ServiceAccount, null when unset",
+            ),
+        ),
+        (
+            c::MISSING_RESOURCE_LIMITS,
+            field("missing_resource_limits", DataType::Boolean, true, "derived: some container has no cpu or no memory limit"),
+        ),
         (c::SERVICE_ACCOUNT_NAME, field("service_account_name", DataType::Utf8, true, "derived: pod spec serviceAccountName")),
     ];
     debug_assert!(fields.iter().enumerate().all(|(i, (pos, _))| i == *pos));
     debug_assert_eq!(fields.len(), c::COUNT);
-    Arc::new(Schema::new(
-        fields.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
-    ))
+    Arc::new(Schema::new(fields.into_iter().map(|(_, f)| f).collect::<Vec<_>>()))
 }
 
 /// The alert: what every sink receives (JSON lines, Kafka, Sentinel). `fields` and `entities`
@@ -207,17 +243,8 @@ pub fn schema_text(schema: &Schema) -> String {
     let mut out = String::new();
     for f in schema.fields() {
         let null = if f.is_nullable() { "" } else { " not null" };
-        let desc = f
-            .metadata()
-            .get("description")
-            .map(String::as_str)
-            .unwrap_or("");
-        out.push_str(&format!(
-            "{:<28} {:<32} {}\n",
-            f.name(),
-            format!("{}{null}", type_name(f.data_type())),
-            desc
-        ));
+        let desc = f.metadata().get("description").map(String::as_str).unwrap_or("");
+        out.push_str(&format!("{:<28} {:<32} {}\n", f.name(), format!("{}{null}", type_name(f.data_type())), desc));
     }
     out
 }

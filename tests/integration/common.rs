@@ -5,7 +5,8 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-pub const CLUSTER: &str = "/SUBSCRIPTIONS/11111111-2222-3333-4444-555555555555/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-IT";
+pub const CLUSTER: &str =
+    "/SUBSCRIPTIONS/11111111-2222-3333-4444-555555555555/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-IT";
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crowsnest"))
@@ -17,20 +18,13 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs `crowsnest ARGS` with `stdin` and returns its output.
 pub fn run(args: &[&str], dir: &Path) -> Output {
-    bin()
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("crowsnest runs")
+    bin().args(args).current_dir(dir).stdin(std::process::Stdio::null()).output().expect("crowsnest runs")
 }
 
 pub fn stdout_alerts(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
         .collect()
 }
 
@@ -67,9 +61,5 @@ pub fn envelope(events: &[Value]) -> String {
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
 }

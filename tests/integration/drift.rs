@@ -5,20 +5,12 @@ use crate::common::*;
 #[test]
 fn published_schemas_match_the_code() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        &["schema", "--write-dir", dir.path().to_str().unwrap()],
-        dir.path(),
-    );
+    let out = run(&["schema", "--write-dir", dir.path().to_str().unwrap()], dir.path());
     assert!(out.status.success());
     for table in ["kube_audit", "alerts"] {
         let fresh = std::fs::read_to_string(dir.path().join(format!("{table}.json"))).unwrap();
-        let committed =
-            std::fs::read_to_string(repo_root().join("schemas").join(format!("{table}.json")))
-                .unwrap_or_default();
-        assert_eq!(
-            committed, fresh,
-            "schemas/{table}.json is stale: run `crowsnest schema --write-dir schemas`"
-        );
+        let committed = std::fs::read_to_string(repo_root().join("schemas").join(format!("{table}.json"))).unwrap_or_default();
+        assert_eq!(committed, fresh, "schemas/{table}.json is stale: run `crowsnest schema --write-dir schemas`");
     }
 }
 
@@ -26,10 +18,8 @@ fn published_schemas_match_the_code() {
 fn alert_json_follows_the_alert_schema() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["replay", "--no-progress"], dir.path());
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("schemas/alerts.json")).unwrap(),
-    )
-    .unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("schemas/alerts.json")).unwrap()).unwrap();
     let columns = schema["columns"].as_array().unwrap();
     for alert in stdout_alerts(&out) {
         let obj = alert.as_object().unwrap();
@@ -38,16 +28,11 @@ fn alert_json_follows_the_alert_schema() {
             let nullable = c["nullable"].as_bool().unwrap();
             let v = obj.get(name);
             if !nullable {
-                assert!(
-                    v.is_some_and(|v| !v.is_null()),
-                    "{name} is required: {alert}"
-                );
+                assert!(v.is_some_and(|v| !v.is_null()), "{name} is required: {alert}");
             }
             if let Some(v) = v.filter(|v| !v.is_null()) {
                 let ok = match c["type"].as_str().unwrap() {
-                    "string" => {
-                        v.is_string() || ((name == "entities" || name == "fields") && v.is_object())
-                    }
+                    "string" => v.is_string() || ((name == "entities" || name == "fields") && v.is_object()),
                     "uint64" => v.is_u64(),
                     t if t.starts_with("timestamp") => v.as_str().is_some_and(|s| s.ends_with('Z')),
                     t if t.starts_with("list") => v.is_array(),
@@ -57,10 +42,7 @@ fn alert_json_follows_the_alert_schema() {
             }
         }
         for key in obj.keys() {
-            assert!(
-                columns.iter().any(|c| c["name"] == key.as_str()),
-                "{key} is not in schemas/alerts.json"
-            );
+            assert!(columns.iter().any(|c| c["name"] == key.as_str()), "{key} is not in schemas/alerts.json");
         }
     }
 }
@@ -72,21 +54,17 @@ fn bundled_sample_is_what_gen_writes() {
     assert!(out.status.success());
     let mut committed = Vec::new();
     use std::io::Read;
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(repo_root().join("pipeline/samples/aks-sample.jsonl.gz")).unwrap(),
-    )
-    .read_to_end(&mut committed)
-    .unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(repo_root().join("pipeline/samples/aks-sample.jsonl.gz")).unwrap())
+        .read_to_end(&mut committed)
+        .unwrap();
     assert!(committed == out.stdout, "pipeline/samples/aks-sample.jsonl.gz is stale: run `crowsnest gen --events 3000 --seed 7 --out pipeline/samples/aks-sample.jsonl.gz`");
 }
 
 #[test]
 fn shipped_configs_parse() {
     // No Docker engine here: docker-compose.yml is validated by parsing it and checking what it mounts exists.
-    let compose: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(repo_root().join("docker-compose.yml")).unwrap(),
-    )
-    .unwrap();
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_root().join("docker-compose.yml")).unwrap()).unwrap();
     let services = compose["services"].as_mapping().expect("services");
     for name in ["crowsnest", "prometheus", "grafana"] {
         assert!(services.contains_key(name), "compose lacks {name}");
@@ -95,34 +73,17 @@ fn shipped_configs_parse() {
         for v in svc["volumes"].as_sequence().into_iter().flatten() {
             let host = v.as_str().unwrap().split(':').next().unwrap();
             if host.starts_with("./dashboards") {
-                assert!(
-                    repo_root().join(host).exists(),
-                    "compose mounts missing {host}"
-                );
+                assert!(repo_root().join(host).exists(), "compose mounts missing {host}");
             }
         }
     }
-    let dash: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("dashboards/crowsnest.json")).unwrap(),
-    )
-    .unwrap();
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("dashboards/crowsnest.json")).unwrap()).unwrap();
     assert!(dash["panels"].as_array().unwrap().len() >= 6);
-    for f in [
-        "crowsnest.example.toml",
-        "dashboards/crowsnest.compose.toml",
-    ] {
-        crowsnest::config::Config::parse(&std::fs::read_to_string(repo_root().join(f)).unwrap())
-            .unwrap_or_else(|e| panic!("{f}: {e:#}"));
+    for f in ["crowsnest.example.toml", "dashboards/crowsnest.compose.toml"] {
+        crowsnest::config::Config::parse(&std::fs::read_to_string(repo_root().join(f)).unwrap()).unwrap_or_else(|e| panic!("{f}: {e:#}"));
     }
     // The example config validates end to end (paths relative to the repository).
-    let out = bin()
-        .args(["validate", "-c", "crowsnest.example.toml"])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bin().args(["validate", "-c", "crowsnest.example.toml"]).current_dir(repo_root()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

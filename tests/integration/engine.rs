@@ -10,16 +10,8 @@ use crowsnest::sink::router::AlertRouter;
 use serde_json::{json, Value};
 
 fn rule_set(rule_yaml: &str) -> RuleSet {
-    let lists = vec![(
-        PathBuf::from("l.yaml"),
-        "name: admins\nvalues: [alice, bob]\n".to_string(),
-    )];
-    RuleSet::from_texts(
-        &PathBuf::from("test"),
-        vec![(PathBuf::from("r.yaml"), rule_yaml.to_string())],
-        lists,
-    )
-    .unwrap()
+    let lists = vec![(PathBuf::from("l.yaml"), "name: admins\nvalues: [alice, bob]\n".to_string())];
+    RuleSet::from_texts(&PathBuf::from("test"), vec![(PathBuf::from("r.yaml"), rule_yaml.to_string())], lists).unwrap()
 }
 
 /// A 403 by `user` at second `sec` past 08:00.
@@ -33,13 +25,7 @@ fn denied(user: &str, sec: u32, n: u32) -> String {
 
 fn run(rule: &str, docs: &[String], lateness_secs: i64) -> (Vec<Alert>, Engine) {
     let set = rule_set(rule);
-    let mut engine = Engine::new(
-        &set,
-        &EngineOptions {
-            allowed_lateness: lateness_secs * 1_000_000_000,
-        },
-    )
-    .unwrap();
+    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: lateness_secs * 1_000_000_000 }).unwrap();
     let mut router = AlertRouter::new(Default::default(), 1000);
     // One document per batch, so the watermark advances between them as in a stream.
     let mut alerts = Vec::new();
@@ -52,14 +38,7 @@ fn run(rule: &str, docs: &[String], lateness_secs: i64) -> (Vec<Alert>, Engine) 
 
 fn evaluate_one(engine: &mut Engine, router: &mut AlertRouter, doc: &str) -> Vec<Alert> {
     let mut d = crowsnest::decode::Decoder::new();
-    d.decode(
-        crowsnest::decode::Origin {
-            source: "t",
-            unit: "line",
-            index: 1,
-        },
-        doc.as_bytes(),
-    );
+    d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: 1 }, doc.as_bytes());
     assert!(d.dead_letters.is_empty());
     router.route(engine.process(&d.finish().unwrap()))
 }
@@ -70,30 +49,11 @@ const HOP_RULE: &str = "id: H-1\ntitle: hop\nseverity: low\nentities: [user_name
 fn hop_windows_overlap() {
     // Denials at 0:10, 0:50, 1:30, 2:10: the 3-minute windows starting at -2:00 … 2:00 each see
     // some; those starting at 0:00 see all four, -1:00 sees 0:10, 0:50, 1:30 (3), 1:00 sees 2.
-    let docs: Vec<String> = [10, 50, 90, 130]
-        .iter()
-        .enumerate()
-        .map(|(i, s)| denied("mallory", *s, i as u32))
-        .collect();
+    let docs: Vec<String> = [10, 50, 90, 130].iter().enumerate().map(|(i, s)| denied("mallory", *s, i as u32)).collect();
     let (alerts, _) = run(HOP_RULE, &docs, 0);
-    let mut got: Vec<(String, i64)> = alerts
-        .iter()
-        .map(|a| {
-            (
-                a.window_start.clone().unwrap(),
-                a.fields["n"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let mut got: Vec<(String, i64)> = alerts.iter().map(|a| (a.window_start.clone().unwrap(), a.fields["n"].as_i64().unwrap())).collect();
     got.sort();
-    assert_eq!(
-        got,
-        vec![
-            ("2026-11-01T07:59:00.000000Z".to_string(), 3),
-            ("2026-11-01T08:00:00.000000Z".to_string(), 4)
-        ],
-        "{alerts:#?}"
-    );
+    assert_eq!(got, vec![("2026-11-01T07:59:00.000000Z".to_string(), 3), ("2026-11-01T08:00:00.000000Z".to_string(), 4)], "{alerts:#?}");
     let ids: std::collections::HashSet<_> = alerts.iter().map(|a| a.id.clone()).collect();
     assert_eq!(ids.len(), 2, "one id per window");
 }
@@ -114,42 +74,23 @@ fn windows_fire_on_the_watermark_and_late_events_are_counted() {
         denied("alice", 2, 6),
     ];
     let set = rule_set(TUMBLE_RULE);
-    let mut engine = Engine::new(
-        &set,
-        &EngineOptions {
-            allowed_lateness: 30_000_000_000,
-        },
-    )
-    .unwrap();
+    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 30_000_000_000 }).unwrap();
     let mut router = AlertRouter::new(Default::default(), 1000);
     assert!(evaluate_one(&mut engine, &mut router, &docs[0]).is_empty());
-    assert!(
-        evaluate_one(&mut engine, &mut router, &docs[1]).is_empty(),
-        "window still open"
-    );
+    assert!(evaluate_one(&mut engine, &mut router, &docs[1]).is_empty(), "window still open");
     let fired = evaluate_one(&mut engine, &mut router, &docs[2]);
     assert_eq!(fired.len(), 1, "the watermark passed 08:01");
     assert_eq!(fired[0].fields["n"], json!(2));
-    assert_eq!(
-        fired[0].fields["in_ns1"],
-        json!(1),
-        "FILTER (WHERE …) applies per aggregate"
-    );
+    assert_eq!(fired[0].fields["in_ns1"], json!(1), "FILTER (WHERE …) applies per aggregate");
     assert_eq!(fired[0].first_seen, "2026-11-01T08:00:05.000000Z");
     assert_eq!(fired[0].last_seen, "2026-11-01T08:00:20.000000Z");
-    assert!(
-        evaluate_one(&mut engine, &mut router, &docs[3]).is_empty(),
-        "late event does not refire"
-    );
+    assert!(evaluate_one(&mut engine, &mut router, &docs[3]).is_empty(), "late event does not refire");
     let (_, stats) = engine.stats().next().unwrap();
     assert_eq!(stats.late_events, 1);
     // alice is on the admins list: excluded by in_list.
     assert!(evaluate_one(&mut engine, &mut router, &docs[4]).is_empty());
     assert!(evaluate_one(&mut engine, &mut router, &docs[5]).is_empty());
-    assert!(
-        router.route(engine.finish()).is_empty(),
-        "the 08:05 window has one event: below the threshold"
-    );
+    assert!(router.route(engine.finish()).is_empty(), "the 08:05 window has one event: below the threshold");
 }
 
 #[test]
@@ -157,35 +98,24 @@ fn within_lateness_out_of_order_events_still_count() {
     let docs = vec![denied("m", 50, 1), denied("m", 70, 2), denied("m", 55, 3)];
     let (alerts, engine) = run(TUMBLE_RULE, &docs, 30);
     assert_eq!(alerts.len(), 1);
-    assert_eq!(
-        alerts[0].fields["n"],
-        json!(2),
-        "08:00:50 and 08:00:55 in the first minute"
-    );
+    assert_eq!(alerts[0].fields["n"], json!(2), "08:00:50 and 08:00:55 in the first minute");
     assert_eq!(engine.stats().next().unwrap().1.late_events, 0);
 }
 
 #[test]
 fn single_event_alert_ids_do_not_depend_on_batching() {
-    let rule = "id: S-1\ntitle: s\nseverity: low\nentities: [user_name]\nquery: SELECT user_name FROM kube_audit WHERE response_code = 403\n";
+    let rule =
+        "id: S-1\ntitle: s\nseverity: low\nentities: [user_name]\nquery: SELECT user_name FROM kube_audit WHERE response_code = 403\n";
     let docs: Vec<String> = (0..5).map(|i| denied("x", i, i)).collect();
     let (a, _) = run(rule, &docs, 0);
     let set = rule_set(rule);
     let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
-    let b = evaluate(
-        &mut engine,
-        &mut AlertRouter::new(Default::default(), 100),
-        &docs,
-    )
-    .unwrap();
+    let b = evaluate(&mut engine, &mut AlertRouter::new(Default::default(), 100), &docs).unwrap();
     let ids = |v: &[Alert]| v.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&a), ids(&b));
     assert_eq!(a.len(), 5);
     let v: Value = serde_json::to_value(&a[0]).unwrap();
-    assert!(
-        v.get("last_seen_nanos").is_none(),
-        "internal fields stay internal"
-    );
+    assert!(v.get("last_seen_nanos").is_none(), "internal fields stay internal");
 }
 
 #[test]

@@ -10,8 +10,7 @@ use crate::common::*;
 fn by_rule(alerts: &[Value]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for a in alerts {
-        *m.entry(a["rule_id"].as_str().unwrap().to_string())
-            .or_default() += 1;
+        *m.entry(a["rule_id"].as_str().unwrap().to_string()).or_default() += 1;
     }
     m
 }
@@ -24,21 +23,10 @@ fn bundled_sample_fires_every_rule_once() {
     assert!(out.status.success(), "{stderr}");
     let alerts = stdout_alerts(&out);
     let rules = by_rule(&alerts);
-    for id in [
-        "CN-AUDIT-001",
-        "CN-AUDIT-002",
-        "CN-AUDIT-003",
-        "CN-AUDIT-004",
-        "CN-AUDIT-005",
-        "CN-AUDIT-006",
-        "CN-AUDIT-007",
-        "CN-AUDIT-008",
-    ] {
-        assert_eq!(
-            rules.get(id),
-            Some(&1),
-            "{id} fires exactly once on the sample; got {rules:?}\n{stderr}"
-        );
+    for id in
+        ["CN-AUDIT-001", "CN-AUDIT-002", "CN-AUDIT-003", "CN-AUDIT-004", "CN-AUDIT-005", "CN-AUDIT-006", "CN-AUDIT-007", "CN-AUDIT-008"]
+    {
+        assert_eq!(rules.get(id), Some(&1), "{id} fires exactly once on the sample; got {rules:?}\n{stderr}");
     }
     // Every alert follows the published alert schema's required keys.
     for a in &alerts {
@@ -60,23 +48,12 @@ fn bundled_sample_fires_every_rule_once() {
         ] {
             assert!(a.get(key).is_some(), "alert lacks {key}: {a}");
         }
-        assert!(
-            a["cluster"].as_str().unwrap().contains("/MANAGEDCLUSTERS/"),
-            "{a}"
-        );
+        assert!(a["cluster"].as_str().unwrap().contains("/MANAGEDCLUSTERS/"), "{a}");
     }
     // The summary is on stderr, nothing but alerts on stdout.
-    assert!(
-        stderr.contains("crowsnest summary")
-            && stderr.contains("events/s")
-            && stderr.contains("dead letters:"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("crowsnest summary") && stderr.contains("events/s") && stderr.contains("dead letters:"), "{stderr}");
     assert!(stderr.contains("kube_audit"), "{stderr}");
-    assert!(
-        !dir.path().join("dead-letters.jsonl").exists(),
-        "the sample is clean: no dead-letter file"
-    );
+    assert!(!dir.path().join("dead-letters.jsonl").exists(), "the sample is clean: no dead-letter file");
 }
 
 #[test]
@@ -84,14 +61,8 @@ fn windowed_alert_carries_window_and_samples() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["replay", "--no-progress"], dir.path());
     let alerts = stdout_alerts(&out);
-    let burst = alerts
-        .iter()
-        .find(|a| a["rule_id"] == "CN-AUDIT-007")
-        .expect("403 burst alert");
-    assert_eq!(
-        burst["entities"]["user_name"],
-        "system:serviceaccount:default:compromised-app"
-    );
+    let burst = alerts.iter().find(|a| a["rule_id"] == "CN-AUDIT-007").expect("403 burst alert");
+    assert_eq!(burst["entities"]["user_name"], "system:serviceaccount:default:compromised-app");
     assert!(burst["count"].as_u64().unwrap() >= 20);
     assert!(burst["window_start"].is_string() && burst["window_end"].is_string());
     let ids = burst["audit_ids"].as_array().unwrap();
@@ -102,15 +73,9 @@ fn windowed_alert_carries_window_and_samples() {
 fn results_do_not_depend_on_worker_count_and_ids_are_stable() {
     let dir = tempfile::tempdir().unwrap();
     let ids = |workers: &str| {
-        let out = run(
-            &["replay", "--no-progress", "--workers", workers],
-            dir.path(),
-        );
+        let out = run(&["replay", "--no-progress", "--workers", workers], dir.path());
         assert!(out.status.success());
-        let mut v: Vec<String> = stdout_alerts(&out)
-            .iter()
-            .map(|a| a["id"].as_str().unwrap().to_string())
-            .collect();
+        let mut v: Vec<String> = stdout_alerts(&out).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
         v.sort();
         v
     };
@@ -122,60 +87,29 @@ fn results_do_not_depend_on_worker_count_and_ids_are_stable() {
 #[test]
 fn raw_events_eventlists_documents_gzip_and_stdin() {
     let dir = tempfile::tempdir().unwrap();
-    let ev = |n: u32| {
-        privileged_pod_event(
-            &format!("b0000000-0000-4000-8000-{n:012}"),
-            &format!("2026-11-01T08:00:{n:02}.000001Z"),
-        )
-    };
+    let ev = |n: u32| privileged_pod_event(&format!("b0000000-0000-4000-8000-{n:012}"), &format!("2026-11-01T08:00:{n:02}.000001Z"));
     // Raw Events as JSON lines.
     let lines = format!("{}\n{}\n", ev(1), ev(2));
     std::fs::write(dir.path().join("raw.jsonl"), &lines).unwrap();
     // One pretty-printed EventList document.
-    let list =
-        json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [ev(3), ev(4)]});
-    std::fs::write(
-        dir.path().join("list.json"),
-        serde_json::to_string_pretty(&list).unwrap(),
-    )
-    .unwrap();
+    let list = json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [ev(3), ev(4)]});
+    std::fs::write(dir.path().join("list.json"), serde_json::to_string_pretty(&list).unwrap()).unwrap();
     // A pretty-printed AKS envelope, gzip-compressed.
     let env: Value = serde_json::from_str(&envelope(&[ev(5)])).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(serde_json::to_string_pretty(&env).unwrap().as_bytes())
-        .unwrap();
+    gz.write_all(serde_json::to_string_pretty(&env).unwrap().as_bytes()).unwrap();
     std::fs::write(dir.path().join("env.json.gz"), gz.finish().unwrap()).unwrap();
     // A JSON array of Events on one line.
     std::fs::write(dir.path().join("array.json"), json!([ev(6)]).to_string()).unwrap();
 
-    let out = run(
-        &[
-            "replay",
-            "--no-progress",
-            "raw.jsonl",
-            "list.json",
-            "env.json.gz",
-            "array.json",
-        ],
-        dir.path(),
-    );
+    let out = run(&["replay", "--no-progress", "raw.jsonl", "list.json", "env.json.gz", "array.json"], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let alerts = stdout_alerts(&out);
-    assert_eq!(
-        alerts
-            .iter()
-            .filter(|a| a["rule_id"] == "CN-AUDIT-001")
-            .count(),
-        6,
-        "{stderr}"
-    );
+    assert_eq!(alerts.iter().filter(|a| a["rule_id"] == "CN-AUDIT-001").count(), 6, "{stderr}");
     let enveloped: Vec<_> = alerts.iter().filter(|a| a["cluster"].is_string()).collect();
     assert_eq!(enveloped.len(), 1, "only the envelope carries a cluster");
-    assert!(
-        stderr.contains("raw 5") && stderr.contains("kube-audit 1"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("raw 5") && stderr.contains("kube-audit 1"), "{stderr}");
 
     // stdin
     let mut child = bin()
@@ -186,12 +120,7 @@ fn raw_events_eventlists_documents_gzip_and_stdin() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(stdout_alerts(&out).len(), 2);
@@ -216,25 +145,11 @@ fn secrets_are_redacted_before_alerts_leave() {
         "responseObject": {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "db"}, "data": {"password": "aHVudGVyMg==", "user": "czNjcjN0"}},
         "requestReceivedTimestamp": "2026-11-01T08:00:00.000001Z", "stageTimestamp": "2026-11-01T08:00:00.000002Z"
     });
-    std::fs::write(
-        dir.path().join("in.jsonl"),
-        format!("{}\n", envelope(&[ev])),
-    )
-    .unwrap();
-    let out = run(
-        &["replay", "--no-progress", "--rules", "rules", "in.jsonl"],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    std::fs::write(dir.path().join("in.jsonl"), format!("{}\n", envelope(&[ev]))).unwrap();
+    let out = run(&["replay", "--no-progress", "--rules", "rules", "in.jsonl"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("T-1") && text.contains("password"),
-        "the alert fired and keeps key names: {text}"
-    );
+    assert!(text.contains("T-1") && text.contains("password"), "the alert fired and keeps key names: {text}");
     for secret in ["aHVudGVyMg", "s3cr3t-admin", "czNjcjN0"] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
@@ -249,35 +164,31 @@ fn rules_test_and_list_commands() {
     assert!(text.contains(" 0 failed"), "{text}");
     let out = run(&["rules", "list"], dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("CN-AUDIT-007") && text.contains("windowed"),
-        "{text}"
-    );
+    assert!(out.status.success() && text.contains("CN-AUDIT-007") && text.contains("windowed"), "{text}");
 }
 
 #[test]
 fn a_broken_rule_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("r/rules")).unwrap();
-    std::fs::write(
-        dir.path().join("r/rules/bad.yaml"),
-        "id: B-1\ntitle: bad\nseverity: low\nquery: SELECT nope FROM kube_audit\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("r/rules/bad.yaml"), "id: B-1\ntitle: bad\nseverity: low\nquery: SELECT nope FROM kube_audit\n")
+        .unwrap();
     let out = run(&["replay", "--rules", "r"], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("B-1") && stderr.contains("nope"),
-        "{stderr}"
-    );
-    std::fs::write(dir.path().join("r/rules/bad.yaml"), "id: B-1\ntitle: bad\nseverity: low\nquery: SELECT user_name FROM kube_audit WHERE in_list(user_name, 'no_such_list')\n").unwrap();
+    assert!(stderr.contains("B-1") && stderr.contains("nope"), "{stderr}");
+    std::fs::write(
+        dir.path().join("r/rules/bad.yaml"),
+        "id: B-1\ntitle: bad\nseverity: low\nquery: SELECT user_name FROM kube_audit WHERE in_list(user_name, 'no_such_list')\n",
+    )
+    .unwrap();
     let out = run(&["replay", "--rules", "r"], dir.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_list"));
-    std::fs::write(dir.path().join("r/rules/bad.yaml"), "id: B-1\ntitle: bad\nseverity: low\nquery: SELECT user_name, count(*) FROM kube_audit GROUP BY user_name\n").unwrap();
+    std::fs::write(
+        dir.path().join("r/rules/bad.yaml"),
+        "id: B-1\ntitle: bad\nseverity: low\nquery: SELECT user_name, count(*) FROM kube_audit GROUP BY user_name\n",
+    )
+    .unwrap();
     let out = run(&["replay", "--rules", "r"], dir.path());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("TUMBLE"),
-        "a GROUP BY without a window says what to add"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TUMBLE"), "a GROUP BY without a window says what to add");
 }

@@ -7,11 +7,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -21,10 +17,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        code,
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    ))
+    Some((code, resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -45,13 +38,7 @@ fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
     let input = dir.path().join("audit.jsonl");
     std::fs::write(
         &input,
-        format!(
-            "{}\nnot json\n",
-            envelope(&[privileged_pod_event(
-                "d0000000-0000-4000-8000-000000000001",
-                "2026-11-01T08:00:00.000001Z"
-            )])
-        ),
+        format!("{}\nnot json\n", envelope(&[privileged_pod_event("d0000000-0000-4000-8000-000000000001", "2026-11-01T08:00:00.000001Z")])),
     )
     .unwrap();
     let config = format!(
@@ -76,25 +63,12 @@ listen = "127.0.0.1:{port}"
     std::fs::write(dir.path().join("crowsnest.toml"), config).unwrap();
 
     let out = run(&["validate", "-c", "crowsnest.toml"], dir.path());
-    assert!(
-        !out.status.success(),
-        "ALERTS_DIR is unset: validate must say so"
-    );
+    assert!(!out.status.success(), "ALERTS_DIR is unset: validate must say so");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ALERTS_DIR"));
-    let out = bin()
-        .args(["validate", "-c", "crowsnest.toml"])
-        .env("ALERTS_DIR", dir.path())
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = bin().args(["validate", "-c", "crowsnest.toml"]).env("ALERTS_DIR", dir.path()).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("8 rules planned")
-            || String::from_utf8_lossy(&out.stdout).contains("rules planned")
+        String::from_utf8_lossy(&out.stdout).contains("8 rules planned") || String::from_utf8_lossy(&out.stdout).contains("rules planned")
     );
 
     let mut child = bin()
@@ -106,12 +80,8 @@ listen = "127.0.0.1:{port}"
         .spawn()
         .unwrap();
     let alerts_file = dir.path().join("alerts.jsonl");
-    wait_for("the first alert", Duration::from_secs(60), || {
-        (read_jsonl(&alerts_file).len() == 1).then_some(())
-    });
-    let (code, body) = wait_for("/metrics", Duration::from_secs(30), || {
-        http_get(port, "/metrics")
-    });
+    wait_for("the first alert", Duration::from_secs(60), || (read_jsonl(&alerts_file).len() == 1).then_some(()));
+    let (code, body) = wait_for("/metrics", Duration::from_secs(30), || http_get(port, "/metrics"));
     assert_eq!(code, 200);
     for m in [
         "crowsnest_events_decoded_total{category=\"kube-audit\",table=\"kube_audit\"} 1",
@@ -130,38 +100,15 @@ listen = "127.0.0.1:{port}"
     assert_eq!(http_get(port, "/nope").unwrap().0, 404);
 
     // Lines appended while running are picked up (follow).
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&input)
-        .unwrap();
-    writeln!(
-        f,
-        "{}",
-        envelope(&[privileged_pod_event(
-            "d0000000-0000-4000-8000-000000000002",
-            "2026-11-01T08:00:05.000001Z"
-        )])
-    )
-    .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+    writeln!(f, "{}", envelope(&[privileged_pod_event("d0000000-0000-4000-8000-000000000002", "2026-11-01T08:00:05.000001Z")])).unwrap();
     drop(f);
-    wait_for("the appended alert", Duration::from_secs(30), || {
-        (read_jsonl(&alerts_file).len() == 2).then_some(())
-    });
+    wait_for("the appended alert", Duration::from_secs(30), || (read_jsonl(&alerts_file).len() == 2).then_some(()));
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = wait_for("exit after SIGTERM", Duration::from_secs(30), || {
-        child.try_wait().unwrap()
-    });
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = wait_for("exit after SIGTERM", Duration::from_secs(30), || child.try_wait().unwrap());
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(status.success(), "clean exit: {stderr}");
     assert!(stderr.contains("crowsnest summary"), "{stderr}");
     assert_eq!(read_jsonl(&dir.path().join("dl.jsonl")).len(), 1);

@@ -73,9 +73,10 @@ pub struct EnvelopeRecord<'a> {
 
 #[derive(Deserialize, Default)]
 pub struct EnvelopeProperties<'a> {
-    /// The audit Event as a JSON string (or klog text for non-audit categories).
+    /// The audit Event as a JSON string (or klog text for non-audit categories), still
+    /// escaped: the decoder unescapes it into a reused buffer instead of a fresh String.
     #[serde(borrow, default)]
-    pub log: Option<Str<'a>>,
+    pub log: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,26 +127,16 @@ pub struct Annotations<'a> {
 /// The Entra ID object id AKS puts in `user.extra` (`oid`, or the full claim URI).
 pub fn user_oid(extra: &RawValue) -> Option<String> {
     let map: HashMap<Str<'_>, Vec<Str<'_>>> = serde_json::from_str(extra.get()).ok()?;
-    [
-        "oid",
-        "http://schemas.microsoft.com/identity/claims/objectidentifier",
-    ]
-    .iter()
-    .find_map(|k| map.get(*k).and_then(|v| v.first()).map(|s| s.to_string()))
+    ["oid", "http://schemas.microsoft.com/identity/claims/objectidentifier"]
+        .iter()
+        .find_map(|k| map.get(*k).and_then(|v| v.first()).map(|s| s.to_string()))
 }
 
 /// Resources whose request body holds a pod spec (directly or as a template).
 pub fn carries_pod_spec(resource: &str) -> bool {
     matches!(
         resource,
-        "pods"
-            | "deployments"
-            | "daemonsets"
-            | "statefulsets"
-            | "replicasets"
-            | "jobs"
-            | "cronjobs"
-            | "replicationcontrollers"
+        "pods" | "deployments" | "daemonsets" | "statefulsets" | "replicasets" | "jobs" | "cronjobs" | "replicationcontrollers"
     )
 }
 
@@ -282,10 +273,7 @@ pub fn object_facts(resource: &str, body: &RawValue) -> (Option<String>, Option<
     };
     let kind = obj.kind.as_deref().map(str::to_string);
     if resource == "serviceaccounts" {
-        let facts = PodFacts {
-            automount_sa_token: obj.automount_service_account_token,
-            ..Default::default()
-        };
+        let facts = PodFacts { automount_sa_token: obj.automount_service_account_token, ..Default::default() };
         return (kind, Some(facts));
     }
     if !carries_pod_spec(resource) {
@@ -323,39 +311,20 @@ fn pod_facts(spec: &AnySpec<'_>) -> PodFacts {
             f.host_path_mounts.push(p.to_string());
         }
     }
-    let all = [
-        &spec.containers,
-        &spec.init_containers,
-        &spec.ephemeral_containers,
-    ];
-    for (group, c) in all
-        .iter()
-        .enumerate()
-        .flat_map(|(g, cs)| cs.iter().flatten().map(move |c| (g, c)))
-    {
+    let all = [&spec.containers, &spec.init_containers, &spec.ephemeral_containers];
+    for (group, c) in all.iter().enumerate().flat_map(|(g, cs)| cs.iter().flatten().map(move |c| (g, c))) {
         if let Some(img) = c.image.as_deref() {
             f.images.push(img.to_string());
         }
         let sc = c.security_context.as_ref();
         f.privileged |= sc.and_then(|s| s.privileged).unwrap_or(false);
-        f.allow_privilege_escalation |= sc
-            .and_then(|s| s.allow_privilege_escalation)
-            .unwrap_or(false);
-        for cap in sc
-            .and_then(|s| s.capabilities.as_ref())
-            .and_then(|c| c.add.as_ref())
-            .into_iter()
-            .flatten()
-        {
+        f.allow_privilege_escalation |= sc.and_then(|s| s.allow_privilege_escalation).unwrap_or(false);
+        for cap in sc.and_then(|s| s.capabilities.as_ref()).and_then(|c| c.add.as_ref()).into_iter().flatten() {
             f.added_capabilities.push(cap.to_string());
         }
         // Effective user: the container's setting wins over the pod's.
-        let user = sc
-            .and_then(|s| s.run_as_user)
-            .or(pod_sc.and_then(|s| s.run_as_user));
-        let non_root = sc
-            .and_then(|s| s.run_as_non_root)
-            .or(pod_sc.and_then(|s| s.run_as_non_root));
+        let user = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
+        let non_root = sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root));
         f.run_as_root |= match user {
             Some(0) => true,
             Some(_) => false,
@@ -364,8 +333,7 @@ fn pod_facts(spec: &AnySpec<'_>) -> PodFacts {
         // Ephemeral containers (kubectl debug) cannot carry resources.
         if group < 2 {
             let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
-            f.missing_resource_limits |=
-                !limits.is_some_and(|l| l.cpu.is_some() && l.memory.is_some());
+            f.missing_resource_limits |= !limits.is_some_and(|l| l.cpu.is_some() && l.memory.is_some());
         }
     }
     f
@@ -394,10 +362,7 @@ mod tests {
         assert_eq!(f.host_path_mounts, vec!["/var/run/docker.sock"]);
         assert_eq!(f.images, vec!["ubuntu:22.04", "nginx"]);
         assert_eq!(f.added_capabilities, vec!["SYS_ADMIN"]);
-        assert!(
-            f.run_as_root,
-            "container b runs as uid 0 despite the pod's runAsNonRoot"
-        );
+        assert!(f.run_as_root, "container b runs as uid 0 despite the pod's runAsNonRoot");
         assert!(f.missing_resource_limits, "container b has no limits");
     }
 
@@ -412,33 +377,96 @@ mod tests {
         assert_eq!(f.images, vec!["evil.io/miner:latest"]);
         assert!(!f.run_as_root && !f.missing_resource_limits && !f.privileged);
         assert_eq!(f.automount_sa_token, Some(false));
-        let d = facts(
-            "deployments",
-            r#"{"spec":{"template":{"spec":{"containers":[{"image":"x","securityContext":{"privileged":true}}]}}}}"#,
-        );
+        let d =
+            facts("deployments", r#"{"spec":{"template":{"spec":{"containers":[{"image":"x","securityContext":{"privileged":true}}]}}}}"#);
         assert!(d.privileged && d.run_as_root);
     }
 
     #[test]
     fn odd_bodies_give_no_facts() {
-        let raw: Box<RawValue> =
-            serde_json::from_str(r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#)
-                .unwrap();
+        let raw: Box<RawValue> = serde_json::from_str(r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#).unwrap();
         assert_eq!(object_facts("deployments", &raw), (None, None));
-        let raw: Box<RawValue> = serde_json::from_str(
-            r#"{"kind":"ClusterRoleBinding","roleRef":{"name":"cluster-admin"}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            object_facts("clusterrolebindings", &raw),
-            (Some("ClusterRoleBinding".into()), None)
-        );
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"kind":"ClusterRoleBinding","roleRef":{"name":"cluster-admin"}}"#).unwrap();
+        assert_eq!(object_facts("clusterrolebindings", &raw), (Some("ClusterRoleBinding".into()), None));
     }
 
     #[test]
     fn entra_object_id() {
-        let raw: Box<RawValue> =
-            serde_json::from_str(r#"{"oid":["0b1c"],"scopes":["x"]}"#).unwrap();
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"oid":["0b1c"],"scopes":["x"]}"#).unwrap();
         assert_eq!(user_oid(&raw).as_deref(), Some("0b1c"));
+    }
+}
+
+/// Unescapes a JSON string literal (with its quotes) into `out`, reusing its allocation.
+pub fn unescape_json_string(literal: &str, out: &mut String) -> Result<(), &'static str> {
+    out.clear();
+    let inner = literal.strip_prefix('"').and_then(|s| s.strip_suffix('"')).ok_or("not a JSON string")?;
+    let b = inner.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        // A plain loop, not memchr: in an escaped JSON document a backslash comes every few bytes.
+        let run = b[i..].iter().position(|&c| c == b'\\').unwrap_or(b.len() - i);
+        out.push_str(&inner[i..i + run]);
+        i += run;
+        if i == b.len() {
+            break;
+        }
+        i += 1;
+        let esc = *b.get(i).ok_or("dangling backslash")?;
+        i += 1;
+        match esc {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hex = |at: usize| -> Result<u32, &'static str> {
+                    let h = inner.get(at..at + 4).ok_or("short \\u escape")?;
+                    u32::from_str_radix(h, 16).map_err(|_| "bad \\u escape")
+                };
+                let hi = hex(i)?;
+                i += 4;
+                let c = if (0xD800..0xDC00).contains(&hi) {
+                    if inner.get(i..i + 2) != Some("\\u") {
+                        return Err("lone surrogate");
+                    }
+                    let lo = hex(i + 2)?;
+                    i += 6;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err("bad surrogate pair");
+                    }
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else {
+                    hi
+                };
+                out.push(char::from_u32(c).ok_or("lone surrogate")?);
+            }
+            _ => return Err("unknown escape"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod unescape_tests {
+    use super::unescape_json_string;
+
+    #[test]
+    fn agrees_with_serde_json() {
+        let mut buf = String::new();
+        for original in ["plain", "", "q\"uote\\back/slash", "tab\tnl\ncr\r\u{8}\u{c}", "é ü 中 😀", "{\"auditID\":\"x\"}"] {
+            let literal = serde_json::to_string(original).unwrap();
+            unescape_json_string(&literal, &mut buf).unwrap();
+            assert_eq!(buf, original);
+        }
+        unescape_json_string("\"\\ud83d\\ude00 \\u00e9\"", &mut buf).unwrap();
+        assert_eq!(buf, "😀 é");
+        for bad in ["nope", "\"\\ud83d\"", "\"\\x\"", "\"\\u12\""] {
+            assert!(unescape_json_string(bad, &mut buf).is_err(), "{bad}");
+        }
     }
 }

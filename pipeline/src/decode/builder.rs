@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampNanosecondBuilder,
+    ArrayRef, BooleanBuilder, Int32Builder, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -74,10 +73,7 @@ fn list_builder() -> ListBuilder<StringBuilder> {
     ListBuilder::new(StringBuilder::new())
 }
 
-fn append_list<'s>(
-    b: &mut ListBuilder<StringBuilder>,
-    items: Option<impl IntoIterator<Item = &'s str>>,
-) {
+fn append_list<'s>(b: &mut ListBuilder<StringBuilder>, items: Option<impl IntoIterator<Item = &'s str>>) {
     match items {
         Some(items) => {
             for s in items {
@@ -157,37 +153,23 @@ impl AuditBatchBuilder {
     }
 
     /// Appends one Event, or says why it cannot be a row (nothing is appended then).
-    pub fn append(
-        &mut self,
-        ev: &AuditEvent<'_>,
-        env: EnvelopeContext<'_>,
-    ) -> Result<(), (Reason, String)> {
+    pub fn append(&mut self, ev: &AuditEvent<'_>, env: EnvelopeContext<'_>) -> Result<(), (Reason, String)> {
         let audit_id = match ev.audit_id.as_deref() {
             Some(id) if !id.is_empty() => id,
             _ => return Err((Reason::MissingField, "auditID is missing".into())),
         };
-        let parse = |name: &str,
-                     v: &Option<std::borrow::Cow<'_, str>>|
-         -> Result<Option<i64>, (Reason, String)> {
+        let parse = |name: &str, v: &Option<std::borrow::Cow<'_, str>>| -> Result<Option<i64>, (Reason, String)> {
             match v.as_deref() {
                 None => Ok(None),
                 Some(s) => super::time::parse_rfc3339_nanos(s)
                     .map(Some)
-                    .ok_or_else(|| {
-                        (
-                            Reason::InvalidTimestamp,
-                            format!("{name} is not RFC 3339: {s:.40}"),
-                        )
-                    }),
+                    .ok_or_else(|| (Reason::InvalidTimestamp, format!("{name} is not RFC 3339: {s:.40}"))),
             }
         };
         let received = parse("requestReceivedTimestamp", &ev.request_received_timestamp)?;
         let stage_time = parse("stageTimestamp", &ev.stage_timestamp)?;
         let Some(event_time) = received.or(stage_time).or(env.time) else {
-            return Err((
-                Reason::MissingField,
-                "neither requestReceivedTimestamp nor stageTimestamp is present".into(),
-            ));
+            return Err((Reason::MissingField, "neither requestReceivedTimestamp nor stageTimestamp is present".into()));
         };
 
         let obj = ev.object_ref.as_ref();
@@ -205,57 +187,32 @@ impl AuditBatchBuilder {
         self.verb.append_option(ev.verb.as_deref());
         self.request_uri.append_option(ev.request_uri.as_deref());
         let user = ev.user.as_ref();
-        self.user_name
-            .append_option(user.and_then(|u| u.username.as_deref()));
-        self.user_uid
-            .append_option(user.and_then(|u| u.uid.as_deref()));
-        append_list(
-            &mut self.user_groups,
-            user.and_then(|u| u.groups.as_ref())
-                .map(|g| g.iter().map(|s| s.as_ref())),
-        );
+        self.user_name.append_option(user.and_then(|u| u.username.as_deref()));
+        self.user_uid.append_option(user.and_then(|u| u.uid.as_deref()));
+        append_list(&mut self.user_groups, user.and_then(|u| u.groups.as_ref()).map(|g| g.iter().map(|s| s.as_ref())));
         let extra = user.and_then(|u| u.extra);
         self.user_extra.append_option(extra.map(|e| e.get()));
         self.user_oid.append_option(extra.and_then(user_oid));
-        self.impersonated_user.append_option(
-            ev.impersonated_user
-                .as_ref()
-                .and_then(|u| u.username.as_deref()),
-        );
+        self.impersonated_user.append_option(ev.impersonated_user.as_ref().and_then(|u| u.username.as_deref()));
         let ips = ev.source_ips.as_ref();
-        append_list(
-            &mut self.source_ips,
-            ips.map(|v| v.iter().map(|s| s.as_ref())),
-        );
-        self.source_ip
-            .append_option(ips.and_then(|v| v.first()).map(|s| s.as_ref()));
+        append_list(&mut self.source_ips, ips.map(|v| v.iter().map(|s| s.as_ref())));
+        self.source_ip.append_option(ips.and_then(|v| v.first()).map(|s| s.as_ref()));
         self.user_agent.append_option(ev.user_agent.as_deref());
         self.resource.append_option(resource);
-        self.subresource
-            .append_option(obj.and_then(|o| o.subresource.as_deref()));
-        self.namespace
-            .append_option(obj.and_then(|o| o.namespace.as_deref()));
+        self.subresource.append_option(obj.and_then(|o| o.subresource.as_deref()));
+        self.namespace.append_option(obj.and_then(|o| o.namespace.as_deref()));
         self.name.append_option(obj.and_then(|o| o.name.as_deref()));
-        self.api_group
-            .append_option(obj.and_then(|o| o.api_group.as_deref()));
-        self.api_version
-            .append_option(obj.and_then(|o| o.api_version.as_deref()));
+        self.api_group.append_option(obj.and_then(|o| o.api_group.as_deref()));
+        self.api_version.append_option(obj.and_then(|o| o.api_version.as_deref()));
         let status = ev.response_status.as_ref();
-        self.response_code
-            .append_option(status.and_then(|s| s.code));
-        self.response_reason
-            .append_option(status.and_then(|s| s.reason.as_deref()));
+        self.response_code.append_option(status.and_then(|s| s.code));
+        self.response_reason.append_option(status.and_then(|s| s.reason.as_deref()));
         let ann = ev.annotations.as_ref();
-        self.authz_decision
-            .append_option(ann.and_then(|a| a.decision.as_deref()));
-        self.authz_reason
-            .append_option(ann.and_then(|a| a.reason.as_deref()));
+        self.authz_decision.append_option(ann.and_then(|a| a.decision.as_deref()));
+        self.authz_reason.append_option(ann.and_then(|a| a.reason.as_deref()));
         self.cluster.append_option(env.cluster);
         self.category.append_option(env.category);
-        for (builder, body) in [
-            (&mut self.request_object, ev.request_object),
-            (&mut self.response_object, ev.response_object),
-        ] {
+        for (builder, body) in [(&mut self.request_object, ev.request_object), (&mut self.response_object, ev.response_object)] {
             match body {
                 Some(b) => match redact_body(resource, b.get()) {
                     Some(redacted) => builder.append_value(redacted),
@@ -272,45 +229,20 @@ impl AuditBatchBuilder {
 
     fn append_facts(&mut self, f: Option<&PodFacts>) {
         // Pod facts are NULL for events that carry no pod spec; a ServiceAccount only sets automount.
-        let pod = f.filter(|f| {
-            !f.images.is_empty()
-                || f.host_pid
-                || f.host_network
-                || f.host_ipc
-                || !f.host_path_mounts.is_empty()
-        });
+        let pod = f.filter(|f| !f.images.is_empty() || f.host_pid || f.host_network || f.host_ipc || !f.host_path_mounts.is_empty());
         let b = |v: &mut BooleanBuilder, x: Option<bool>| v.append_option(x);
         b(&mut self.privileged, pod.map(|f| f.privileged));
         b(&mut self.host_pid, pod.map(|f| f.host_pid));
         b(&mut self.host_ipc, pod.map(|f| f.host_ipc));
         b(&mut self.host_network, pod.map(|f| f.host_network));
-        append_list(
-            &mut self.host_path_mounts,
-            pod.map(|f| f.host_path_mounts.iter().map(String::as_str)),
-        );
-        append_list(
-            &mut self.images,
-            pod.map(|f| f.images.iter().map(String::as_str)),
-        );
+        append_list(&mut self.host_path_mounts, pod.map(|f| f.host_path_mounts.iter().map(String::as_str)));
+        append_list(&mut self.images, pod.map(|f| f.images.iter().map(String::as_str)));
         b(&mut self.run_as_root, pod.map(|f| f.run_as_root));
-        b(
-            &mut self.allow_privilege_escalation,
-            pod.map(|f| f.allow_privilege_escalation),
-        );
-        append_list(
-            &mut self.added_capabilities,
-            pod.map(|f| f.added_capabilities.iter().map(String::as_str)),
-        );
-        b(
-            &mut self.automount_sa_token,
-            f.and_then(|f| f.automount_sa_token),
-        );
-        b(
-            &mut self.missing_resource_limits,
-            pod.map(|f| f.missing_resource_limits),
-        );
-        self.service_account_name
-            .append_option(pod.and_then(|f| f.service_account_name.as_deref()));
+        b(&mut self.allow_privilege_escalation, pod.map(|f| f.allow_privilege_escalation));
+        append_list(&mut self.added_capabilities, pod.map(|f| f.added_capabilities.iter().map(String::as_str)));
+        b(&mut self.automount_sa_token, f.and_then(|f| f.automount_sa_token));
+        b(&mut self.missing_resource_limits, pod.map(|f| f.missing_resource_limits));
+        self.service_account_name.append_option(pod.and_then(|f| f.service_account_name.as_deref()));
     }
 
     /// Finishes the rows appended so far into a batch and starts afresh.
@@ -362,7 +294,6 @@ impl AuditBatchBuilder {
         ];
         self.rows = 0;
         // The builders and the schema are written side by side; a mismatch is a bug caught by tests.
-        RecordBatch::try_new(self.schema.clone(), columns)
-            .expect("kube_audit builders match the schema")
+        RecordBatch::try_new(self.schema.clone(), columns).expect("kube_audit builders match the schema")
     }
 }

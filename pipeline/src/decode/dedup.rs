@@ -12,7 +12,8 @@ pub struct Deduplicator {
     current: HashSet<u64>,
     previous: HashSet<u64>,
     capacity: usize,
-    hasher: std::hash::RandomState,
+    /// aHash: several times faster than SipHash here, and still randomly keyed.
+    hasher: ahash::RandomState,
     audit_id_col: usize,
     stage_col: usize,
     pub dropped: u64,

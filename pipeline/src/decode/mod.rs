@@ -22,8 +22,6 @@ use crate::deadletter::{nests_deeper_than, DeadLetter, Reason, MAX_DEPTH};
 use audit::AuditEvent;
 use builder::{AuditBatchBuilder, EnvelopeContext};
 
-/// The diagnostic categories whose records hold audit Events.
-pub const AUDIT_CATEGORIES: &[&str] = &["kube-audit", "kube-audit-admin", "guard"];
 /// The label under which events without an AKS envelope are counted.
 pub const RAW_CATEGORY: &str = "raw";
 
@@ -59,6 +57,8 @@ pub struct Decoder {
     builder: AuditBatchBuilder,
     pub stats: DecodeStats,
     pub dead_letters: Vec<DeadLetter>,
+    /// Reused for unescaping `properties.log`, so a record costs no allocation for it.
+    scratch: String,
 }
 
 /// Where a document came from, for dead letters.
@@ -84,29 +84,14 @@ impl Decoder {
         Self::default()
     }
 
-    fn dead(
-        &mut self,
-        origin: Origin<'_>,
-        position: String,
-        reason: Reason,
-        detail: impl Into<String>,
-        input: &[u8],
-    ) {
+    fn dead(&mut self, origin: Origin<'_>, position: String, reason: Reason, detail: impl Into<String>, input: &[u8]) {
         // A document nested past the parser's limit fails as some other shape error first.
-        let reason = if matches!(reason, Reason::WrongShape | Reason::InvalidJson)
-            && nests_deeper_than(input, MAX_DEPTH)
-        {
+        let reason = if matches!(reason, Reason::WrongShape | Reason::InvalidJson) && nests_deeper_than(input, MAX_DEPTH) {
             Reason::TooDeep
         } else {
             reason
         };
-        self.dead_letters.push(DeadLetter::new(
-            origin.source,
-            position,
-            reason,
-            detail,
-            input,
-        ));
+        self.dead_letters.push(DeadLetter::new(origin.source, position, reason, detail, input));
     }
 
     /// Decodes one document. Blank input is ignored.
@@ -135,35 +120,17 @@ impl Decoder {
                         self.dispatch(origin, Some(i), doc, bytes);
                     }
                 }
-                Err(e) => self.dead(
-                    origin,
-                    origin.position(),
-                    Reason::of_json_error(&e),
-                    e.to_string(),
-                    bytes,
-                ),
+                Err(e) => self.dead(origin, origin.position(), Reason::of_json_error(&e), e.to_string(), bytes),
             }
             return;
         }
         match serde_json::from_str::<AuditEvent<'_>>(text) {
             Ok(doc) => self.dispatch(origin, None, &doc, bytes),
-            Err(e) => self.dead(
-                origin,
-                origin.position(),
-                Reason::of_json_error(&e),
-                e.to_string(),
-                bytes,
-            ),
+            Err(e) => self.dead(origin, origin.position(), Reason::of_json_error(&e), e.to_string(), bytes),
         }
     }
 
-    fn dispatch(
-        &mut self,
-        origin: Origin<'_>,
-        element: Option<usize>,
-        doc: &AuditEvent<'_>,
-        bytes: &[u8],
-    ) {
+    fn dispatch(&mut self, origin: Origin<'_>, element: Option<usize>, doc: &AuditEvent<'_>, bytes: &[u8]) {
         let position = || match element {
             Some(i) => origin.record(i),
             None => origin.position(),
@@ -174,36 +141,32 @@ impl Decoder {
             }
         } else if doc.kind.as_deref() == Some("EventList") || doc.items.is_some() {
             for (i, ev) in doc.items.iter().flatten().enumerate() {
-                self.event(
-                    origin,
-                    origin.record(i),
-                    ev,
-                    EnvelopeContext::default(),
-                    bytes,
-                );
+                self.event(origin, origin.record(i), ev, EnvelopeContext::default(), bytes);
             }
         } else if doc.audit_id.is_some() || doc.kind.as_deref() == Some("Event") {
             self.event(origin, position(), doc, EnvelopeContext::default(), bytes);
         } else {
-            self.dead(origin, position(), Reason::WrongShape, "neither an AKS envelope (records), an audit Event (auditID) nor an EventList (items)", bytes);
+            self.dead(
+                origin,
+                position(),
+                Reason::WrongShape,
+                "neither an AKS envelope (records), an audit Event (auditID) nor an EventList (items)",
+                bytes,
+            );
         }
     }
 
-    fn event(
-        &mut self,
-        origin: Origin<'_>,
-        position: String,
-        ev: &AuditEvent<'_>,
-        env: EnvelopeContext<'_>,
-        input: &[u8],
-    ) {
+    fn event(&mut self, origin: Origin<'_>, position: String, ev: &AuditEvent<'_>, env: EnvelopeContext<'_>, input: &[u8]) {
         match self.builder.append(ev, env) {
             Ok(()) => {
-                *self
-                    .stats
-                    .events
-                    .entry(env.category.unwrap_or(RAW_CATEGORY).to_string())
-                    .or_default() += 1
+                let category = env.category.unwrap_or(RAW_CATEGORY);
+                // Counted without allocating a key for every event.
+                match self.stats.events.get_mut(category) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.stats.events.insert(category.to_string(), 1);
+                    }
+                }
             }
             Err((reason, detail)) => self.dead(origin, position, reason, detail, input),
         }
@@ -211,32 +174,42 @@ impl Decoder {
 
     fn envelope_record(&mut self, origin: Origin<'_>, r: usize, rec: &audit::EnvelopeRecord<'_>) {
         let category = rec.category.as_deref().unwrap_or("");
-        let log = rec.properties.as_ref().and_then(|p| p.log.as_deref());
-        let is_audit = AUDIT_CATEGORIES.contains(&category)
-            // guard writes klog text as well as audit events; an unlabelled record may be either.
-            && !(category == "guard" && !log.is_some_and(|l| l.trim_start().starts_with('{')));
-        if !is_audit
-            && !(category.is_empty() && log.is_some_and(|l| l.trim_start().starts_with('{')))
-        {
-            let label = if category.is_empty() {
-                "(none)"
-            } else {
-                category
-            };
+        let raw = rec.properties.as_ref().and_then(|p| p.log).map(|l| l.get());
+        // properties.log holds the Event as a JSON string: `"{…"`. guard also writes klog text.
+        let log_is_json = raw.is_some_and(|l| l.as_bytes().get(1) == Some(&b'{'));
+        let is_audit = match category {
+            "kube-audit" | "kube-audit-admin" => true,
+            "guard" | "" => log_is_json,
+            _ => false,
+        };
+        if !is_audit {
+            let label = if category.is_empty() { "(none)" } else { category };
             *self.stats.skipped.entry(label.to_string()).or_default() += 1;
             return;
         }
-        let Some(log) = log else {
+        let Some(raw) = raw else {
+            return self.dead(origin, origin.record(r), Reason::MissingField, format!("{category} record without properties.log"), b"");
+        };
+        let mut log = std::mem::take(&mut self.scratch);
+        if let Err(e) = audit::unescape_json_string(raw, &mut log) {
+            self.scratch = log;
             return self.dead(
                 origin,
                 origin.record(r),
-                Reason::MissingField,
-                format!("{category} record without properties.log"),
-                b"",
+                Reason::WrongShape,
+                format!("properties.log is not a JSON string: {e}"),
+                raw.as_bytes(),
             );
-        };
-        let ev = match serde_json::from_str::<AuditEvent<'_>>(log) {
-            Ok(ev) => ev,
+        }
+        match serde_json::from_str::<AuditEvent<'_>>(&log) {
+            Ok(ev) => {
+                let env = EnvelopeContext {
+                    cluster: rec.resource_id.as_deref(),
+                    category: (!category.is_empty()).then_some(category),
+                    time: rec.time.as_deref().and_then(time::parse_rfc3339_nanos),
+                };
+                self.event(origin, origin.record(r), &ev, env, log.as_bytes());
+            }
             Err(e) => {
                 let reason = Reason::of_json_error(&e);
                 let detail = if reason == Reason::Truncated {
@@ -244,15 +217,10 @@ impl Decoder {
                 } else {
                     format!("properties.log: {e}")
                 };
-                return self.dead(origin, origin.record(r), reason, detail, log.as_bytes());
+                self.dead(origin, origin.record(r), reason, detail, log.as_bytes());
             }
-        };
-        let env = EnvelopeContext {
-            cluster: rec.resource_id.as_deref(),
-            category: (!category.is_empty()).then_some(category),
-            time: rec.time.as_deref().and_then(time::parse_rfc3339_nanos),
-        };
-        self.event(origin, origin.record(r), &ev, env, log.as_bytes());
+        }
+        self.scratch = log;
     }
 
     pub fn pending_rows(&self) -> usize {

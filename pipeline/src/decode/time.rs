@@ -5,12 +5,7 @@
 /// Nanoseconds since the Unix epoch, or None when `s` is not an RFC 3339 date-time.
 pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-        || b[13] != b':'
-        || b[16] != b':'
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':'
     {
         return None;
     }
@@ -26,12 +21,7 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
     };
     let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     let mut i = 19;
@@ -81,9 +71,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// RFC 3339 with microseconds, UTC (`2026-11-01T08:00:00.123456Z`), for alerts and logs.
 pub fn format_nanos(nanos: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(nanos)
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    chrono::DateTime::from_timestamp_nanos(nanos).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 #[cfg(test)]
@@ -91,10 +79,7 @@ mod tests {
     use super::*;
 
     fn chrono_nanos(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_nanos_opt()
-            .unwrap()
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_nanos_opt().unwrap()
     }
 
     #[test]
@@ -128,9 +113,6 @@ mod tests {
 
     #[test]
     fn formats_utc_micros() {
-        assert_eq!(
-            format_nanos(chrono_nanos("2026-11-01T08:00:00.123456789Z")),
-            "2026-11-01T08:00:00.123456Z"
-        );
+        assert_eq!(format_nanos(chrono_nanos("2026-11-01T08:00:00.123456789Z")), "2026-11-01T08:00:00.123456Z");
     }
 }

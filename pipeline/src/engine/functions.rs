@@ -9,9 +9,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Timestamp
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use crate::rules::{List, Lists};
 use crate::tables::timestamp_type;
@@ -20,19 +18,13 @@ use crate::tables::timestamp_type;
 /// because their length varies.
 pub fn interval_nanos(v: &ScalarValue) -> Result<i64> {
     let nanos = match v {
-        ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano {
-            months,
-            days,
-            nanoseconds,
-        })) => {
+        ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano { months, days, nanoseconds })) => {
             if *months != 0 {
                 return plan_err!("window sizes in months are not supported; use days");
             }
             *days as i64 * 86_400_000_000_000 + nanoseconds
         }
-        ScalarValue::IntervalDayTime(Some(dt)) => {
-            dt.days as i64 * 86_400_000_000_000 + dt.milliseconds as i64 * 1_000_000
-        }
+        ScalarValue::IntervalDayTime(Some(dt)) => dt.days as i64 * 86_400_000_000_000 + dt.milliseconds as i64 * 1_000_000,
         other => return plan_err!("a window size must be an INTERVAL literal, got {other}"),
     };
     if nanos <= 0 {
@@ -53,16 +45,10 @@ pub struct WindowFn {
 
 impl WindowFn {
     pub fn tumble() -> ScalarUDF {
-        ScalarUDF::new_from_impl(WindowFn {
-            name: "tumble",
-            signature: Signature::any(2, Volatility::Immutable),
-        })
+        ScalarUDF::new_from_impl(WindowFn { name: "tumble", signature: Signature::any(2, Volatility::Immutable) })
     }
     pub fn hop() -> ScalarUDF {
-        ScalarUDF::new_from_impl(WindowFn {
-            name: "hop",
-            signature: Signature::any(3, Volatility::Immutable),
-        })
+        ScalarUDF::new_from_impl(WindowFn { name: "hop", signature: Signature::any(3, Volatility::Immutable) })
     }
 }
 
@@ -76,10 +62,7 @@ impl ScalarUDFImpl for WindowFn {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match args.first() {
             Some(DataType::Timestamp(_, _)) => Ok(timestamp_type()),
-            other => plan_err!(
-                "{}() takes a timestamp column first, got {other:?}",
-                self.name
-            ),
+            other => plan_err!("{}() takes a timestamp column first, got {other:?}", self.name),
         }
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -89,10 +72,7 @@ impl ScalarUDFImpl for WindowFn {
             _ => return exec_err!("{}() needs an INTERVAL literal", self.name),
         };
         let ts = args.args[0].to_array(args.number_rows)?;
-        let ts = cast(
-            &ts,
-            &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-        )?;
+        let ts = cast(&ts, &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))?;
         let ts = ts.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
         let out: TimestampNanosecondArray = ts.unary(|t| t - t.rem_euclid(step));
         Ok(ColumnarValue::Array(Arc::new(out.with_timezone("UTC"))))
@@ -133,22 +113,12 @@ pub const LIST_FUNCTIONS: &[&str] = &["in_list", "starts_with_any", "path_under"
 
 impl ListFn {
     pub fn all(lists: Arc<Lists>) -> Vec<ScalarUDF> {
-        [
-            ("in_list", ListOp::Exact),
-            ("starts_with_any", ListOp::Prefix),
-            ("path_under", ListOp::Path),
-            ("ip_in_list", ListOp::Ip),
-        ]
-        .into_iter()
-        .map(|(name, op)| {
-            ScalarUDF::new_from_impl(ListFn {
-                name,
-                op,
-                lists: lists.clone(),
-                signature: Signature::any(2, Volatility::Immutable),
+        [("in_list", ListOp::Exact), ("starts_with_any", ListOp::Prefix), ("path_under", ListOp::Path), ("ip_in_list", ListOp::Ip)]
+            .into_iter()
+            .map(|(name, op)| {
+                ScalarUDF::new_from_impl(ListFn { name, op, lists: lists.clone(), signature: Signature::any(2, Volatility::Immutable) })
             })
-        })
-        .collect()
+            .collect()
     }
 
     fn test(&self, list: &List, s: &str) -> bool {
@@ -161,16 +131,8 @@ impl ListFn {
     }
 
     fn test_strings(&self, list: &List, arr: &ArrayRef) -> Result<BooleanArray> {
-        let arr = if arr.data_type() == &DataType::Utf8 {
-            arr.clone()
-        } else {
-            cast(arr, &DataType::Utf8)?
-        };
-        Ok(arr
-            .as_string::<i32>()
-            .iter()
-            .map(|v| Some(v.is_some_and(|s| self.test(list, s))))
-            .collect())
+        let arr = if arr.data_type() == &DataType::Utf8 { arr.clone() } else { cast(arr, &DataType::Utf8)? };
+        Ok(arr.as_string::<i32>().iter().map(|v| Some(v.is_some_and(|s| self.test(list, s)))).collect())
     }
 }
 
@@ -183,17 +145,17 @@ impl ScalarUDFImpl for ListFn {
     }
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match args {
-            [DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null | DataType::List(_) | DataType::LargeList(_), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8] => Ok(DataType::Boolean),
+            [DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null | DataType::List(_) | DataType::LargeList(_), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8] => {
+                Ok(DataType::Boolean)
+            }
             _ => plan_err!("{}(value, 'list name') takes a string or a list of strings and a list name, got {args:?}", self.name),
         }
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let name = match &args.args[1] {
-            ColumnarValue::Scalar(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::Utf8View(Some(s))
-                | ScalarValue::LargeUtf8(Some(s)),
-            ) => s.clone(),
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => {
+                s.clone()
+            }
             _ => return exec_err!("{}(): the list name must be a string literal", self.name),
         };
         let Some(list) = self.lists.get(&name) else {
@@ -203,24 +165,11 @@ impl ScalarUDFImpl for ListFn {
         let out = match arr.data_type() {
             DataType::Null => BooleanArray::from(vec![false; arr.len()]),
             DataType::List(_) | DataType::LargeList(_) => {
-                let arr = cast(
-                    &arr,
-                    &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
-                        "item",
-                        DataType::Utf8,
-                        true,
-                    ))),
-                )?;
+                let arr = cast(&arr, &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new("item", DataType::Utf8, true))))?;
                 let lists = arr.as_list::<i32>();
                 let mut out = Vec::with_capacity(lists.len());
                 for i in 0..lists.len() {
-                    let hit = lists.is_valid(i)
-                        && self
-                            .test_strings(list, &lists.value(i))?
-                            .values()
-                            .set_indices()
-                            .next()
-                            .is_some();
+                    let hit = lists.is_valid(i) && self.test_strings(list, &lists.value(i))?.values().set_indices().next().is_some();
                     out.push(hit);
                 }
                 BooleanArray::from(out)

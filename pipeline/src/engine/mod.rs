@@ -37,9 +37,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions {
-            allowed_lateness: 60_000_000_000,
-        }
+        EngineOptions { allowed_lateness: 60_000_000_000 }
     }
 }
 
@@ -48,10 +46,7 @@ impl Default for EngineOptions {
 pub fn session_context(lists: Arc<Lists>) -> Result<SessionContext> {
     // Rules are planned, never optimized as whole queries: the optimizer would reshape the plan
     // (push filters into scans, rewrite aggregates) that the engine takes apart.
-    let state = SessionStateBuilder::new()
-        .with_default_features()
-        .with_optimizer_rules(vec![])
-        .build();
+    let state = SessionStateBuilder::new().with_default_features().with_optimizer_rules(vec![]).build();
     let mut ctx = SessionContext::new_with_state(state);
     datafusion_functions_json::register_all(&mut ctx)?;
     ctx.register_udf(WindowFn::tumble());
@@ -81,13 +76,16 @@ struct CompiledRule {
     rule: Rule,
     plan: RulePlan,
     window: Option<WindowState>,
+    /// Where event_time, audit_id and cluster are in the rule's projected batch.
+    meta: MetaColumns,
     lateness: i64,
     stats: RuleStats,
 }
 
 pub struct Engine {
     rules: Vec<CompiledRule>,
-    meta_columns: MetaColumns,
+    /// Position of event_time in the input batches.
+    event_time: usize,
     /// Newest event time seen: the base of every rule's watermark.
     max_event_time: i64,
 }
@@ -101,57 +99,39 @@ impl Engine {
         let mut rules = Vec::new();
         let mut problems = Vec::new();
         for rule in &set.rules {
-            match Self::compile(rule, &ctx, &lists, &schema, opts) {
+            match Self::compile(rule, &ctx, &lists, opts) {
                 Ok(r) => rules.push(r),
                 Err(e) => problems.push(format!("{} ({}): {e:#}", rule.id, rule.path.display())),
             }
         }
         if !problems.is_empty() {
-            bail!(
-                "{} rule(s) do not plan:\n  {}",
-                problems.len(),
-                problems.join("\n  ")
-            );
+            bail!("{} rule(s) do not plan:\n  {}", problems.len(), problems.join("\n  "));
         }
-        let idx = |n: &str| schema.index_of(n).ok();
-        let meta_columns = MetaColumns {
-            event_time: idx("event_time").expect("event_time"),
-            audit_id: idx("audit_id"),
-            cluster: idx("cluster"),
-        };
-        Ok(Engine {
-            rules,
-            meta_columns,
-            max_event_time: i64::MIN,
-        })
+        let event_time = schema.index_of("event_time").expect("every table has event_time");
+        Ok(Engine { rules, event_time, max_event_time: i64::MIN })
     }
 
-    fn compile(
-        rule: &Rule,
-        ctx: &SessionContext,
-        lists: &Lists,
-        schema: &Schema,
-        opts: &EngineOptions,
-    ) -> Result<CompiledRule> {
+    fn compile(rule: &Rule, ctx: &SessionContext, lists: &Lists, opts: &EngineOptions) -> Result<CompiledRule> {
         let plan = plan_rule(rule, ctx, lists)?;
         if plan.table != tables::KUBE_AUDIT {
-            bail!(
-                "table {} is not one the engine reads yet (kube_audit)",
-                plan.table
-            );
+            bail!("table {} is not one the engine reads yet (kube_audit)", plan.table);
         }
+        let input = plan.input_schema.clone();
         let window = match &plan.shape {
-            Shape::Windowed(w) => Some(WindowState::new(w, schema)?),
+            Shape::Windowed(w) => Some(WindowState::new(w, &input)?),
             Shape::SingleEvent => None,
         };
+        let idx = |n: &str| input.index_of(n).ok();
+        let meta = MetaColumns { event_time: idx("event_time").expect("always read"), audit_id: idx("audit_id"), cluster: idx("cluster") };
         let mut compiled = CompiledRule {
             lateness: rule.allowed_lateness.unwrap_or(opts.allowed_lateness),
             rule: rule.clone(),
             plan,
             window,
+            meta,
             stats: RuleStats::default(),
         };
-        compiled.smoke_test(schema)?;
+        compiled.smoke_test(&input)?;
         Ok(compiled)
     }
 
@@ -179,24 +159,18 @@ impl Engine {
     /// matches, and windows the advancing watermark closed. A rule that fails on this batch is
     /// counted and logged; the others still run.
     pub fn process(&mut self, batch: &RecordBatch) -> Vec<Alert> {
-        let times = batch
-            .column(self.meta_columns.event_time)
-            .as_primitive::<TimestampNanosecondType>();
+        let times = batch.column(self.event_time).as_primitive::<TimestampNanosecondType>();
         if let Some(max) = datafusion::arrow::compute::max(times) {
             self.max_event_time = self.max_event_time.max(max);
         }
         let mut alerts = Vec::new();
         for r in &mut self.rules {
             let watermark = self.max_event_time.saturating_sub(r.lateness);
-            if let Err(e) = r.process(batch, self.meta_columns, watermark, &mut alerts) {
+            if let Err(e) = r.process(batch, watermark, &mut alerts) {
                 r.stats.errors += 1;
                 r.stats.last_error = Some(format!("{e:#}"));
                 if r.stats.errors <= 3 {
-                    log::error!(
-                        "rule {} failed on a batch of {} rows: {e:#}",
-                        r.rule.id,
-                        batch.num_rows()
-                    );
+                    log::error!("rule {} failed on a batch of {} rows: {e:#}", r.rule.id, batch.num_rows());
                 }
             }
         }
@@ -210,10 +184,7 @@ impl Engine {
             if let Err(e) = r.fire(i64::MAX, &mut alerts) {
                 r.stats.errors += 1;
                 r.stats.last_error = Some(format!("{e:#}"));
-                log::error!(
-                    "rule {} failed while flushing its windows: {e:#}",
-                    r.rule.id
-                );
+                log::error!("rule {} failed while flushing its windows: {e:#}", r.rule.id);
             }
         }
         alerts
@@ -231,8 +202,7 @@ impl CompiledRule {
         }
         match &self.plan.shape {
             Shape::SingleEvent => {
-                evaluate_all(&self.plan.projection, &empty)
-                    .context("evaluating the SELECT list")?;
+                evaluate_all(&self.plan.projection, &empty).context("evaluating the SELECT list")?;
             }
             Shape::Windowed(w) => {
                 for k in &w.keys {
@@ -240,8 +210,7 @@ impl CompiledRule {
                 }
                 for a in &w.aggregates {
                     for e in &a.args {
-                        e.evaluate(&empty)
-                            .context("evaluating an aggregate's argument")?;
+                        e.evaluate(&empty).context("evaluating an aggregate's argument")?;
                     }
                 }
             }
@@ -249,20 +218,11 @@ impl CompiledRule {
         Ok(())
     }
 
-    fn process(
-        &mut self,
-        batch: &RecordBatch,
-        meta: MetaColumns,
-        watermark: i64,
-        alerts: &mut Vec<Alert>,
-    ) -> Result<()> {
+    fn process(&mut self, batch: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
+        let batch = &batch.project(&self.plan.columns)?;
+        let meta = self.meta;
         let mask = match &self.plan.predicate {
-            Some(p) => Some(
-                p.evaluate(batch)?
-                    .into_array(batch.num_rows())?
-                    .as_boolean()
-                    .clone(),
-            ),
+            Some(p) => Some(p.evaluate(batch)?.into_array(batch.num_rows())?.as_boolean().clone()),
             None => None,
         };
         let matches = mask.as_ref().map_or(batch.num_rows(), |m| m.true_count());
@@ -288,29 +248,15 @@ impl CompiledRule {
         Ok(())
     }
 
-    fn single_event_alerts(
-        &mut self,
-        rows: &RecordBatch,
-        meta: MetaColumns,
-        alerts: &mut Vec<Alert>,
-    ) -> Result<()> {
+    fn single_event_alerts(&mut self, rows: &RecordBatch, meta: MetaColumns, alerts: &mut Vec<Alert>) -> Result<()> {
         let columns = evaluate_all(&self.plan.projection, rows)?;
-        let times = rows
-            .column(meta.event_time)
-            .as_primitive::<TimestampNanosecondType>();
-        let ids = meta
-            .audit_id
-            .map(|c| rows.column(c).as_string::<i32>().clone());
-        let clusters = meta
-            .cluster
-            .map(|c| rows.column(c).as_string::<i32>().clone());
+        let times = rows.column(meta.event_time).as_primitive::<TimestampNanosecondType>();
+        let ids = meta.audit_id.map(|c| rows.column(c).as_string::<i32>().clone());
+        let clusters = meta.cluster.map(|c| rows.column(c).as_string::<i32>().clone());
         let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         for i in 0..rows.num_rows() {
             let (fields, entities) = self.fields_and_entities(&columns, i)?;
-            let audit_id = ids
-                .as_ref()
-                .filter(|a| a.is_valid(i))
-                .map(|a| a.value(i).to_string());
+            let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
             let t = times.value(i);
             let anchor = audit_id.clone().unwrap_or_else(|| t.to_string());
             alerts.push(Alert {
@@ -320,10 +266,7 @@ impl CompiledRule {
                 window_start: None,
                 window_end: None,
                 count: 1,
-                cluster: clusters
-                    .as_ref()
-                    .filter(|c| c.is_valid(i))
-                    .map(|c| c.value(i).to_string()),
+                cluster: clusters.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string()),
                 audit_ids: audit_id.into_iter().collect(),
                 last_seen_nanos: t,
                 ..self.alert_header(entities, fields, &now)
@@ -341,19 +284,13 @@ impl CompiledRule {
             return Ok(());
         };
         let keep: BooleanArray = match &plan.having {
-            Some(h) => h
-                .evaluate(&fired.batch)?
-                .into_array(fired.batch.num_rows())?
-                .as_boolean()
-                .clone(),
+            Some(h) => h.evaluate(&fired.batch)?.into_array(fired.batch.num_rows())?.as_boolean().clone(),
             None => BooleanArray::from(vec![true; fired.batch.num_rows()]),
         };
         let rows = filter_record_batch(&fired.batch, &keep)?;
         let columns = evaluate_all(&self.plan.projection, &rows)?;
         let width = plan.window.width;
-        let kept: Vec<usize> = (0..keep.len())
-            .filter(|&i| keep.is_valid(i) && keep.value(i))
-            .collect();
+        let kept: Vec<usize> = (0..keep.len()).filter(|&i| keep.is_valid(i) && keep.value(i)).collect();
         let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         for (row, &orig) in kept.iter().enumerate() {
             let (fields, entities) = self.fields_and_entities(&columns, row)?;
@@ -367,12 +304,7 @@ impl CompiledRule {
                 window_end: Some(format_nanos(start + width)),
                 count: meta.count,
                 cluster: meta.cluster.clone(),
-                audit_ids: meta
-                    .audit_ids
-                    .iter()
-                    .take(MAX_SAMPLE_IDS)
-                    .cloned()
-                    .collect(),
+                audit_ids: meta.audit_ids.iter().take(MAX_SAMPLE_IDS).cloned().collect(),
                 last_seen_nanos: meta.last_seen,
                 ..self.alert_header(entities, fields, &now)
             });
@@ -381,12 +313,7 @@ impl CompiledRule {
         Ok(())
     }
 
-    fn alert_header(
-        &self,
-        entities: Map<String, Value>,
-        fields: Map<String, Value>,
-        now: &str,
-    ) -> Alert {
+    fn alert_header(&self, entities: Map<String, Value>, fields: Map<String, Value>, now: &str) -> Alert {
         let r = &self.rule;
         Alert {
             id: String::new(),
@@ -409,33 +336,18 @@ impl CompiledRule {
         }
     }
 
-    fn fields_and_entities(
-        &self,
-        columns: &[ArrayRef],
-        row: usize,
-    ) -> Result<(Map<String, Value>, Map<String, Value>)> {
+    fn fields_and_entities(&self, columns: &[ArrayRef], row: usize) -> Result<(Map<String, Value>, Map<String, Value>)> {
         let mut fields = Map::new();
         for ((name, _), col) in self.plan.projection.iter().zip(columns) {
-            fields.insert(
-                name.clone(),
-                scalar_to_json(&ScalarValue::try_from_array(col, row)?),
-            );
+            fields.insert(name.clone(), scalar_to_json(&ScalarValue::try_from_array(col, row)?));
         }
-        let entities = self
-            .rule
-            .entities
-            .iter()
-            .map(|e| (e.clone(), fields.get(e).cloned().unwrap_or(Value::Null)))
-            .collect();
+        let entities = self.rule.entities.iter().map(|e| (e.clone(), fields.get(e).cloned().unwrap_or(Value::Null))).collect();
         Ok((fields, entities))
     }
 }
 
 fn evaluate_all(exprs: &[(String, PhysExpr)], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-    exprs
-        .iter()
-        .map(|(_, e)| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
-        .collect()
+    exprs.iter().map(|(_, e)| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?)).collect()
 }
 
 /// An Arrow value as JSON: strings, numbers, booleans, RFC 3339 times, arrays; NULL as null.
@@ -452,25 +364,13 @@ pub fn scalar_to_json(v: &ScalarValue) -> Value {
         S::UInt16(x) => x.map_or(Value::Null, |x| x.into()),
         S::UInt32(x) => x.map_or(Value::Null, |x| x.into()),
         S::UInt64(x) => x.map_or(Value::Null, |x| x.into()),
-        S::Float32(x) => x.map_or(Value::Null, |x| {
-            serde_json::Number::from_f64(x as f64).map_or(Value::Null, Value::Number)
-        }),
-        S::Float64(x) => x.map_or(Value::Null, |x| {
-            serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
-        }),
-        S::Utf8(s) | S::LargeUtf8(s) | S::Utf8View(s) => {
-            s.clone().map_or(Value::Null, Value::String)
-        }
+        S::Float32(x) => x.map_or(Value::Null, |x| serde_json::Number::from_f64(x as f64).map_or(Value::Null, Value::Number)),
+        S::Float64(x) => x.map_or(Value::Null, |x| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)),
+        S::Utf8(s) | S::LargeUtf8(s) | S::Utf8View(s) => s.clone().map_or(Value::Null, Value::String),
         S::TimestampNanosecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t))),
-        S::TimestampMicrosecond(t, _) => t.map_or(Value::Null, |t| {
-            Value::String(format_nanos(t.saturating_mul(1_000)))
-        }),
-        S::TimestampMillisecond(t, _) => t.map_or(Value::Null, |t| {
-            Value::String(format_nanos(t.saturating_mul(1_000_000)))
-        }),
-        S::TimestampSecond(t, _) => t.map_or(Value::Null, |t| {
-            Value::String(format_nanos(t.saturating_mul(1_000_000_000)))
-        }),
+        S::TimestampMicrosecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t.saturating_mul(1_000)))),
+        S::TimestampMillisecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t.saturating_mul(1_000_000)))),
+        S::TimestampSecond(t, _) => t.map_or(Value::Null, |t| Value::String(format_nanos(t.saturating_mul(1_000_000_000)))),
         S::List(arr) => list_to_json(arr.as_ref()),
         S::LargeList(arr) => list_to_json(arr.as_ref()),
         S::FixedSizeList(arr) => list_to_json(arr.as_ref()),
@@ -486,18 +386,10 @@ fn list_to_json(arr: &dyn Array) -> Value {
     let values = match arr.data_type() {
         datafusion::arrow::datatypes::DataType::List(_) => arr.as_list::<i32>().value(0),
         datafusion::arrow::datatypes::DataType::LargeList(_) => arr.as_list::<i64>().value(0),
-        datafusion::arrow::datatypes::DataType::FixedSizeList(_, _) => {
-            arr.as_fixed_size_list().value(0)
-        }
+        datafusion::arrow::datatypes::DataType::FixedSizeList(_, _) => arr.as_fixed_size_list().value(0),
         _ => return Value::Null,
     };
     Value::Array(
-        (0..values.len())
-            .map(|i| {
-                ScalarValue::try_from_array(&values, i)
-                    .map(|v| scalar_to_json(&v))
-                    .unwrap_or(Value::Null)
-            })
-            .collect(),
+        (0..values.len()).map(|i| ScalarValue::try_from_array(&values, i).map(|v| scalar_to_json(&v)).unwrap_or(Value::Null)).collect(),
     )
 }

@@ -90,9 +90,16 @@ pub enum Shape {
     Windowed(WindowedPlan),
 }
 
+/// Columns every rule reads, because every alert carries them.
+pub const ALWAYS_READ: &[&str] = &["event_time", "audit_id", "cluster"];
+
 /// A rule, planned.
 pub struct RulePlan {
     pub table: String,
+    /// The table columns the rule reads, in table order: each batch is projected to these.
+    pub columns: Vec<usize>,
+    /// The schema of the projected batch, which every expression below is planned against.
+    pub input_schema: SchemaRef,
     /// WHERE, on the table's rows.
     pub predicate: Option<PhysExpr>,
     pub shape: Shape,
@@ -105,24 +112,15 @@ pub struct RulePlan {
 /// (`coalesce`, `nvl`… become CASE) and, since rules are not run through the whole-plan
 /// optimizer, the engine does it expression by expression.
 fn simplify(e: &Expr, schema: &DFSchema) -> Result<Expr> {
-    let info = SimplifyContext::builder()
-        .with_schema(Arc::new(schema.clone()))
-        .build();
-    ExprSimplifier::new(info)
-        .simplify(e.clone())
-        .with_context(|| format!("simplifying {e}"))
+    let info = SimplifyContext::builder().with_schema(Arc::new(schema.clone())).build();
+    ExprSimplifier::new(info).simplify(e.clone()).with_context(|| format!("simplifying {e}"))
 }
 
 fn physical(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
     let state = ctx.state();
     let e = simplify(e, schema)?;
-    create_physical_expr(
-        &e,
-        schema,
-        state.execution_props(),
-        &PhysicalPlanningContext::default(),
-    )
-    .with_context(|| format!("planning expression {e}"))
+    create_physical_expr(&e, schema, state.execution_props(), &PhysicalPlanningContext::default())
+        .with_context(|| format!("planning expression {e}"))
 }
 
 /// Checks that every list function names a list that exists, so a typo fails at start-up.
@@ -132,22 +130,12 @@ fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
         if let Expr::ScalarFunction(f) = node {
             if LIST_FUNCTIONS.contains(&f.func.name()) {
                 match f.args.get(1) {
-                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _))
-                        if lists.get(name).is_some() => {}
+                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) if lists.get(name).is_some() => {}
                     Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) => {
                         let known: Vec<&str> = lists.lists.keys().map(String::as_str).collect();
-                        problem = Some(anyhow!(
-                            "{}(): there is no list {name:?} (lists: {})",
-                            f.func.name(),
-                            known.join(", ")
-                        ));
+                        problem = Some(anyhow!("{}(): there is no list {name:?} (lists: {})", f.func.name(), known.join(", ")));
                     }
-                    _ => {
-                        problem = Some(anyhow!(
-                            "{}(): the second argument must be a list name in quotes",
-                            f.func.name()
-                        ))
-                    }
+                    _ => problem = Some(anyhow!("{}(): the second argument must be a list name in quotes", f.func.name())),
                 }
             }
         }
@@ -163,27 +151,18 @@ fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
     let lit = |i: usize| -> Result<i64> {
         match f.args.get(i) {
             Some(Expr::Literal(v, _)) => Ok(interval_nanos(v)?),
-            Some(other) => bail!(
-                "{}(): window sizes must be INTERVAL literals, got {other}",
-                f.func.name()
-            ),
+            Some(other) => bail!("{}(): window sizes must be INTERVAL literals, got {other}", f.func.name()),
             None => bail!("{}(): missing window size", f.func.name()),
         }
     };
     let is_event_time = matches!(f.args.first(), Some(Expr::Column(c)) if c.name == "event_time");
     match f.func.name() {
-        "tumble" | "hop" if !is_event_time => bail!(
-            "{}() windows are over event_time: write {}(event_time, …)",
-            f.func.name(),
-            f.func.name()
-        ),
+        "tumble" | "hop" if !is_event_time => {
+            bail!("{}() windows are over event_time: write {}(event_time, …)", f.func.name(), f.func.name())
+        }
         "tumble" => {
             let w = lit(1)?;
-            Ok(Some(WindowSpec {
-                kind: WindowKind::Tumble,
-                width: w,
-                slide: w,
-            }))
+            Ok(Some(WindowSpec { kind: WindowKind::Tumble, width: w, slide: w }))
         }
         "hop" => {
             let (slide, width) = (lit(1)?, lit(2)?);
@@ -193,11 +172,7 @@ fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
             if width / slide > 1000 {
                 bail!("HOP(event_time, slide, width): width/slide above 1000 would put every event in too many windows");
             }
-            Ok(Some(WindowSpec {
-                kind: WindowKind::Hop,
-                width,
-                slide,
-            }))
+            Ok(Some(WindowSpec { kind: WindowKind::Hop, width, slide }))
         }
         _ => Ok(None),
     }
@@ -207,11 +182,8 @@ fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
 #[allow(deprecated)] // create_aggregate_expr_and_maybe_filter, see the import
 pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<RulePlan> {
     let state = ctx.state();
-    let logical = futures::executor::block_on(state.create_logical_plan(&rule.query))
-        .context("SQL does not plan")?;
-    let logical = state
-        .optimize(&logical)
-        .context("SQL does not type-check")?;
+    let logical = futures::executor::block_on(state.create_logical_plan(&rule.query)).context("SQL does not plan")?;
+    let logical = state.optimize(&logical).context("SQL does not type-check")?;
 
     let LogicalPlan::Projection(proj) = &logical else {
         bail!("a rule must be a SELECT … FROM table [WHERE …] [GROUP BY … HAVING …]; ORDER BY, LIMIT, DISTINCT and set operations are not supported (got {})", logical.display());
@@ -247,7 +219,26 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
         bail!("a rule reads one table directly: joins, subqueries and nested SELECTs are not supported (found {})", node.display());
     };
     let table = scan.table_name.table().to_string();
-    let table_schema = node.schema();
+    let full_schema = node.schema();
+
+    // Plan against only the columns the rule reads (plus those every alert carries): DataFusion
+    // may filter its input batch while evaluating AND/OR, and copying the large body columns of
+    // every row for every rule would cost more than the rule itself.
+    let mut exprs_over_table: Vec<&Expr> = where_expr.map(|f| &f.predicate).into_iter().collect();
+    match aggregate {
+        Some(a) => exprs_over_table.extend(a.group_expr.iter().chain(&a.aggr_expr)),
+        None => exprs_over_table.extend(&proj.expr),
+    }
+    let mut used: std::collections::BTreeSet<usize> = ALWAYS_READ.iter().filter_map(|n| full_schema.as_arrow().index_of(n).ok()).collect();
+    for e in &exprs_over_table {
+        for c in e.column_refs() {
+            used.insert(full_schema.index_of_column(c).with_context(|| format!("column {c}"))?);
+        }
+    }
+    let columns: Vec<usize> = used.into_iter().collect();
+    let input_schema = Arc::new(full_schema.as_arrow().project(&columns)?);
+    let projected = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &input_schema)?;
+    let table_schema = &projected;
 
     let predicate = match where_expr {
         Some(f) => {
@@ -286,13 +277,9 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 check_list_args(e, lists)?;
                 #[allow(deprecated)]
                 let e = &simplify(e, table_schema)?;
-                let (expr, filter, _order) = create_aggregate_expr_and_maybe_filter(
-                    e,
-                    table_schema,
-                    table_schema.as_arrow(),
-                    state.execution_props(),
-                )
-                .with_context(|| format!("planning aggregate {e}"))?;
+                let (expr, filter, _order) =
+                    create_aggregate_expr_and_maybe_filter(e, table_schema, table_schema.as_arrow(), state.execution_props())
+                        .with_context(|| format!("planning aggregate {e}"))?;
                 let args = expr.expressions();
                 aggregates.push(Aggregate { expr, args, filter });
             }
@@ -313,24 +300,14 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
             })
         }
     };
-    let projection_input = proj.input.schema();
-    let projection = output_names()
-        .zip(&proj.expr)
-        .map(|(name, e)| Ok((name, physical(e, projection_input, ctx)?)))
-        .collect::<Result<Vec<_>>>()?;
+    let projection_input = if matches!(shape, Shape::SingleEvent) { table_schema } else { proj.input.schema().as_ref() };
+    let projection =
+        output_names().zip(&proj.expr).map(|(name, e)| Ok((name, physical(e, projection_input, ctx)?))).collect::<Result<Vec<_>>>()?;
     let names: Vec<String> = output_names().collect();
     if let Some(missing) = rule.entities.iter().find(|e| !names.contains(e)) {
-        bail!(
-            "entity {missing:?} is not a column of the SELECT list ({})",
-            names.join(", ")
-        );
+        bail!("entity {missing:?} is not a column of the SELECT list ({})", names.join(", "));
     }
-    Ok(RulePlan {
-        table,
-        predicate,
-        shape,
-        projection,
-    })
+    Ok(RulePlan { table, columns, input_schema, predicate, shape, projection })
 }
 
 #[cfg(test)]

@@ -5,10 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampNanosecondArray,
-    UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampNanosecondArray, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{Field, Schema, TimestampNanosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -60,11 +57,7 @@ pub struct MetaColumns {
 
 impl WindowState {
     pub fn new(plan: &WindowedPlan, input_schema: &Schema) -> Result<Self> {
-        let fields = plan
-            .keys
-            .iter()
-            .map(|k| Ok(SortField::new(k.data_type(input_schema)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let fields = plan.keys.iter().map(|k| Ok(SortField::new(k.data_type(input_schema)?))).collect::<Result<Vec<_>>>()?;
         Ok(WindowState {
             converter: RowConverter::new(fields)?,
             groups: HashMap::new(),
@@ -95,42 +88,21 @@ impl WindowState {
         if n == 0 {
             return Ok(());
         }
-        let keys = plan
-            .keys
-            .iter()
-            .map(|k| k.evaluate(&filtered)?.into_array(n))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let keys = plan.keys.iter().map(|k| k.evaluate(&filtered)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>()?;
         let rows = self.converter.convert_columns(&keys)?;
         let args: Vec<Vec<ArrayRef>> = plan
             .aggregates
             .iter()
-            .map(|a| {
-                a.args
-                    .iter()
-                    .map(|e| e.evaluate(&filtered)?.into_array(n))
-                    .collect::<datafusion::common::Result<Vec<_>>>()
-            })
+            .map(|a| a.args.iter().map(|e| e.evaluate(&filtered)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>())
             .collect::<datafusion::common::Result<_>>()?;
         let agg_filters: Vec<Option<ArrayRef>> = plan
             .aggregates
             .iter()
-            .map(|a| {
-                a.filter
-                    .as_ref()
-                    .map(|f| f.evaluate(&filtered)?.into_array(n))
-                    .transpose()
-            })
+            .map(|a| a.filter.as_ref().map(|f| f.evaluate(&filtered)?.into_array(n)).transpose())
             .collect::<datafusion::common::Result<_>>()?;
-        let times = filtered
-            .column(meta_cols.event_time)
-            .as_primitive::<TimestampNanosecondType>()
-            .clone();
-        let ids = meta_cols
-            .audit_id
-            .map(|c| filtered.column(c).as_string::<i32>().clone());
-        let clusters = meta_cols
-            .cluster
-            .map(|c| filtered.column(c).as_string::<i32>().clone());
+        let times = filtered.column(meta_cols.event_time).as_primitive::<TimestampNanosecondType>().clone();
+        let ids = meta_cols.audit_id.map(|c| filtered.column(c).as_string::<i32>().clone());
+        let clusters = meta_cols.cluster.map(|c| filtered.column(c).as_string::<i32>().clone());
 
         // Rows of this batch per group, in arrival order.
         let mut touched: HashMap<(i64, Box<[u8]>), Vec<u32>> = HashMap::new();
@@ -144,10 +116,7 @@ impl WindowState {
                     continue;
                 }
                 placed = true;
-                touched
-                    .entry((start, rows.row(i).as_ref().into()))
-                    .or_default()
-                    .push(i as u32);
+                touched.entry((start, rows.row(i).as_ref().into())).or_default().push(i as u32);
             }
             if !placed {
                 self.late_events += 1;
@@ -157,33 +126,16 @@ impl WindowState {
             let group = match self.groups.get_mut(&key) {
                 Some(g) => g,
                 None => {
-                    let accumulators = plan
-                        .aggregates
-                        .iter()
-                        .map(|a| a.expr.create_accumulator())
-                        .collect::<datafusion::common::Result<Vec<_>>>()?;
-                    self.by_end
-                        .entry(key.0 + plan.window.width)
-                        .or_default()
-                        .push(key.clone());
-                    let meta = GroupMeta {
-                        first_seen: i64::MAX,
-                        last_seen: i64::MIN,
-                        count: 0,
-                        audit_ids: Vec::new(),
-                        cluster: None,
-                    };
-                    self.groups
-                        .entry(key)
-                        .or_insert(Group { accumulators, meta })
+                    let accumulators =
+                        plan.aggregates.iter().map(|a| a.expr.create_accumulator()).collect::<datafusion::common::Result<Vec<_>>>()?;
+                    self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
+                    let meta = GroupMeta { first_seen: i64::MAX, last_seen: i64::MIN, count: 0, audit_ids: Vec::new(), cluster: None };
+                    self.groups.entry(key).or_insert(Group { accumulators, meta })
                 }
             };
             let idx = UInt32Array::from(indices);
             for (j, acc) in group.accumulators.iter_mut().enumerate() {
-                let mut cols = args[j]
-                    .iter()
-                    .map(|a| take(a.as_ref(), &idx, None))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let mut cols = args[j].iter().map(|a| take(a.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
                 if let Some(f) = &agg_filters[j] {
                     let f = take(f.as_ref(), &idx, None)?;
                     let f = f.as_boolean();
@@ -210,10 +162,7 @@ impl WindowState {
                     }
                 }
                 if m.cluster.is_none() {
-                    m.cluster = clusters
-                        .as_ref()
-                        .filter(|c| c.is_valid(i))
-                        .map(|c| c.value(i).to_string());
+                    m.cluster = clusters.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string());
                 }
             }
         }
@@ -240,8 +189,7 @@ impl WindowState {
         let parser = self.converter.parser();
         let mut window_starts = Vec::with_capacity(due.len());
         let mut key_rows = Vec::with_capacity(due.len());
-        let mut values: Vec<Vec<ScalarValue>> =
-            vec![Vec::with_capacity(due.len()); plan.aggregates.len()];
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(due.len()); plan.aggregates.len()];
         let mut metas = Vec::with_capacity(due.len());
         let mut owned_keys = Vec::with_capacity(due.len());
         for key in due {
@@ -260,8 +208,7 @@ impl WindowState {
         }
         let key_columns = self.converter.convert_rows(key_rows)?;
         let n = window_starts.len();
-        let starts: ArrayRef =
-            Arc::new(TimestampNanosecondArray::from(window_starts.clone()).with_timezone("UTC"));
+        let starts: ArrayRef = Arc::new(TimestampNanosecondArray::from(window_starts.clone()).with_timezone("UTC"));
         let mut columns: Vec<ArrayRef> = Vec::new();
         let mut keys_iter = key_columns.into_iter();
         let groups = plan.keys.len() + 1;
@@ -277,22 +224,10 @@ impl WindowState {
         }
         // Names from the aggregate's schema; types from the values (accumulators may return a
         // type with other nullability than the logical schema says).
-        let fields: Vec<Field> = plan
-            .aggregate_schema
-            .fields()
-            .iter()
-            .zip(&columns)
-            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
-            .collect();
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        Ok(Some(Fired {
-            batch,
-            window_starts,
-            metas,
-        }))
+        let fields: Vec<Field> =
+            plan.aggregate_schema.fields().iter().zip(&columns).map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true)).collect();
+        let batch =
+            RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &RecordBatchOptions::new().with_row_count(Some(n)))?;
+        Ok(Some(Fired { batch, window_starts, metas }))
     }
 }

@@ -2,7 +2,10 @@
 //! that rules use through the `in_list`, `starts_with_any`, `path_under` and `ip_in_list`
 //! functions. Lists come from `detections/lists/*.yaml`; a config may add or replace entries.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+/// aHash: list lookups run once per row of every batch for rules that use them.
+type HashSet<T> = std::collections::HashSet<T, ahash::RandomState>;
 use std::net::IpAddr;
 
 use anyhow::{bail, Context, Result};
@@ -30,12 +33,7 @@ impl List {
     pub fn new(description: String, values: Vec<String>) -> List {
         let exact = values.iter().cloned().collect();
         let cidrs = values.iter().filter_map(|v| parse_cidr(v)).collect();
-        List {
-            description,
-            values,
-            exact,
-            cidrs,
-        }
+        List { description, values, exact, cidrs }
     }
 
     pub fn contains(&self, s: &str) -> bool {
@@ -48,22 +46,10 @@ impl List {
 
     /// `s` is an entry or a path below one; `/` only matches `/` itself (everything is below it).
     pub fn path_under(&self, s: &str) -> bool {
-        let s = if s.len() > 1 {
-            s.trim_end_matches('/')
-        } else {
-            s
-        };
+        let s = if s.len() > 1 { s.trim_end_matches('/') } else { s };
         self.values.iter().any(|p| {
-            let p = if p.len() > 1 {
-                p.trim_end_matches('/')
-            } else {
-                p.as_str()
-            };
-            s == p
-                || (p != "/"
-                    && s.len() > p.len()
-                    && s.starts_with(p)
-                    && s.as_bytes()[p.len()] == b'/')
+            let p = if p.len() > 1 { p.trim_end_matches('/') } else { p.as_str() };
+            s == p || (p != "/" && s.len() > p.len() && s.starts_with(p) && s.as_bytes()[p.len()] == b'/')
         })
     }
 
@@ -71,9 +57,7 @@ impl List {
         let Ok(ip) = s.trim().parse::<IpAddr>() else {
             return false;
         };
-        self.cidrs
-            .iter()
-            .any(|(net, bits)| ip_in_cidr(ip, *net, *bits))
+        self.cidrs.iter().any(|(net, bits)| ip_in_cidr(ip, *net, *bits))
     }
 }
 
@@ -92,19 +76,11 @@ fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 fn ip_in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
-            };
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - bits)
-            };
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -122,8 +98,7 @@ impl Lists {
     pub fn from_texts(files: Vec<(std::path::PathBuf, String)>) -> Result<Lists> {
         let mut lists = BTreeMap::new();
         for (path, text) in files {
-            let f: ListFile = serde_yaml::from_str(&text)
-                .with_context(|| format!("list file {}", path.display()))?;
+            let f: ListFile = serde_yaml::from_str(&text).with_context(|| format!("list file {}", path.display()))?;
             if lists.contains_key(&f.name) {
                 bail!("{}: list {} is defined twice", path.display(), f.name);
             }
@@ -139,11 +114,7 @@ impl Lists {
     /// Applies a config override: `replace` swaps the entries, otherwise they are added.
     pub fn set(&mut self, name: &str, values: Vec<String>, replace: bool) {
         let entry = self.lists.entry(name.to_string()).or_default();
-        let mut all = if replace {
-            Vec::new()
-        } else {
-            entry.values.clone()
-        };
+        let mut all = if replace { Vec::new() } else { entry.values.clone() };
         all.extend(values);
         *entry = List::new(entry.description.clone(), all);
     }
@@ -155,41 +126,13 @@ mod tests {
 
     #[test]
     fn lookups() {
-        let l = List::new(
-            String::new(),
-            vec!["/".into(), "/etc".into(), "/var/run/docker.sock".into()],
-        );
-        assert!(
-            l.path_under("/")
-                && l.path_under("/etc")
-                && l.path_under("/etc/kubernetes/")
-                && l.path_under("/var/run/docker.sock")
-        );
-        assert!(
-            !l.path_under("/etcd") && !l.path_under("/data") && !l.path_under("/run/xtables.lock")
-        );
-        let ips = List::new(
-            String::new(),
-            vec![
-                "10.0.0.0/8".into(),
-                "2001:db8::/32".into(),
-                "198.51.100.7".into(),
-            ],
-        );
-        assert!(
-            ips.contains_ip("10.1.2.3")
-                && ips.contains_ip("2001:db8::1")
-                && ips.contains_ip("198.51.100.7")
-        );
-        assert!(
-            !ips.contains_ip("11.0.0.1")
-                && !ips.contains_ip("198.51.100.8")
-                && !ips.contains_ip("junk")
-        );
+        let l = List::new(String::new(), vec!["/".into(), "/etc".into(), "/var/run/docker.sock".into()]);
+        assert!(l.path_under("/") && l.path_under("/etc") && l.path_under("/etc/kubernetes/") && l.path_under("/var/run/docker.sock"));
+        assert!(!l.path_under("/etcd") && !l.path_under("/data") && !l.path_under("/run/xtables.lock"));
+        let ips = List::new(String::new(), vec!["10.0.0.0/8".into(), "2001:db8::/32".into(), "198.51.100.7".into()]);
+        assert!(ips.contains_ip("10.1.2.3") && ips.contains_ip("2001:db8::1") && ips.contains_ip("198.51.100.7"));
+        assert!(!ips.contains_ip("11.0.0.1") && !ips.contains_ip("198.51.100.8") && !ips.contains_ip("junk"));
         let reg = List::new(String::new(), vec!["mcr.microsoft.com/".into()]);
-        assert!(
-            reg.any_prefix_of("mcr.microsoft.com/oss/kube-proxy:v1")
-                && !reg.any_prefix_of("docker.io/x")
-        );
+        assert!(reg.any_prefix_of("mcr.microsoft.com/oss/kube-proxy:v1") && !reg.any_prefix_of("docker.io/x"));
     }
 }

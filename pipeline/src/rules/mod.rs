@@ -74,13 +74,9 @@ pub struct Rule {
 /// Parses `30s`, `5m`, `1h`, `2d`, `250ms` into nanoseconds.
 pub fn parse_duration(s: &str) -> Result<i64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| anyhow!("duration {s:?} has no unit (use ms, s, m, h or d)"))?;
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| anyhow!("duration {s:?} has no unit (use ms, s, m, h or d)"))?;
     let (num, unit) = s.split_at(split);
-    let n: i64 = num
-        .parse()
-        .with_context(|| format!("duration {s:?} does not start with a whole number"))?;
+    let n: i64 = num.parse().with_context(|| format!("duration {s:?} does not start with a whole number"))?;
     let unit_ns: i64 = match unit.trim() {
         "ms" => 1_000_000,
         "s" => 1_000_000_000,
@@ -89,14 +85,12 @@ pub fn parse_duration(s: &str) -> Result<i64> {
         "d" => 86_400_000_000_000,
         u => bail!("duration {s:?} has unknown unit {u:?} (use ms, s, m, h or d)"),
     };
-    n.checked_mul(unit_ns)
-        .ok_or_else(|| anyhow!("duration {s:?} is too long"))
+    n.checked_mul(unit_ns).ok_or_else(|| anyhow!("duration {s:?} is too long"))
 }
 
 fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
-    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
-        .transpose()
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
 }
 
 /// A loaded rule directory: `rules/` and `lists/` side by side (or rule files directly in DIR).
@@ -114,64 +108,32 @@ impl RuleSet {
         if !dir.is_dir() {
             bail!("rule directory {} does not exist", dir.display());
         }
-        let rules_dir = if dir.join("rules").is_dir() {
-            dir.join("rules")
-        } else {
-            dir.to_path_buf()
-        };
+        let rules_dir = if dir.join("rules").is_dir() { dir.join("rules") } else { dir.to_path_buf() };
         let read = |files: Vec<PathBuf>| -> Result<Vec<(PathBuf, String)>> {
             files
                 .into_iter()
-                .map(|p| {
-                    Ok((
-                        p.clone(),
-                        std::fs::read_to_string(&p)
-                            .with_context(|| format!("reading {}", p.display()))?,
-                    ))
-                })
+                .map(|p| Ok((p.clone(), std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)))
                 .collect()
         };
-        Self::from_texts(
-            dir,
-            read(yaml_files(&rules_dir)?)?,
-            read(yaml_files(&dir.join("lists"))?)?,
-        )
+        Self::from_texts(dir, read(yaml_files(&rules_dir)?)?, read(yaml_files(&dir.join("lists"))?)?)
     }
 
     /// The rules and lists compiled into the binary from `detections/`.
     pub fn bundled() -> Result<RuleSet> {
-        let texts = |files: &[(&str, &str)]| {
-            files
-                .iter()
-                .map(|(p, t)| (PathBuf::from(p), t.to_string()))
-                .collect::<Vec<_>>()
-        };
-        Self::from_texts(
-            Path::new("(bundled)"),
-            texts(bundled::RULES),
-            texts(bundled::LISTS),
-        )
+        let texts = |files: &[(&str, &str)]| files.iter().map(|(p, t)| (PathBuf::from(p), t.to_string())).collect::<Vec<_>>();
+        Self::from_texts(Path::new("(bundled)"), texts(bundled::RULES), texts(bundled::LISTS))
     }
 
     /// Parses rule and list files already read.
-    pub fn from_texts(
-        dir: &Path,
-        rule_files: Vec<(PathBuf, String)>,
-        list_files: Vec<(PathBuf, String)>,
-    ) -> Result<RuleSet> {
+    pub fn from_texts(dir: &Path, rule_files: Vec<(PathBuf, String)>, list_files: Vec<(PathBuf, String)>) -> Result<RuleSet> {
         let mut rules = Vec::new();
         for (path, text) in rule_files {
-            let mut rule: Rule = serde_yaml::from_str(&text)
-                .with_context(|| format!("rule file {}", path.display()))?;
+            let mut rule: Rule = serde_yaml::from_str(&text).with_context(|| format!("rule file {}", path.display()))?;
             rule.path = path;
             rules.push(rule);
         }
         let lists = Lists::from_texts(list_files)?;
-        let set = RuleSet {
-            rules,
-            lists,
-            dir: dir.to_path_buf(),
-        };
+        let set = RuleSet { rules, lists, dir: dir.to_path_buf() };
         set.check_metadata()?;
         Ok(set)
     }
@@ -196,10 +158,7 @@ impl RuleSet {
 
     /// Keeps only the rules whose id is in `ids` (for `rules test RULE…`).
     pub fn retain_ids(&mut self, ids: &[String]) -> Result<()> {
-        if let Some(missing) = ids
-            .iter()
-            .find(|id| !self.rules.iter().any(|r| &r.id == *id))
-        {
+        if let Some(missing) = ids.iter().find(|id| !self.rules.iter().any(|r| &r.id == *id)) {
             bail!("no rule with id {missing}");
         }
         self.rules.retain(|r| ids.contains(&r.id));
@@ -218,8 +177,7 @@ impl RuleSet {
 fn is_mitre_id(s: &str) -> bool {
     let b = s.as_bytes();
     let base = b.len() >= 5 && b[0] == b'T' && b[1..5].iter().all(u8::is_ascii_digit);
-    base && (b.len() == 5
-        || (b.len() == 9 && b[5] == b'.' && b[6..].iter().all(u8::is_ascii_digit)))
+    base && (b.len() == 5 || (b.len() == 9 && b[5] == b'.' && b[6..].iter().all(u8::is_ascii_digit)))
 }
 
 /// The `.yaml`/`.yml` files of a directory, sorted so load order is stable.
@@ -230,13 +188,7 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml") | Some("yml")
-                )
-        })
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml") | Some("yml")))
         .collect();
     files.sort();
     Ok(files)

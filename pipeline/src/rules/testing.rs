@@ -59,9 +59,7 @@ pub fn expand_events(case: &TestCase) -> Result<Vec<Value>> {
             out.push(v);
             continue;
         }
-        let n = v["repeat"]
-            .as_u64()
-            .context("repeat must be a whole number")? as usize;
+        let n = v["repeat"].as_u64().context("repeat must be a whole number")? as usize;
         let every = match v.get("every").and_then(Value::as_str) {
             Some(s) => parse_duration(s)?,
             None => 0,
@@ -104,29 +102,13 @@ pub fn to_documents(events: &[Value], envelope: bool) -> Vec<String> {
 }
 
 /// Runs documents through the decoder, an engine and a router, as the pipeline does, in memory.
-pub fn evaluate(
-    engine: &mut Engine,
-    router: &mut AlertRouter,
-    docs: &[String],
-) -> Result<Vec<Alert>> {
+pub fn evaluate(engine: &mut Engine, router: &mut AlertRouter, docs: &[String]) -> Result<Vec<Alert>> {
     let mut decoder = Decoder::new();
     for (i, d) in docs.iter().enumerate() {
-        decoder.decode(
-            Origin {
-                source: "test",
-                unit: "document",
-                index: i as u64 + 1,
-            },
-            d.as_bytes(),
-        );
+        decoder.decode(Origin { source: "test", unit: "document", index: i as u64 + 1 }, d.as_bytes());
     }
     if let Some(dl) = decoder.dead_letters.first() {
-        bail!(
-            "test input is not valid ({} at {}: {})",
-            dl.reason.as_str(),
-            dl.position,
-            dl.detail
-        );
+        bail!("test input is not valid ({} at {}: {})", dl.reason.as_str(), dl.position, dl.detail);
     }
     let mut alerts = Vec::new();
     if let Some(batch) = decoder.finish() {
@@ -145,11 +127,7 @@ pub struct CaseResult {
 }
 
 fn router_for(rule: &Rule) -> AlertRouter {
-    let periods: HashMap<String, i64> = rule
-        .suppress
-        .map(|p| (rule.id.clone(), p))
-        .into_iter()
-        .collect();
+    let periods: HashMap<String, i64> = rule.suppress.map(|p| (rule.id.clone(), p)).into_iter().collect();
     AlertRouter::new(periods, 100_000)
 }
 
@@ -158,13 +136,14 @@ fn router_for(rule: &Rule) -> AlertRouter {
 pub fn run_all(set: &RuleSet, opts: &EngineOptions) -> Result<Vec<CaseResult>> {
     let mut results = Vec::new();
     for rule in &set.rules {
-        let single = RuleSet {
-            rules: vec![rule.clone()],
-            lists: set.lists.clone(),
-            dir: set.dir.clone(),
-        };
+        let single = RuleSet { rules: vec![rule.clone()], lists: set.lists.clone(), dir: set.dir.clone() };
         if !rule.tests.iter().any(|t| t.expect > 0) || !rule.tests.iter().any(|t| t.expect == 0) {
-            results.push(CaseResult { rule_id: rule.id.clone(), case: "(coverage)".into(), failure: Some("needs at least one positive (expect > 0) and one negative (expect: 0) test case".into()), alerts: vec![] });
+            results.push(CaseResult {
+                rule_id: rule.id.clone(),
+                case: "(coverage)".into(),
+                failure: Some("needs at least one positive (expect > 0) and one negative (expect: 0) test case".into()),
+                alerts: vec![],
+            });
         }
         for case in &rule.tests {
             let outcome = (|| -> Result<(Option<String>, Vec<Alert>)> {
@@ -175,20 +154,13 @@ pub fn run_all(set: &RuleSet, opts: &EngineOptions) -> Result<Vec<CaseResult>> {
                 if let Some(err) = engine.stats().find_map(|(_, s)| s.last_error) {
                     failure = Some(format!("the rule failed to evaluate: {err}"));
                 } else if alerts.len() != case.expect {
-                    failure = Some(format!(
-                        "expected {} alert(s), got {}",
-                        case.expect,
-                        alerts.len()
-                    ));
+                    failure = Some(format!("expected {} alert(s), got {}", case.expect, alerts.len()));
                 } else if let Some(want) = &case.entities {
                     for a in &alerts {
                         for (k, v) in want {
                             if a.entities.get(k) != Some(v) {
-                                failure = Some(format!(
-                                    "alert {} has {k} = {}, expected {v}",
-                                    a.id,
-                                    a.entities.get(k).unwrap_or(&Value::Null)
-                                ));
+                                failure =
+                                    Some(format!("alert {} has {k} = {}, expected {v}", a.id, a.entities.get(k).unwrap_or(&Value::Null)));
                             }
                         }
                     }
@@ -199,12 +171,7 @@ pub fn run_all(set: &RuleSet, opts: &EngineOptions) -> Result<Vec<CaseResult>> {
                 Ok(x) => x,
                 Err(e) => (Some(format!("{e:#}")), vec![]),
             };
-            results.push(CaseResult {
-                rule_id: rule.id.clone(),
-                case: case.name.clone(),
-                failure,
-                alerts,
-            });
+            results.push(CaseResult { rule_id: rule.id.clone(), case: case.name.clone(), failure, alerts });
         }
     }
     Ok(results)

@@ -54,11 +54,7 @@ pub struct JsonLinesFile {
 
 impl JsonLinesFile {
     pub fn new(path: &Path, label: &str) -> Self {
-        JsonLinesFile {
-            path: path.to_path_buf(),
-            out: None,
-            label: format!("{label}:{}", path.display()),
-        }
+        JsonLinesFile { path: path.to_path_buf(), out: None, label: format!("{label}:{}", path.display()) }
     }
 
     pub fn path(&self) -> &Path {
@@ -75,8 +71,7 @@ impl JsonLinesFile {
         }
         if self.out.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
             let f = OpenOptions::new()
                 .create(true)
@@ -90,17 +85,14 @@ impl JsonLinesFile {
             serde_json::to_writer(&mut *out, i)?;
             out.write_all(b"\n")?;
         }
-        out.flush()
-            .with_context(|| format!("writing {}", self.path.display()))?;
+        out.flush().with_context(|| format!("writing {}", self.path.display()))?;
         Ok(())
     }
 
     pub fn sync(&mut self) -> Result<()> {
         if let Some(out) = self.out.as_mut() {
             out.flush()?;
-            out.get_ref()
-                .sync_data()
-                .with_context(|| format!("syncing {}", self.path.display()))?;
+            out.get_ref().sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
         }
         Ok(())
     }

@@ -42,31 +42,20 @@ impl AlertRouter {
             if let Some(&period) = self.periods.get(&a.rule_id) {
                 let key = entity_key(&a.rule_id, &a.entities);
                 let first = parse_time(&a.first_seen).unwrap_or(a.last_seen_nanos);
-                if self
-                    .suppressed_until
-                    .get(&key)
-                    .is_some_and(|&until| first < until)
-                {
+                if self.suppressed_until.get(&key).is_some_and(|&until| first < until) {
                     self.suppressed += 1;
                     continue;
                 }
-                self.suppressed_until
-                    .insert(key, a.last_seen_nanos.saturating_add(period));
+                self.suppressed_until.insert(key, a.last_seen_nanos.saturating_add(period));
             }
             self.remember(a.id.clone());
             out.push(a);
         }
         // Suppression entries of the past are dead weight: drop them now and then.
         if self.suppressed_until.len() > self.capacity {
-            let newest = self
-                .suppressed_until
-                .values()
-                .copied()
-                .max()
-                .unwrap_or(i64::MIN);
+            let newest = self.suppressed_until.values().copied().max().unwrap_or(i64::MIN);
             let horizon = self.periods.values().copied().max().unwrap_or(0);
-            self.suppressed_until
-                .retain(|_, until| *until > newest.saturating_sub(horizon));
+            self.suppressed_until.retain(|_, until| *until > newest.saturating_sub(horizon));
         }
         out
     }

@@ -50,46 +50,22 @@ pub struct FileSource {
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// A first line already read while detecting the mode.
     pending: Option<(Vec<u8>, Option<u64>)>,
+    /// The start of a line the last block ended in the middle of.
+    carry: Vec<u8>,
 }
 
-fn open_reader(
-    raw: Box<dyn Read + Send>,
-    counter: ByteCounter,
-) -> io::Result<Box<dyn BufRead + Send>> {
-    let mut buffered = BufReader::with_capacity(
-        256 << 10,
-        Counting {
-            inner: raw,
-            counter,
-        },
-    );
+fn open_reader(raw: Box<dyn Read + Send>, counter: ByteCounter) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut buffered = BufReader::with_capacity(256 << 10, Counting { inner: raw, counter });
     let gz = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gz {
-        Box::new(BufReader::with_capacity(
-            256 << 10,
-            MultiGzDecoder::new(buffered),
-        ))
-    } else {
-        Box::new(buffered)
-    })
+    Ok(if gz { Box::new(BufReader::with_capacity(256 << 10, MultiGzDecoder::new(buffered))) } else { Box::new(buffered) })
 }
 
 impl FileSource {
-    pub fn open(
-        path: &Path,
-        limits: FramingLimits,
-        counter: ByteCounter,
-    ) -> io::Result<FileSource> {
-        let file = File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    pub fn open(path: &Path, limits: FramingLimits, counter: ByteCounter) -> io::Result<FileSource> {
+        let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let size = file.metadata().ok().map(|m| m.len());
         let reader = open_reader(Box::new(file), counter)?;
-        Ok(Self::with_reader(
-            format!("file:{}", path.display()),
-            reader,
-            limits,
-            size,
-        ))
+        Ok(Self::with_reader(format!("file:{}", path.display()), reader, limits, size))
     }
 
     pub fn stdin(limits: FramingLimits, counter: ByteCounter) -> io::Result<FileSource> {
@@ -98,23 +74,13 @@ impl FileSource {
     }
 
     /// Bytes already in memory (the bundled sample, tests).
-    pub fn from_bytes(
-        name: &str,
-        bytes: &'static [u8],
-        limits: FramingLimits,
-        counter: ByteCounter,
-    ) -> io::Result<FileSource> {
+    pub fn from_bytes(name: &str, bytes: &'static [u8], limits: FramingLimits, counter: ByteCounter) -> io::Result<FileSource> {
         let size = Some(bytes.len() as u64);
         let reader = open_reader(Box::new(bytes), counter)?;
         Ok(Self::with_reader(name.into(), reader, limits, size))
     }
 
-    fn with_reader(
-        name: String,
-        reader: Box<dyn BufRead + Send>,
-        limits: FramingLimits,
-        size: Option<u64>,
-    ) -> FileSource {
+    fn with_reader(name: String, reader: Box<dyn BufRead + Send>, limits: FramingLimits, size: Option<u64>) -> FileSource {
         FileSource {
             name: name.into(),
             reader,
@@ -125,6 +91,7 @@ impl FileSource {
             follow: false,
             stop: None,
             pending: None,
+            carry: Vec::new(),
         }
     }
 
@@ -147,12 +114,7 @@ impl FileSource {
                 Err(e) => return Err(e),
             };
             if buf.is_empty() {
-                if self.follow
-                    && !self
-                        .stop
-                        .as_ref()
-                        .is_some_and(|s| s.load(Ordering::Relaxed))
-                {
+                if self.follow && !self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
                     std::thread::sleep(Duration::from_millis(if any { 50 } else { 250 }));
                     if any {
                         continue; // a partial last line: wait for the writer to finish it
@@ -162,7 +124,7 @@ impl FileSource {
                 return Ok(any.then_some(total));
             }
             any = true;
-            let (take, done) = match memchr(b'\n', buf) {
+            let (take, done) = match memchr::memchr(b'\n', buf) {
                 Some(i) => (i, true),
                 None => (buf.len(), false),
             };
@@ -195,9 +157,8 @@ impl FileSource {
         };
         let trimmed = first.trim_ascii();
         let starts_json = matches!(trimmed.first(), Some(b'{') | Some(b'['));
-        let incomplete = starts_json
-            && len as usize <= max
-            && matches!(serde_json::from_slice::<serde::de::IgnoredAny>(trimmed), Err(e) if e.is_eof());
+        let incomplete =
+            starts_json && len as usize <= max && matches!(serde_json::from_slice::<serde::de::IgnoredAny>(trimmed), Err(e) if e.is_eof());
         if !incomplete {
             self.mode = Mode::Lines;
             self.pending = Some((first, (len as usize > max).then_some(len)));
@@ -222,72 +183,113 @@ impl FileSource {
             source: self.name.clone(),
             unit: "document starting at line",
             buf,
-            docs: vec![DocRef {
-                index: 1,
-                start: 0,
-                end,
-                oversize,
-            }],
+            docs: vec![DocRef { index: 1, start: 0, end, oversize }],
         }))
     }
 
+    /// Reads the next block of whole lines straight into the chunk's buffer (no per-line
+    /// copy), keeping a partial last line for the next call. A line longer than the limit is
+    /// not buffered: its first bytes become the sample of a `too_large` document and the rest is
+    /// skipped.
     fn next_lines(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk {
-            source: self.name.clone(),
-            unit: "line",
-            buf: Vec::with_capacity(self.limits.chunk_bytes + (64 << 10)),
-            docs: Vec::new(),
-        };
+        let mut chunk = Chunk { source: self.name.clone(), unit: "line", buf: std::mem::take(&mut self.carry), docs: Vec::new() };
         let max = self.limits.max_document_bytes;
         if let Some((first, oversize)) = self.pending.take() {
+            // The first line, read while detecting the mode.
             self.line += 1;
-            let end = if oversize.is_some() {
-                first.len().min(SAMPLE_BYTES)
-            } else {
-                first.len()
-            };
-            chunk.buf.extend_from_slice(&first[..end]);
-            chunk.docs.push(DocRef {
-                index: self.line,
-                start: 0,
-                end,
-                oversize,
-            });
+            let end = if oversize.is_some() { first.len().min(SAMPLE_BYTES) } else { first.len() };
+            let mut buf = first;
+            buf.truncate(end);
+            buf.push(b'\n');
+            buf.extend_from_slice(&chunk.buf);
+            chunk.buf = buf;
+            chunk.docs.push(DocRef { index: self.line, start: 0, end, oversize });
         }
-        while chunk.buf.len() < self.limits.chunk_bytes {
-            let start = chunk.buf.len();
-            match self.read_line(&mut chunk.buf, start + max)? {
+        let first_line_end = chunk.docs.first().map_or(0, |d| d.end + 1);
+        let mut scanned = first_line_end;
+        let mut eof = false;
+        // Fill to the chunk size, and on until a newline ends the buffer (or the line is too long).
+        loop {
+            let have_newline = memchr::memrchr(b'\n', &chunk.buf[scanned..]).is_some();
+            if (chunk.buf.len() >= self.limits.chunk_bytes && have_newline) || eof {
+                break;
+            }
+            let partial_start = memchr::memrchr(b'\n', &chunk.buf[first_line_end..]).map_or(first_line_end, |i| first_line_end + i + 1);
+            if chunk.buf.len() - partial_start > max {
+                // The line being read is over the limit: cut it off and skip the rest of it.
+                let seen = (chunk.buf.len() - partial_start) as u64;
+                chunk.buf.truncate(partial_start + SAMPLE_BYTES);
+                let skipped = self.skip_line()?;
+                self.line_numbers_and_docs(&mut chunk, first_line_end, partial_start);
+                self.line += 1;
+                let end = chunk.buf.len();
+                chunk.docs.push(DocRef { index: self.line, start: partial_start, end, oversize: Some(seen + skipped) });
+                return Ok(Some(chunk));
+            }
+            scanned = partial_start;
+            let want = (self.limits.chunk_bytes.max(chunk.buf.len() + (64 << 10)) - chunk.buf.len()) as u64;
+            let n = (&mut self.reader).take(want).read_to_end(&mut chunk.buf)?;
+            if n == 0 {
+                if self.follow && !self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    if memchr::memchr(b'\n', &chunk.buf[first_line_end..]).is_some() || !chunk.docs.is_empty() {
+                        break; // hand over the whole lines we have; wait for more next time
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+                eof = true;
+            }
+        }
+        // Everything after the last newline waits for the next block (unless the input ended).
+        let cut = if eof { chunk.buf.len() } else { memchr::memrchr(b'\n', &chunk.buf).map_or(0, |i| i + 1).max(first_line_end) };
+        self.carry = chunk.buf[cut..].to_vec();
+        chunk.buf.truncate(cut);
+        if eof {
+            self.mode = Mode::Done;
+        }
+        let len = chunk.buf.len();
+        self.line_numbers_and_docs(&mut chunk, first_line_end, len);
+        Ok((!chunk.docs.is_empty()).then_some(chunk))
+    }
+
+    /// Adds a document per line of `chunk.buf[from..to]`.
+    fn line_numbers_and_docs(&mut self, chunk: &mut Chunk, from: usize, to: usize) {
+        let mut start = from;
+        while start < to {
+            let end = memchr::memchr(b'\n', &chunk.buf[start..to]).map_or(to, |i| start + i);
+            self.line += 1;
+            let line_end = if end > start && chunk.buf[end - 1] == b'\r' { end - 1 } else { end };
+            // A whole line over the limit that happened to fit in the block is refused all the same.
+            let len = line_end - start;
+            let (line_end, oversize) =
+                if len > self.limits.max_document_bytes { (start + SAMPLE_BYTES.min(len), Some(len as u64)) } else { (line_end, None) };
+            chunk.docs.push(DocRef { index: self.line, start, end: line_end, oversize });
+            start = end + 1;
+        }
+    }
+
+    /// Skips to the end of the current line; returns the bytes skipped.
+    fn skip_line(&mut self) -> io::Result<u64> {
+        let mut skipped = 0u64;
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(skipped);
+            }
+            match memchr::memchr(b'\n', buf) {
+                Some(i) => {
+                    skipped += i as u64;
+                    self.reader.consume(i + 1);
+                    return Ok(skipped);
+                }
                 None => {
-                    self.mode = Mode::Done;
-                    break;
-                }
-                Some(IDLE) => {
-                    if chunk.docs.is_empty() {
-                        continue;
-                    }
-                    break; // following an idle file: hand over what we have
-                }
-                Some(len) => {
-                    self.line += 1;
-                    let oversize = (len as usize > max).then_some(len);
-                    if oversize.is_some() {
-                        chunk.buf.truncate(start + SAMPLE_BYTES);
-                    }
-                    chunk.docs.push(DocRef {
-                        index: self.line,
-                        start,
-                        end: chunk.buf.len(),
-                        oversize,
-                    });
+                    let n = buf.len();
+                    skipped += n as u64;
+                    self.reader.consume(n);
                 }
             }
         }
-        Ok((!chunk.docs.is_empty()).then_some(chunk))
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 impl Source for FileSource {
@@ -309,26 +311,63 @@ impl Source for FileSource {
 }
 
 /// Sources for paths, `-` meaning stdin.
-pub fn open_paths(
-    paths: &[PathBuf],
-    limits: &FramingLimits,
-    counter: &ByteCounter,
-) -> io::Result<Vec<Box<dyn Source>>> {
+pub fn open_paths(paths: &[PathBuf], limits: &FramingLimits, counter: &ByteCounter) -> io::Result<Vec<Box<dyn Source>>> {
     paths
         .iter()
         .map(|p| -> io::Result<Box<dyn Source>> {
             if p.as_os_str() == "-" {
-                Ok(Box::new(FileSource::stdin(
-                    limits.clone(),
-                    counter.clone(),
-                )?))
+                Ok(Box::new(FileSource::stdin(limits.clone(), counter.clone())?))
             } else {
-                Ok(Box::new(FileSource::open(
-                    p,
-                    limits.clone(),
-                    counter.clone(),
-                )?))
+                Ok(Box::new(FileSource::open(p, limits.clone(), counter.clone())?))
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(input: &'static [u8], chunk_bytes: usize, max: usize) -> Vec<(u64, String, Option<u64>)> {
+        let limits = FramingLimits { max_document_bytes: max, chunk_bytes };
+        let mut src = FileSource::from_bytes("t", input, limits, Default::default()).unwrap();
+        let mut out = Vec::new();
+        while let Some(c) = src.next_chunk().unwrap() {
+            for d in &c.docs {
+                out.push((d.index, String::from_utf8_lossy(&c.buf[d.start..d.end]).into_owned(), d.oversize));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_survive_any_block_size() {
+        let text: &'static str = Box::leak(
+            (0..200).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 37))).collect::<Vec<_>>().join("\n").into_boxed_str(),
+        );
+        for chunk in [1, 7, 64, 1000, 1 << 20] {
+            let got = frame(text.as_bytes(), chunk, 1 << 20);
+            assert_eq!(got.len(), 200, "chunk {chunk}");
+            for (i, (line, doc, over)) in got.iter().enumerate() {
+                assert_eq!(*line, i as u64 + 1);
+                assert!(doc.starts_with(&format!("{{\"n\":{i},")) && doc.ends_with('}'), "chunk {chunk}: {doc}");
+                assert!(over.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_and_oversize_lines() {
+        let long: &'static str = Box::leak(format!("{{\"a\":\"{}\"}}", "y".repeat(5000)).into_boxed_str());
+        let input: &'static str = Box::leak(format!("{{\"n\":1}}\r\n{long}\n{{\"n\":3}}\n{long}").into_boxed_str());
+        for chunk in [16, 100_000] {
+            let got = frame(input.as_bytes(), chunk, 1000);
+            assert_eq!(got.len(), 4, "chunk {chunk}: {got:?}");
+            assert_eq!(got[0], (1, "{\"n\":1}".to_string(), None));
+            assert_eq!(got[1].2, Some(long.len() as u64), "chunk {chunk}");
+            assert!(got[1].1.len() <= SAMPLE_BYTES);
+            assert_eq!(got[2], (3, "{\"n\":3}".to_string(), None));
+            assert_eq!((got[3].0, got[3].2), (4, Some(long.len() as u64)));
+        }
+    }
 }

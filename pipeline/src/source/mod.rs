@@ -48,10 +48,7 @@ pub struct FramingLimits {
 
 impl Default for FramingLimits {
     fn default() -> Self {
-        FramingLimits {
-            max_document_bytes: 16 << 20,
-            chunk_bytes: 1 << 20,
-        }
+        FramingLimits { max_document_bytes: 16 << 20, chunk_bytes: 4 << 20 }
     }
 }
 
