@@ -12,6 +12,7 @@ pub struct Metrics {
     pub rule_matches: IntCounterVec,
     pub rule_errors: IntCounterVec,
     pub late_events: IntCounterVec,
+    pub future_events: IntCounter,
     pub window_groups: IntGaugeVec,
     pub alerts: IntCounterVec,
     pub alerts_suppressed: IntCounter,
@@ -55,6 +56,10 @@ impl Metrics {
             rule_matches: cv("crowsnest_rule_matches_total", "Events that passed a rule's WHERE clause", &["rule"]),
             rule_errors: cv("crowsnest_rule_errors_total", "Batches on which a rule failed to evaluate", &["rule"]),
             late_events: cv("crowsnest_late_events_total", "Events that arrived after their window had fired", &["rule"]),
+            future_events: c(
+                "crowsnest_future_events_total",
+                "Events stamped more than 15 minutes ahead of the wall clock (they do not advance the watermark)",
+            ),
             window_groups: reg(
                 &r,
                 IntGaugeVec::new(Opts::new("crowsnest_window_groups", "Open (window, key) groups held by a windowed rule"), &["rule"])

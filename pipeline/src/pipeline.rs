@@ -78,6 +78,8 @@ pub struct Summary {
     pub engine_time: Duration,
     pub rule_errors: u64,
     pub rules: usize,
+    /// Events stamped far in the future (kept, but not allowed to move the watermark).
+    pub future_events: u64,
 }
 
 impl Summary {
@@ -127,6 +129,12 @@ impl Summary {
         s.push('\n');
         if self.late_events > 0 {
             s.push_str(&format!("late events:        {} (after their window fired)\n", self.late_events));
+        }
+        if self.future_events > 0 {
+            s.push_str(&format!(
+                "future events:      {} (stamped >15 min ahead of the clock; not used for the watermark)\n",
+                self.future_events
+            ));
         }
         if self.rule_errors > 0 {
             s.push_str(&format!("rule errors:        {} (see the log)\n", self.rule_errors));
@@ -301,6 +309,8 @@ fn consume(
 }
 
 fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary) {
+    metrics.future_events.inc_by(engine.future_events.saturating_sub(metrics.future_events.get()));
+    summary.future_events = engine.future_events;
     summary.late_events = 0;
     summary.rule_errors = 0;
     for (rule, s) in engine.stats() {

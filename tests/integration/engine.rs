@@ -131,3 +131,16 @@ fn unsupported_sql_is_refused_with_a_reason() {
         assert!(err.contains(says), "{sql}: {err}");
     }
 }
+
+#[test]
+fn a_future_timestamp_does_not_close_open_windows() {
+    // mallory's two denials are one minute apart; a forged event from 2099 in between must not
+    // move the watermark past their window.
+    let forged = denied("forger", 0, 9).replace("2026-11-01T08:00:00", "2099-01-01T00:00:00");
+    let docs = vec![denied("mallory", 5, 1), forged, denied("mallory", 20, 2)];
+    let (alerts, engine) = run(TUMBLE_RULE, &docs, 0);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].fields["n"], json!(2));
+    assert_eq!(engine.future_events, 1);
+    assert_eq!(engine.stats().next().unwrap().1.late_events, 0);
+}

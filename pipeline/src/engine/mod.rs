@@ -88,7 +88,12 @@ pub struct Engine {
     event_time: usize,
     /// Newest event time seen: the base of every rule's watermark.
     max_event_time: i64,
+    /// Events stamped more than MAX_FUTURE_SKEW ahead of the wall clock (not used for the watermark).
+    pub future_events: u64,
 }
+
+/// How far ahead of the wall clock an event time may be and still advance the watermark.
+pub const MAX_FUTURE_SKEW: i64 = 15 * 60 * 1_000_000_000;
 
 impl Engine {
     /// Plans every rule. Fails with the list of every rule that does not plan, by file.
@@ -108,7 +113,7 @@ impl Engine {
             bail!("{} rule(s) do not plan:\n  {}", problems.len(), problems.join("\n  "));
         }
         let event_time = schema.index_of("event_time").expect("every table has event_time");
-        Ok(Engine { rules, event_time, max_event_time: i64::MIN })
+        Ok(Engine { rules, event_time, max_event_time: i64::MIN, future_events: 0 })
     }
 
     fn compile(rule: &Rule, ctx: &SessionContext, lists: &Lists, opts: &EngineOptions) -> Result<CompiledRule> {
@@ -160,9 +165,18 @@ impl Engine {
     /// counted and logged; the others still run.
     pub fn process(&mut self, batch: &RecordBatch) -> Vec<Alert> {
         let times = batch.column(self.event_time).as_primitive::<TimestampNanosecondType>();
-        if let Some(max) = datafusion::arrow::compute::max(times) {
-            self.max_event_time = self.max_event_time.max(max);
+        // An event stamped in the future (a skewed clock, a forged record) must not drag the
+        // watermark ahead and close every open window: only plausible times advance it.
+        let limit = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).saturating_add(MAX_FUTURE_SKEW);
+        let mut future = 0;
+        for &t in times.values() {
+            if t > limit {
+                future += 1;
+            } else if t > self.max_event_time {
+                self.max_event_time = t;
+            }
         }
+        self.future_events += future;
         let mut alerts = Vec::new();
         for r in &mut self.rules {
             let watermark = self.max_event_time.saturating_sub(r.lateness);
