@@ -505,7 +505,7 @@ impl Gen {
                 let i = self.rng.below(self.people.len() as u64) as usize;
                 let who = self.people[i].clone();
                 let ns = APP_NAMESPACES[i];
-                let code = if self.rng.chance(0.01) {
+                let code = if self.rng.chance(0.001) {
                     403
                 } else if self.rng.chance(0.02) {
                     404
