@@ -10,7 +10,8 @@ import duckdb
 
 path = sys.argv[1]
 con = duckdb.connect()
-con.execute("SET threads TO 1")  # the yardstick is one core; crowsnest reports 1 and N workers
+threads = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+con.execute(f"SET threads TO {threads}")  # 1: the yardstick is one core
 t = time.perf_counter()
 con.execute(f"""
 CREATE TABLE ev AS

@@ -130,9 +130,9 @@ fn run_pipeline(path: &Path, set: &RuleSet, workers: usize) -> Result<PipelineRu
     Ok(PipelineRun { secs, events: summary.decode.total_events(), alerts: summary.alerts, peak_rss: peak_rss() })
 }
 
-fn duckdb(path: &Path) -> Option<f64> {
+fn duckdb(path: &Path, threads: usize) -> Option<f64> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/duckdb_bench.py");
-    let out = std::process::Command::new("python3").arg(&script).arg(path).output().ok()?;
+    let out = std::process::Command::new("python3").arg(&script).arg(path).arg(threads.to_string()).output().ok()?;
     if !out.status.success() {
         eprintln!("(DuckDB comparison skipped: {})", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("python3 failed"));
         return None;
@@ -154,7 +154,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let one = run_pipeline(&path, &set, 1)?;
     let many = run_pipeline(&path, &set, workers)?;
     let small_run = run_pipeline(&small, &set, workers)?;
-    let duck = if args.no_duckdb { None } else { duckdb(&path) };
+    let duck = if args.no_duckdb { None } else { duckdb(&path, 1).map(|one| (one, duckdb(&path, workers))) };
 
     let ev = many.events as f64;
     let rate = |secs: f64| ev / secs;
@@ -169,8 +169,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     row(&mut out, "serde_json::Value parse incl. properties.log, 1 core", value_inner_secs)?;
     row(&mut out, "crowsnest replay, all rules, 1 decode worker", one.secs)?;
     row(&mut out, &format!("crowsnest replay, all rules, {workers} decode workers"), many.secs)?;
-    if let Some(d) = duck {
-        row(&mut out, "DuckDB: read_json + comparable SQL (python duckdb)", d)?;
+    if let Some((one, many)) = duck {
+        row(&mut out, "DuckDB: read_json + comparable SQL, 1 thread", one)?;
+        if let Some(many) = many {
+            row(&mut out, &format!("DuckDB: read_json + comparable SQL, {workers} threads"), many)?;
+        }
     }
     writeln!(out, "alerts: {} (1 worker: {}); events decoded: {} (1 worker: {})", many.alerts, one.alerts, many.events, one.events)?;
     writeln!(

@@ -249,13 +249,19 @@ fn validate(path: &Path, rules: &RulesArg) -> Result<()> {
             }
         }
     }
+    let source = match &cfg.source {
+        SourceConfig::Stdin => "stdin".to_string(),
+        SourceConfig::File { paths, follow } => {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            format!("file {}{}", names.join(", "), if *follow { " (follow)" } else { "" })
+        }
+    };
+    let metrics = if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" };
     println!(
-        "{}: OK — {} rules planned, {} lists, source {:?}, metrics {}",
+        "{}: OK — {} rules planned, {} lists; source: {source}; metrics: {metrics}",
         path.display(),
         engine.rule_count(),
-        set.lists.lists.len(),
-        cfg.source,
-        if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" }
+        set.lists.lists.len()
     );
     Ok(())
 }
@@ -339,8 +345,8 @@ fn rules_list(rules: &RulesArg) -> Result<()> {
     let engine = Engine::new(&set, &EngineOptions::default())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<14} {:<9} {:<10} {:<22} TITLE", "ID", "SEVERITY", "KIND", "MITRE")?;
-    for (rule, _) in engine.stats() {
-        let kind = if rule.query.to_ascii_uppercase().contains("GROUP BY") { "windowed" } else { "event" };
+    for (rule, windowed) in engine.rules() {
+        let kind = if windowed { "windowed" } else { "event" };
         writeln!(out, "{:<14} {:<9} {:<10} {:<22} {}", rule.id, rule.severity.as_str(), kind, rule.mitre.join(","), rule.title)?;
     }
     writeln!(out, "{} rules, {} lists ({})", set.rules.len(), set.lists.lists.len(), set.dir.display())?;

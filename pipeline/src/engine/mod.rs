@@ -140,6 +140,11 @@ impl Engine {
         Ok(compiled)
     }
 
+    /// The planned rules, each with whether it is windowed.
+    pub fn rules(&self) -> impl Iterator<Item = (&Rule, bool)> {
+        self.rules.iter().map(|r| (&r.rule, matches!(r.plan.shape, Shape::Windowed(_))))
+    }
+
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
