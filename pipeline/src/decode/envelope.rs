@@ -1,0 +1,431 @@
+//! A fast path for the common input: an AKS diagnostic-settings envelope. It finds each
+//! record's `category`, `resourceId`, `time` and `properties.log`, unescaping the log (the
+//! audit Event as a JSON string) in the same pass that finds its end.
+//!
+//! With serde, that string is scanned once to skip it and again to unescape it, and its escape
+//! every few bytes made those scans most of the decoding time. This scanner is strict about
+//! what it accepts and returns None for anything unusual (other shapes, escaped keys, duplicate
+//! fields, deep nesting, malformed values); the caller then takes the serde path, which
+//! decides and explains errors. So the fast path changes speed, never results.
+
+use std::ops::Range;
+
+/// One record of an envelope; `log` is a range of the unescaped-log buffer.
+pub struct FastRecord<'a> {
+    pub category: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
+    pub time: Option<&'a str>,
+    pub log: Option<Range<usize>>,
+}
+
+/// Nesting allowed inside a skipped value; with the envelope's own levels this stays under
+/// serde_json's limit of 128, so the fast path never accepts what serde would refuse as too deep.
+const MAX_DEPTH: usize = 120;
+
+/// Whether any byte of `w` is `"`, `\\` or below 0x20 (SWAR: the classic has-zero-byte and
+/// has-byte-less-than tricks; false positives are impossible, misses too).
+#[inline]
+fn needs_attention(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = has_zero(w ^ (ONES * b'"' as u64));
+    let backslash = has_zero(w ^ (ONES * b'\\' as u64));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (quote | backslash | control) != 0
+}
+
+struct Scanner<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.s.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.i).copied()
+    }
+
+    /// A string without escapes, borrowed (keys, category, resourceId, time).
+    fn plain_str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        while let Some(&c) = self.s.get(self.i) {
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    // The caller validated the whole document as UTF-8, and a run between
+                    // ASCII quotes of valid UTF-8 is valid UTF-8.
+                    return std::str::from_utf8(&self.s[start..self.i - 1]).ok();
+                }
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+
+    /// A string, unescaped onto `out`.
+    fn string_into(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        self.eat(b'"')?;
+        let s = self.s;
+        loop {
+            let start = self.i;
+            // Eight bytes at a time while none of them is a quote, a backslash or a control byte.
+            while let Some(word) = s.get(self.i..self.i + 8) {
+                if needs_attention(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                    break;
+                }
+                self.i += 8;
+            }
+            while let Some(&c) = s.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.extend_from_slice(&s[start..self.i]);
+            match *s.get(self.i)? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    let esc = *s.get(self.i + 1)?;
+                    self.i += 2;
+                    match esc {
+                        b'"' => out.push(b'"'),
+                        b'\\' => out.push(b'\\'),
+                        b'/' => out.push(b'/'),
+                        b'b' => out.push(8),
+                        b'f' => out.push(12),
+                        b'n' => out.push(b'\n'),
+                        b'r' => out.push(b'\r'),
+                        b't' => out.push(b'\t'),
+                        b'u' => {
+                            let hex =
+                                |at: usize| -> Option<u32> { u32::from_str_radix(std::str::from_utf8(s.get(at..at + 4)?).ok()?, 16).ok() };
+                            let hi = hex(self.i)?;
+                            self.i += 4;
+                            let c = if (0xD800..0xDC00).contains(&hi) {
+                                if s.get(self.i..self.i + 2)? != b"\\u" {
+                                    return None;
+                                }
+                                let lo = hex(self.i + 2)?;
+                                self.i += 6;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return None;
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(char::from_u32(c)?.encode_utf8(&mut buf).as_bytes());
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a raw control character: not JSON
+            }
+        }
+    }
+
+    /// Skips one value of any kind, without recursion. Bit d of `objects` says whether the
+    /// container at depth d is an object (keys expected) or an array.
+    fn skip_value(&mut self) -> Option<()> {
+        let mut objects: u128 = 0;
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                open @ (b'{' | b'[') => {
+                    if depth == MAX_DEPTH {
+                        return None;
+                    }
+                    let obj = open == b'{';
+                    self.i += 1;
+                    if obj {
+                        objects |= 1 << depth;
+                    } else {
+                        objects &= !(1 << depth);
+                    }
+                    depth += 1;
+                    if self.peek()? == (if obj { b'}' } else { b']' }) {
+                        self.i += 1;
+                        depth -= 1;
+                    } else {
+                        if obj {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => self.skip_string_raw()?,
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => {
+                    let start = self.i;
+                    while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.s.get(self.i) {
+                        self.i += 1;
+                    }
+                    std::str::from_utf8(&self.s[start..self.i]).ok()?.parse::<f64>().ok()?;
+                }
+                _ => return None,
+            }
+            // After a value: close containers, or go on to the next element.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                let obj = objects & (1 << (depth - 1)) != 0;
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        if obj {
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    b'}' if obj => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    b']' if !obj => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    fn skip_string_raw(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        while let Some(&c) = self.s.get(self.i) {
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => self.i += 2,
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+
+    /// A key and its colon, inside a skipped object.
+    fn key(&mut self) -> Option<()> {
+        self.skip_string_raw()?;
+        self.eat(b':')
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        (self.s.get(self.i..self.i + word.len())? == word).then(|| self.i += word.len())
+    }
+
+    fn record(&mut self, logs: &mut Vec<u8>) -> Option<FastRecord<'a>> {
+        let mut rec = FastRecord { category: None, resource_id: None, time: None, log: None };
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(rec);
+        }
+        loop {
+            let key = self.plain_str()?;
+            self.eat(b':')?;
+            match key {
+                "category" if rec.category.is_none() => rec.category = Some(self.nullable_plain_str()?),
+                "resourceId" if rec.resource_id.is_none() => rec.resource_id = Some(self.nullable_plain_str()?),
+                "time" if rec.time.is_none() => rec.time = Some(self.nullable_plain_str()?),
+                "properties" => {
+                    self.eat(b'{')?;
+                    if self.peek()? == b'}' {
+                        self.i += 1;
+                    } else {
+                        loop {
+                            let k = self.plain_str()?;
+                            self.eat(b':')?;
+                            if k == "log" && rec.log.is_none() {
+                                if self.peek()? != b'"' {
+                                    return None;
+                                }
+                                let start = logs.len();
+                                self.string_into(logs)?;
+                                rec.log = Some(start..logs.len());
+                            } else if k == "log" {
+                                return None;
+                            } else {
+                                self.skip_value()?;
+                            }
+                            match self.peek()? {
+                                b',' => self.i += 1,
+                                b'}' => {
+                                    self.i += 1;
+                                    break;
+                                }
+                                _ => return None,
+                            }
+                        }
+                    }
+                }
+                "category" | "resourceId" | "time" => return None, // duplicate: let serde say so
+                _ => self.skip_value()?,
+            }
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(rec);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Category, resourceId and time are strings; anything else goes the serde way.
+    fn nullable_plain_str(&mut self) -> Option<&'a str> {
+        self.plain_str()
+    }
+}
+
+/// Scans `{"records":[…]}` (the key may sit among other keys). Appends each record's unescaped
+/// log to `logs`. None: not an envelope this scanner is sure of; use serde.
+pub fn scan_envelope<'a>(doc: &'a str, logs: &mut Vec<u8>, out: &mut Vec<FastRecord<'a>>) -> Option<()> {
+    let mut sc = Scanner { s: doc.as_bytes(), i: 0 };
+    let mut seen_records = false;
+    sc.eat(b'{')?;
+    loop {
+        let key = sc.plain_str()?;
+        sc.eat(b':')?;
+        if key == "records" && !seen_records {
+            seen_records = true;
+            sc.eat(b'[')?;
+            if sc.peek()? == b']' {
+                sc.i += 1;
+            } else {
+                loop {
+                    out.push(sc.record(logs)?);
+                    match sc.peek()? {
+                        b',' => sc.i += 1,
+                        b']' => {
+                            sc.i += 1;
+                            break;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+        } else if key == "records" {
+            return None;
+        } else {
+            sc.skip_value()?;
+        }
+        match sc.peek()? {
+            b',' => sc.i += 1,
+            b'}' => {
+                sc.i += 1;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    sc.ws();
+    (sc.i == sc.s.len() && seen_records).then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(doc: &str) -> Option<Vec<(Option<String>, Option<String>)>> {
+        let mut logs = Vec::new();
+        let mut out = Vec::new();
+        scan_envelope(doc, &mut logs, &mut out)?;
+        Some(
+            out.iter()
+                .map(|r| (r.category.map(str::to_string), r.log.clone().map(|l| String::from_utf8(logs[l].to_vec()).unwrap())))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn swar_check_matches_the_byte_check() {
+        let bytes: Vec<u8> = (0u8..=255).collect();
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                let mut w = [b'a'; 8];
+                w[pos] = b;
+                let expect = b == b'"' || b == b'\\' || b < 0x20;
+                assert_eq!(needs_attention(u64::from_le_bytes(w)), expect, "byte {b:#x} at {pos}");
+            }
+        }
+        // Mixed words of high bytes (UTF-8) and ASCII.
+        for w in bytes.chunks(8) {
+            let expect = w.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            assert_eq!(needs_attention(u64::from_le_bytes(w.try_into().unwrap())), expect, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn scans_what_serde_reads() {
+        let log = r#"{"kind":"Event","auditID":"a\"b","x":"é😀\n"}"#;
+        let doc = serde_json::json!({"records": [
+            {"time": "2026-11-01T08:00:00.1234567Z", "resourceId": "/SUBS/X", "category": "kube-audit",
+             "operationName": "op", "extra": [1, -2.5e3, true, null, {"a": [{}, []]}, "s\"q"],
+             "properties": {"log": log, "stream": "stdout", "pod": "p", "n": 1}},
+            {"category": "kube-apiserver", "properties": {"log": "I1101 text"}}
+        ], "other": {"k": "v"}})
+        .to_string();
+        let got = scan(&doc).unwrap();
+        assert_eq!(got[0], (Some("kube-audit".into()), Some(log.into())));
+        assert_eq!(got[1], (Some("kube-apiserver".into()), Some("I1101 text".into())));
+        // Unicode escapes, surrogate pairs.
+        assert_eq!(scan(r#"{"records":[{"properties":{"log":"\u00e9\ud83d\ude00\/"}}]}"#).unwrap()[0].1.as_deref(), Some("é😀/"));
+    }
+
+    #[test]
+    fn hands_anything_unusual_to_serde() {
+        for doc in [
+            r#"{"kind":"Event","auditID":"x"}"#,
+            r#"{"records":[{"category":"kube-audit","category":"guard"}]}"#,
+            r#"{"records":[{"properties":{"log":"a","log":"b"}}]}"#,
+            r#"{"records":[{"cat\u0065gory":"kube-audit"}]}"#,
+            r#"{"records":[{"properties":{"log":{"not":"a string"}}}]}"#,
+            r#"{"records":[{"category":1}]}"#,
+            r#"{"records":[{"x":tru}]}"#,
+            r#"{"records":[{"x":1.2.3}]}"#,
+            r#"{"records":[{"x":["a":1]}]}"#,
+            r#"{"records":[{"x":{"a" 1}}]}"#,
+            r#"{"records":[{"x":[1,]}]}"#,
+            r#"{"records":[]} trailing"#,
+            r#"{"records":[{"properties":{"log":"raw
+newline"}}]}"#,
+            r#"{"records":[{"properties":{"log":"\ud83d"}}]}"#,
+            r#"{"records":[{"properties":{"log":"cut"#,
+            r#"{"records":"nope"}"#,
+            r#"[{"records":[]}]"#,
+        ] {
+            assert!(scan(doc).is_none(), "{doc}");
+        }
+        let deep = format!(r#"{{"records":[{{"x":{}1{}}}]}}"#, "[".repeat(200), "]".repeat(200));
+        assert!(scan(&deep).is_none());
+        let ok_deep = format!(r#"{{"records":[{{"x":{}1{}}}]}}"#, "[".repeat(100), "]".repeat(100));
+        assert!(scan(&ok_deep).is_some());
+    }
+}
