@@ -6,6 +6,16 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
+/// Kills the service if the test fails before stopping it, so no process outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -71,14 +81,17 @@ listen = "127.0.0.1:{port}"
         String::from_utf8_lossy(&out.stdout).contains("8 rules planned") || String::from_utf8_lossy(&out.stdout).contains("rules planned")
     );
 
-    let mut child = bin()
-        .args(["run", "-c", "crowsnest.toml"])
-        .env("ALERTS_DIR", dir.path())
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        bin()
+            .args(["run", "-c", "crowsnest.toml"])
+            .env("ALERTS_DIR", dir.path())
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let alerts_file = dir.path().join("alerts.jsonl");
     wait_for("the first alert", Duration::from_secs(60), || (read_jsonl(&alerts_file).len() == 1).then_some(()));
     let (code, body) = wait_for("/metrics", Duration::from_secs(30), || http_get(port, "/metrics"));

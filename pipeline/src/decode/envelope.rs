@@ -35,6 +35,43 @@ fn needs_attention(w: u64) -> bool {
     (quote | backslash | control) != 0
 }
 
+/// The first position at or after `i` that may hold a quote, a backslash or a control byte.
+/// SSE2 (part of every x86_64) looks at 16 bytes at once; elsewhere, 8 bytes of SWAR.
+#[inline]
+fn skip_plain(s: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is in the x86_64 baseline; loads are unaligned and stay inside `s`.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            // Bytes below 0x20: compare as signed after flipping the sign bit.
+            let flip = _mm_set1_epi8(i8::MIN);
+            let limit = _mm_set1_epi8((0x20u8 ^ 0x80) as i8);
+            while i + 16 <= s.len() {
+                let v = _mm_loadu_si128(s.as_ptr().add(i) as *const __m128i);
+                let hits = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                    _mm_cmplt_epi8(_mm_xor_si128(v, flip), limit),
+                );
+                let mask = _mm_movemask_epi8(hits) as u32;
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    while let Some(word) = s.get(i..i + 8) {
+        if needs_attention(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+            break;
+        }
+        i += 8;
+    }
+    i
+}
+
 struct Scanner<'a> {
     s: &'a [u8],
     i: usize,
@@ -83,13 +120,7 @@ impl<'a> Scanner<'a> {
         let s = self.s;
         loop {
             let start = self.i;
-            // Eight bytes at a time while none of them is a quote, a backslash or a control byte.
-            while let Some(word) = s.get(self.i..self.i + 8) {
-                if needs_attention(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
-                    break;
-                }
-                self.i += 8;
-            }
+            self.i = skip_plain(s, self.i);
             while let Some(&c) = s.get(self.i) {
                 if c == b'"' || c == b'\\' || c < 0x20 {
                     break;
@@ -379,6 +410,33 @@ mod tests {
         for w in bytes.chunks(8) {
             let expect = w.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
             assert_eq!(needs_attention(u64::from_le_bytes(w.try_into().unwrap())), expect, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn skip_plain_stops_at_the_first_special_byte() {
+        for len in [0usize, 1, 7, 8, 15, 16, 17, 31, 33, 64] {
+            for special in [b'"', b'\\', b'\n', 0u8, 0x1f] {
+                for pos in 0..len {
+                    let mut v = vec![b'x'; len];
+                    v[pos] = special;
+                    // High (non-ASCII) bytes are plain.
+                    if pos > 0 {
+                        v[pos - 1] = 0xC3;
+                    }
+                    let got = skip_plain(&v, 0);
+                    assert!(
+                        got <= pos && v[got..pos].iter().all(|&b| b != b'"' && b != b'\\' && b >= 0x20),
+                        "len {len} pos {pos} got {got}"
+                    );
+                    // The byte loop after it finishes the job exactly.
+                    let mut i = got;
+                    while v[i] != special {
+                        i += 1;
+                    }
+                    assert_eq!(i, pos);
+                }
+            }
         }
     }
 
