@@ -335,6 +335,14 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Unescapes one JSON string literal (quotes included) onto `out`; None unless `literal` is
+/// exactly one valid string. The serde path uses it for `properties.log` too.
+pub fn unescape_literal(literal: &str, out: &mut Vec<u8>) -> Option<()> {
+    let mut sc = Scanner { s: literal.as_bytes(), i: 0 };
+    sc.string_into(out)?;
+    (sc.i == literal.len()).then_some(())
+}
+
 /// Scans `{"records":[…]}` (the key may sit among other keys). Appends each record's unescaped
 /// log to `logs`. None: not an envelope this scanner is sure of; use serde.
 pub fn scan_envelope<'a>(doc: &'a str, logs: &mut Vec<u8>, out: &mut Vec<FastRecord<'a>>) -> Option<()> {
@@ -437,6 +445,22 @@ mod tests {
                     assert_eq!(i, pos);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn unescaping_agrees_with_serde_json() {
+        let mut buf = Vec::new();
+        for original in ["plain", "", "q\"uote\\back/slash", "tab\tnl\ncr\r\u{8}\u{c}", "é ü 中 😀", "{\"auditID\":\"x\"}"] {
+            buf.clear();
+            unescape_literal(&serde_json::to_string(original).unwrap(), &mut buf).unwrap();
+            assert_eq!(std::str::from_utf8(&buf).unwrap(), original);
+        }
+        buf.clear();
+        unescape_literal("\"\\ud83d\\ude00 \\u00e9\"", &mut buf).unwrap();
+        assert_eq!(std::str::from_utf8(&buf).unwrap(), "😀 é");
+        for bad in ["nope", "\"\\ud83d\"", "\"\\x\"", "\"\\u12\"", "\"a\" \"b\""] {
+            assert!(unescape_literal(bad, &mut Vec::new()).is_none(), "{bad}");
         }
     }
 

@@ -58,8 +58,8 @@ pub struct Decoder {
     builder: AuditBatchBuilder,
     pub stats: DecodeStats,
     pub dead_letters: Vec<DeadLetter>,
-    /// Reused for unescaping `properties.log`, so a record costs no allocation for it.
-    scratch: String,
+    /// Reused for unescaping `properties.log` on the serde path.
+    scratch: Vec<u8>,
     /// Reused by the envelope fast path for the unescaped logs of one document.
     fast_logs: Vec<u8>,
     /// Skip the fast path (tests compare the two).
@@ -212,11 +212,14 @@ impl Decoder {
             return self.dead(origin, origin.record(r), Reason::MissingField, format!("{category} record without properties.log"), b"");
         };
         let mut log = std::mem::take(&mut self.scratch);
-        match audit::unescape_json_string(raw, &mut log) {
-            Ok(()) => self.audit_log(origin, r, category, rec.resource_id.as_deref(), rec.time.as_deref(), &log),
-            Err(e) => {
-                self.dead(origin, origin.record(r), Reason::WrongShape, format!("properties.log is not a JSON string: {e}"), raw.as_bytes())
-            }
+        log.clear();
+        match envelope::unescape_literal(raw, &mut log) {
+            // SAFETY: `raw` is part of a document already validated as UTF-8, and unescaping copies
+            // runs of it cut at ASCII bytes, plus chars it encodes itself: the result is UTF-8.
+            Some(()) => self.audit_log(origin, r, category, rec.resource_id.as_deref(), rec.time.as_deref(), unsafe {
+                std::str::from_utf8_unchecked(&log)
+            }),
+            None => self.dead(origin, origin.record(r), Reason::WrongShape, "properties.log is not a valid JSON string", raw.as_bytes()),
         }
         self.scratch = log;
     }

@@ -132,7 +132,9 @@ impl ListFn {
 
     fn test_strings(&self, list: &List, arr: &ArrayRef) -> Result<BooleanArray> {
         let arr = if arr.data_type() == &DataType::Utf8 { arr.clone() } else { cast(arr, &DataType::Utf8)? };
-        Ok(arr.as_string::<i32>().iter().map(|v| Some(v.is_some_and(|s| self.test(list, s)))).collect())
+        let strings = arr.as_string::<i32>();
+        // A plain bool per row (NULL tests false): the fast BooleanArray constructor.
+        Ok(BooleanArray::from((0..strings.len()).map(|i| strings.is_valid(i) && self.test(list, strings.value(i))).collect::<Vec<bool>>()))
     }
 }
 
