@@ -281,9 +281,9 @@ impl<'a> Scanner<'a> {
             let key = self.plain_str()?;
             self.eat(b':')?;
             match key {
-                "category" if rec.category.is_none() => rec.category = Some(self.nullable_plain_str()?),
-                "resourceId" if rec.resource_id.is_none() => rec.resource_id = Some(self.nullable_plain_str()?),
-                "time" if rec.time.is_none() => rec.time = Some(self.nullable_plain_str()?),
+                "category" if rec.category.is_none() => rec.category = Some(self.plain_str()?),
+                "resourceId" if rec.resource_id.is_none() => rec.resource_id = Some(self.plain_str()?),
+                "time" if rec.time.is_none() => rec.time = Some(self.plain_str()?),
                 "properties" => {
                     self.eat(b'{')?;
                     if self.peek()? == b'}' {
@@ -304,13 +304,8 @@ impl<'a> Scanner<'a> {
                             } else {
                                 self.skip_value()?;
                             }
-                            match self.peek()? {
-                                b',' => self.i += 1,
-                                b'}' => {
-                                    self.i += 1;
-                                    break;
-                                }
-                                _ => return None,
+                            if !self.more(b'}')? {
+                                break;
                             }
                         }
                     }
@@ -318,20 +313,26 @@ impl<'a> Scanner<'a> {
                 "category" | "resourceId" | "time" => return None, // duplicate: let serde say so
                 _ => self.skip_value()?,
             }
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(rec);
-                }
-                _ => return None,
+            if !self.more(b'}')? {
+                return Some(rec);
             }
         }
     }
 
-    /// Category, resourceId and time are strings; anything else goes the serde way.
-    fn nullable_plain_str(&mut self) -> Option<&'a str> {
-        self.plain_str()
+    /// After a member of an object or array closed by `close`: true when a comma says another
+    /// follows, false when the container closes here.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                Some(true)
+            }
+            c if c == close => {
+                self.i += 1;
+                Some(false)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -360,13 +361,8 @@ pub fn scan_envelope<'a>(doc: &'a str, logs: &mut Vec<u8>, out: &mut Vec<FastRec
             } else {
                 loop {
                     out.push(sc.record(logs)?);
-                    match sc.peek()? {
-                        b',' => sc.i += 1,
-                        b']' => {
-                            sc.i += 1;
-                            break;
-                        }
-                        _ => return None,
+                    if !sc.more(b']')? {
+                        break;
                     }
                 }
             }
@@ -375,13 +371,8 @@ pub fn scan_envelope<'a>(doc: &'a str, logs: &mut Vec<u8>, out: &mut Vec<FastRec
         } else {
             sc.skip_value()?;
         }
-        match sc.peek()? {
-            b',' => sc.i += 1,
-            b'}' => {
-                sc.i += 1;
-                break;
-            }
-            _ => return None,
+        if !sc.more(b'}')? {
+            break;
         }
     }
     sc.ws();

@@ -52,6 +52,16 @@ impl DecodeStats {
     }
 }
 
+/// Adds one to `key`'s count, allocating the key only the first time (this runs per event).
+fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
 /// Turns documents into rows; one per decode worker.
 #[derive(Default)]
 pub struct Decoder {
@@ -168,14 +178,7 @@ impl Decoder {
     fn event(&mut self, origin: Origin<'_>, position: String, ev: &AuditEvent<'_>, env: EnvelopeContext<'_>, input: &[u8]) {
         match self.builder.append(ev, env) {
             Ok(()) => {
-                let category = env.category.unwrap_or(RAW_CATEGORY);
-                // Counted without allocating a key for every event.
-                match self.stats.events.get_mut(category) {
-                    Some(n) => *n += 1,
-                    None => {
-                        self.stats.events.insert(category.to_string(), 1);
-                    }
-                }
+                count(&mut self.stats.events, env.category.unwrap_or(RAW_CATEGORY));
             }
             Err((reason, detail)) => self.dead(origin, position, reason, detail, input),
         }
@@ -190,13 +193,7 @@ impl Decoder {
             _ => false,
         };
         if !is_audit {
-            let label = if category.is_empty() { "(none)" } else { category };
-            match self.stats.skipped.get_mut(label) {
-                Some(n) => *n += 1,
-                None => {
-                    self.stats.skipped.insert(label.to_string(), 1);
-                }
-            }
+            count(&mut self.stats.skipped, if category.is_empty() { "(none)" } else { category });
         }
         is_audit
     }
