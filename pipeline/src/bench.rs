@@ -16,14 +16,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::alert::Alert;
 use crate::cli::suppression_periods;
 use crate::engine::{Engine, EngineOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs};
 use crate::rules::RuleSet;
 use crate::sink::router::AlertRouter;
-use crate::sink::AlertSink;
+use crate::sink::{Record, Sink};
 use crate::source::file::FileSource;
 use crate::source::{FramingLimits, Source};
 
@@ -48,11 +47,11 @@ pub struct BenchArgs {
 /// Counts alerts, keeps none: the bench measures the pipeline, not a terminal.
 struct CountingSink(u64);
 
-impl AlertSink for CountingSink {
+impl Sink for CountingSink {
     fn name(&self) -> &str {
         "count"
     }
-    fn send(&mut self, alerts: &[Alert]) -> Result<()> {
+    fn send(&mut self, alerts: &[Record]) -> Result<()> {
         self.0 += alerts.len() as u64;
         Ok(())
     }

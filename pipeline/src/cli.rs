@@ -11,12 +11,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, SourceConfig};
 use crate::engine::{Engine, EngineOptions};
+use crate::kafka::{Connection, Role};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs, Summary};
 use crate::rules::{parse_duration, RuleSet};
+use crate::sink::kafka::KafkaSink;
 use crate::sink::router::AlertRouter;
-use crate::sink::{AlertSink, JsonLinesFile, StdoutSink};
+use crate::sink::{JsonLinesFile, Sink, StdoutSink};
 use crate::source::file::{open_paths, FileSource};
+use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::source::{FramingLimits, Source};
 use crate::{bench, gen, server, tables};
 
@@ -43,20 +46,10 @@ pub struct Cli {
 enum Command {
     /// Run files (or stdin, or the bundled sample) through the pipeline: alerts as JSON lines on stdout, a summary on stderr.
     Replay(ReplayArgs),
-    /// Run the service from a TOML config, with /metrics, /healthz and /readyz.
-    Run {
-        #[arg(short, long)]
-        config: PathBuf,
-        #[command(flatten)]
-        rules: RulesArg,
-    },
-    /// Check a config and its rules without running.
-    Validate {
-        #[arg(short, long)]
-        config: PathBuf,
-        #[command(flatten)]
-        rules: RulesArg,
-    },
+    /// Run the service from a TOML config and/or source and sink URLs, with /metrics, /healthz and /readyz.
+    Run(RunArgs),
+    /// Check a config (and URLs) and the rules without running.
+    Validate(RunArgs),
     /// List and test detection rules.
     Rules {
         #[command(subcommand)]
@@ -103,6 +96,40 @@ impl RulesArg {
             Some(d) => RuleSet::load(d),
             None => RuleSet::bundled(),
         }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config (see crowsnest.example.toml); the URLs below replace its sections.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// kafka://HOST:PORT/TOPIC[,TOPIC]?group=G&start=earliest|latest, file:///PATH[?follow=true], or stdin.
+    #[arg(long, value_name = "URL")]
+    source: Option<String>,
+    /// Where alerts go (repeatable): stdout, file:///PATH, kafka://HOST:PORT/TOPIC.
+    #[arg(long = "sink", value_name = "URL")]
+    sinks: Vec<String>,
+    /// Where dead letters go: file:///PATH (or a path) or kafka://HOST:PORT/TOPIC.
+    #[arg(long, value_name = "URL")]
+    dead_letters: Option<String>,
+    #[command(flatten)]
+    rules: RulesArg,
+}
+
+impl RunArgs {
+    fn config(&self) -> Result<Config> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?,
+            None if self.source.is_some() => Config::default(),
+            None => bail!("give a config (-c FILE) or a source (--source URL)"),
+        };
+        cfg.override_with(self.source.as_deref(), &self.sinks, self.dead_letters.as_deref())?;
+        Ok(cfg)
+    }
+
+    fn label(&self) -> String {
+        self.config.as_ref().map_or_else(|| "command line".to_string(), |p| p.display().to_string())
     }
 }
 
@@ -174,8 +201,8 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cmd {
         Command::Replay(a) => replay(a).map(|_| ExitCode::SUCCESS),
-        Command::Run { config, rules } => run_service(&config, &rules).map(|_| ExitCode::SUCCESS),
-        Command::Validate { config, rules } => validate(&config, &rules).map(|_| ExitCode::SUCCESS),
+        Command::Run(a) => run_service(&a).map(|_| ExitCode::SUCCESS),
+        Command::Validate(a) => validate(&a).map(|_| ExitCode::SUCCESS),
         Command::Rules { command: RulesCommand::List { rules } } => rules_list(&rules).map(|_| ExitCode::SUCCESS),
         Command::Rules { command: RulesCommand::Test { ids, rules, show_alerts } } => rules_test(&ids, &rules, show_alerts),
         Command::Schema { table, json, write_dir } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
@@ -191,7 +218,8 @@ pub fn suppression_periods(set: &RuleSet) -> HashMap<String, i64> {
 
 fn replay(a: ReplayArgs) -> Result<Summary> {
     let set = a.rules.load()?;
-    let opts = EngineOptions { allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")? };
+    let opts =
+        EngineOptions { allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")?, ..EngineOptions::default() };
     let engine = Engine::new(&set, &opts)?;
     log::info!("{} rules planned", engine.rule_count());
     let mut control = Control { progress: !a.no_progress, ..Control::default() };
@@ -205,19 +233,18 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
     } else {
         open_paths(&a.files, &limits, &control.bytes_read)?
     };
-    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if !a.no_stdout {
         sinks.push(Box::new(StdoutSink));
     }
     if let Some(p) = &a.alerts {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
-    let mut outputs = Outputs { sinks, dead_letters: Some(JsonLinesFile::new(&a.dead_letters, "dead-letters")) };
+    let mut outputs = Outputs { sinks, dead_letters: Some(Box::new(JsonLinesFile::new(&a.dead_letters, "dead-letters"))) };
     let metrics = Metrics::new();
     let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
-    let dl = outputs.dead_letters.as_ref().filter(|d| d.written()).map(|d| d.path().to_path_buf());
-    eprint!("{}", summary.render(dl.as_deref()));
+    eprint!("{}", summary.render(Some(&a.dead_letters.display().to_string())));
     Ok(summary)
 }
 
@@ -235,12 +262,67 @@ fn engine_options(cfg: &Config) -> Result<EngineOptions> {
     if let Some(l) = &cfg.rules.allowed_lateness {
         opts.allowed_lateness = parse_duration(l)?;
     }
+    if let Some(l) = &cfg.rules.idle_timeout {
+        opts.idle_timeout = std::time::Duration::from_nanos(parse_duration(l)?.max(0) as u64);
+    }
     Ok(opts)
 }
 
-fn validate(path: &Path, rules: &RulesArg) -> Result<()> {
-    let cfg = Config::load(path)?;
-    let set = load_rules_for(&cfg, rules)?;
+fn kafka_source_options(cfg: &Config) -> Option<(KafkaSourceOptions, Option<&str>)> {
+    let SourceConfig::Kafka { brokers, topics, group, start, preset, password_env, librdkafka, commit_interval } = &cfg.source else {
+        return None;
+    };
+    let connection =
+        Connection { brokers: brokers.clone(), preset: *preset, password_env: password_env.clone(), librdkafka: librdkafka.clone() };
+    let opts = KafkaSourceOptions {
+        connection,
+        topics: topics.clone(),
+        group: group.clone(),
+        start: *start,
+        linger: std::time::Duration::from_millis(200),
+    };
+    Some((opts, commit_interval.as_deref()))
+}
+
+fn describe_source(cfg: &Config) -> String {
+    match &cfg.source {
+        SourceConfig::Stdin => "stdin".to_string(),
+        SourceConfig::File { paths, follow } => {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            format!("file {}{}", names.join(", "), if *follow { " (follow)" } else { "" })
+        }
+        SourceConfig::Kafka { brokers, topics, group, preset, .. } => {
+            let preset = if preset.is_some() { " (Event Hubs)" } else { "" };
+            format!("kafka {} at {brokers}{preset}, group {group}", topics.join(","))
+        }
+    }
+}
+
+/// The alert sinks and the dead-letter output a config names.
+fn build_outputs(cfg: &Config, metrics: &Metrics) -> Result<Outputs> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if cfg.sinks.stdout {
+        sinks.push(Box::new(StdoutSink));
+    }
+    if let Some(p) = &cfg.sinks.file {
+        sinks.push(Box::new(JsonLinesFile::new(p, "file")));
+    }
+    if let Some(k) = &cfg.sinks.kafka {
+        sinks.push(Box::new(KafkaSink::new(&k.connection(), &k.topic, "alerts", metrics.clone())?));
+    }
+    if sinks.is_empty() {
+        bail!("no alert sink configured: alerts would go nowhere");
+    }
+    let dead_letters: Box<dyn Sink> = match &cfg.dead_letters.kafka {
+        Some(k) => Box::new(KafkaSink::new(&k.connection(), &k.topic, "dead-letters", metrics.clone())?),
+        None => Box::new(JsonLinesFile::new(&cfg.dead_letters.file, "dead-letters")),
+    };
+    Ok(Outputs { sinks, dead_letters: Some(dead_letters) })
+}
+
+fn validate(args: &RunArgs) -> Result<()> {
+    let cfg = args.config()?;
+    let set = load_rules_for(&cfg, &args.rules)?;
     let engine = Engine::new(&set, &engine_options(&cfg)?)?;
     if let SourceConfig::File { paths, .. } = &cfg.source {
         for p in paths {
@@ -249,33 +331,44 @@ fn validate(path: &Path, rules: &RulesArg) -> Result<()> {
             }
         }
     }
-    let source = match &cfg.source {
-        SourceConfig::Stdin => "stdin".to_string(),
-        SourceConfig::File { paths, follow } => {
-            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            format!("file {}{}", names.join(", "), if *follow { " (follow)" } else { "" })
-        }
-    };
+    // Kafka settings are checked as the clients would be built (presets, password variables),
+    // without connecting.
+    if let Some((opts, _)) = kafka_source_options(&cfg) {
+        opts.connection.client_config(Role::Consumer).context("[source]")?;
+    }
+    for k in cfg.sinks.kafka.iter().chain(cfg.dead_letters.kafka.iter()) {
+        k.connection().client_config(Role::Producer).with_context(|| format!("kafka sink {}", k.topic))?;
+    }
     let metrics = if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" };
     println!(
-        "{}: OK — {} rules planned, {} lists; source: {source}; metrics: {metrics}",
-        path.display(),
+        "{}: OK — {} rules planned, {} lists; source: {}; metrics: {metrics}",
+        args.label(),
         engine.rule_count(),
-        set.lists.lists.len()
+        set.lists.lists.len(),
+        describe_source(&cfg)
     );
     Ok(())
 }
 
-fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
-    let cfg = Config::load(path)?;
-    let set = load_rules_for(&cfg, rules)?;
+fn run_service(args: &RunArgs) -> Result<()> {
+    let cfg = args.config()?;
+    let set = load_rules_for(&cfg, &args.rules)?;
     let engine = Engine::new(&set, &engine_options(&cfg)?)?;
     let mut control = Control::default();
     if let Some(w) = cfg.limits.workers {
         control.workers = w.max(1);
     }
     let limits = FramingLimits { max_document_bytes: cfg.limits.max_document_bytes, ..FramingLimits::default() };
+    let metrics = Arc::new(Metrics::new());
     let sources: Vec<Box<dyn Source>> = match &cfg.source {
+        SourceConfig::Kafka { .. } => {
+            let (opts, interval) = kafka_source_options(&cfg).expect("a kafka source");
+            if let Some(i) = interval {
+                control.checkpoint_interval = std::time::Duration::from_nanos(parse_duration(i)?.max(1) as u64);
+            }
+            let source = KafkaSource::new(&opts, limits, control.bytes_read.clone(), control.stop.clone(), (*metrics).clone())?;
+            vec![Box::new(source)]
+        }
         SourceConfig::Stdin => vec![Box::new(FileSource::stdin(limits, control.bytes_read.clone())?)],
         SourceConfig::File { paths, follow } => {
             let mut v: Vec<Box<dyn Source>> = Vec::new();
@@ -286,15 +379,9 @@ fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
             v
         }
     };
-    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
-    if cfg.sinks.stdout {
-        sinks.push(Box::new(StdoutSink));
-    }
-    if let Some(p) = &cfg.sinks.file {
-        sinks.push(Box::new(JsonLinesFile::new(p, "file")));
-    }
-    let mut outputs = Outputs { sinks, dead_letters: Some(JsonLinesFile::new(&cfg.dead_letters.file, "dead-letters")) };
-    let metrics = Arc::new(Metrics::new());
+    let mut outputs = build_outputs(&cfg, &metrics)?;
+    let dead_letter_name = outputs.dead_letters.as_ref().map(|d| d.name().to_string());
+    log::warn!("source: {}", describe_source(&cfg));
     let health = Arc::new(server::Health::default());
     let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
 
@@ -323,7 +410,7 @@ fn run_service(path: &Path, rules: &RulesArg) -> Result<()> {
         health.ready.store(false, Ordering::Relaxed);
         result
     })?;
-    eprint!("{}", summary.render(Some(&cfg.dead_letters.file)));
+    eprint!("{}", summary.render(dead_letter_name.as_deref()));
     Ok(())
 }
 

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
+use crate::kafka::{parse_url, Connection, Preset};
+use crate::source::kafka::StartPosition;
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -34,6 +37,52 @@ pub enum SourceConfig {
         follow: bool,
     },
     Stdin,
+    /// A Kafka consumer group (or Azure Event Hubs through its Kafka endpoint).
+    Kafka {
+        /// HOST:PORT[,HOST:PORT…]; for Event Hubs NAMESPACE.servicebus.windows.net:9093.
+        brokers: String,
+        topics: Vec<String>,
+        #[serde(default = "default_group")]
+        group: String,
+        /// Where a group with no committed offset starts: earliest (default) or latest.
+        #[serde(default)]
+        start: StartPosition,
+        /// "eventhubs": SASL_SSL/PLAIN with the connection string from $password_env.
+        preset: Option<Preset>,
+        password_env: Option<String>,
+        /// librdkafka settings passed through (security.protocol, ssl.ca.location, …).
+        #[serde(default)]
+        librdkafka: BTreeMap<String, String>,
+        /// How often safe offsets are committed, e.g. "5s".
+        commit_interval: Option<String>,
+    },
+}
+
+fn default_group() -> String {
+    "crowsnest".into()
+}
+
+/// A Kafka topic to write alerts or dead letters to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub preset: Option<Preset>,
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl KafkaSinkConfig {
+    pub fn connection(&self) -> Connection {
+        Connection {
+            brokers: self.brokers.clone(),
+            preset: self.preset,
+            password_env: self.password_env.clone(),
+            librdkafka: self.librdkafka.clone(),
+        }
+    }
 }
 
 impl Default for SourceConfig {
@@ -49,6 +98,8 @@ pub struct RulesConfig {
     pub dir: Option<PathBuf>,
     /// Global allowed lateness for windows, e.g. "1m".
     pub allowed_lateness: Option<String>,
+    /// A partition silent this long stops holding the watermark back, e.g. "30s".
+    pub idle_timeout: Option<String>,
     /// List overrides: `[rules.lists.allowed_registries] values = [...]`, `replace = true`.
     #[serde(default)]
     pub lists: BTreeMap<String, ListOverride>,
@@ -68,6 +119,8 @@ pub struct SinksConfig {
     #[serde(default = "yes")]
     pub stdout: bool,
     pub file: Option<PathBuf>,
+    /// Alerts to a Kafka topic, keyed by alert id.
+    pub kafka: Option<KafkaSinkConfig>,
 }
 
 fn yes() -> bool {
@@ -76,19 +129,26 @@ fn yes() -> bool {
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        SinksConfig { stdout: true, file: None }
+        SinksConfig { stdout: true, file: None, kafka: None }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
+    #[serde(default = "default_dead_letter_file")]
     pub file: PathBuf,
+    /// Dead letters to a Kafka topic instead of the file.
+    pub kafka: Option<KafkaSinkConfig>,
+}
+
+fn default_dead_letter_file() -> PathBuf {
+    PathBuf::from("dead-letters.jsonl")
 }
 
 impl Default for DeadLetterConfig {
     fn default() -> Self {
-        DeadLetterConfig { file: PathBuf::from("dead-letters.jsonl") }
+        DeadLetterConfig { file: default_dead_letter_file(), kafka: None }
     }
 }
 
@@ -171,7 +231,107 @@ fn interpolate_value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) 
     Ok(())
 }
 
+/// `--source URL`: `kafka://HOST:PORT/TOPIC[,TOPIC]?group=G&start=earliest`, `file:///PATH`
+/// (`?follow=true` to tail it), or `stdin` (also `-`).
+pub fn source_from_url(url: &str) -> Result<SourceConfig> {
+    if url == "stdin" || url == "-" {
+        return Ok(SourceConfig::Stdin);
+    }
+    if let Some(rest) = url.strip_prefix("file://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let follow = match query {
+            "" => false,
+            "follow=true" => true,
+            "follow=false" => false,
+            q => bail!("{url:?}: unknown option {q:?} (file sources take follow=true)"),
+        };
+        return Ok(SourceConfig::File { paths: vec![PathBuf::from(path)], follow });
+    }
+    let mut u = parse_url(url).with_context(|| "--source takes kafka://…, file:///PATH or stdin".to_string())?;
+    let group = u.params.remove("group").unwrap_or_else(default_group);
+    let start = u.params.remove("start").map(|s| s.parse()).transpose()?.unwrap_or_default();
+    let commit_interval = u.params.remove("commit_interval");
+    if let Some(k) = u.params.keys().next() {
+        bail!("{url:?}: unknown option {k:?} (kafka sources take group, start, commit_interval, preset, password_env and librdkafka settings)");
+    }
+    Ok(SourceConfig::Kafka {
+        brokers: u.connection.brokers,
+        topics: u.topics,
+        group,
+        start,
+        preset: u.connection.preset,
+        password_env: u.connection.password_env,
+        librdkafka: u.connection.librdkafka,
+        commit_interval,
+    })
+}
+
+/// Where `--sink URL` / `--dead-letters URL` point.
+#[derive(Debug, Clone)]
+pub enum SinkTarget {
+    Stdout,
+    File(PathBuf),
+    Kafka(KafkaSinkConfig),
+}
+
+/// `--sink URL`: `stdout`, `file:///PATH` (a bare path works too), `kafka://HOST:PORT/TOPIC`.
+pub fn sink_from_url(url: &str) -> Result<SinkTarget> {
+    if url == "stdout" || url == "-" {
+        return Ok(SinkTarget::Stdout);
+    }
+    if url.starts_with("kafka://") {
+        let u = parse_url(url)?;
+        if u.topics.len() != 1 {
+            bail!("{url:?}: a Kafka sink writes to exactly one topic");
+        }
+        if let Some(k) = u.params.keys().next() {
+            bail!("{url:?}: unknown option {k:?} (kafka sinks take preset, password_env and librdkafka settings)");
+        }
+        let c = u.connection;
+        return Ok(SinkTarget::Kafka(KafkaSinkConfig {
+            brokers: c.brokers,
+            topic: u.topics[0].clone(),
+            preset: c.preset,
+            password_env: c.password_env,
+            librdkafka: c.librdkafka,
+        }));
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(SinkTarget::File(PathBuf::from(path)));
+    }
+    if url.contains("://") {
+        bail!("{url:?}: sinks are stdout, file:///PATH or kafka://HOST:PORT/TOPIC");
+    }
+    Ok(SinkTarget::File(PathBuf::from(url)))
+}
+
 impl Config {
+    /// Replaces the configured source, sinks or dead-letter output with command-line URLs.
+    pub fn override_with(&mut self, source: Option<&str>, sinks: &[String], dead_letters: Option<&str>) -> Result<()> {
+        if let Some(url) = source {
+            self.source = source_from_url(url)?;
+        }
+        if !sinks.is_empty() {
+            self.sinks = SinksConfig { stdout: false, file: None, kafka: None };
+            for url in sinks {
+                match sink_from_url(url)? {
+                    SinkTarget::Stdout => self.sinks.stdout = true,
+                    SinkTarget::File(p) if self.sinks.file.is_none() => self.sinks.file = Some(p),
+                    SinkTarget::Kafka(k) if self.sinks.kafka.is_none() => self.sinks.kafka = Some(k),
+                    _ => bail!("--sink {url}: one file sink and one kafka sink at most"),
+                }
+            }
+        }
+        if let Some(url) = dead_letters {
+            self.dead_letters = match sink_from_url(url)? {
+                SinkTarget::File(p) => DeadLetterConfig { file: p, kafka: None },
+                SinkTarget::Kafka(k) => DeadLetterConfig { kafka: Some(k), ..DeadLetterConfig::default() },
+                SinkTarget::Stdout => bail!("--dead-letters: stdout carries alerts; give a file or a kafka:// URL"),
+            };
+        }
+        self.validate()
+    }
+
     pub fn load(path: &std::path::Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("config {}", path.display()))
@@ -187,7 +347,7 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if let SourceConfig::File { paths, .. } = &self.source {
             if paths.is_empty() {
                 bail!("[source] kind = \"file\" needs at least one path");
@@ -195,6 +355,17 @@ impl Config {
         }
         if let Some(l) = &self.rules.allowed_lateness {
             crate::rules::parse_duration(l).context("[rules] allowed_lateness")?;
+        }
+        if let Some(l) = &self.rules.idle_timeout {
+            crate::rules::parse_duration(l).context("[rules] idle_timeout")?;
+        }
+        if let SourceConfig::Kafka { topics, commit_interval, .. } = &self.source {
+            if topics.is_empty() {
+                bail!("[source] kind = \"kafka\" needs at least one topic");
+            }
+            if let Some(i) = commit_interval {
+                crate::rules::parse_duration(i).context("[source] commit_interval")?;
+            }
         }
         if self.limits.max_document_bytes < 1024 {
             bail!("[limits] max_document_bytes must be at least 1024");
@@ -250,5 +421,49 @@ mod tests {
         // Comments are not interpolated; values are.
         assert!(Config::parse("# uses ${NOT_SET_ANYWHERE}\n[sinks]\nstdout = true").is_ok());
         assert!(Config::parse("[sinks]\nfile = \"${NOT_SET_ANYWHERE}/a\"").is_err());
+    }
+
+    #[test]
+    fn kafka_in_the_config_and_on_the_command_line() {
+        let c = Config::parse(
+            r#"
+            [source]
+            kind = "kafka"
+            brokers = "ns.servicebus.windows.net:9093"
+            topics = ["insights-logs-kube-audit"]
+            group = "crowsnest-prod"
+            preset = "eventhubs"
+            commit_interval = "10s"
+            [source.librdkafka]
+            "fetch.max.bytes" = "1048576"
+            [sinks.kafka]
+            brokers = "kafka:9092"
+            topic = "crowsnest-alerts"
+            [dead_letters.kafka]
+            brokers = "kafka:9092"
+            topic = "crowsnest-dead-letters"
+            "#,
+        )
+        .unwrap();
+        let SourceConfig::Kafka { group, preset, librdkafka, start, .. } = &c.source else { panic!("kafka source") };
+        assert_eq!((group.as_str(), *preset, *start), ("crowsnest-prod", Some(Preset::Eventhubs), StartPosition::Earliest));
+        assert_eq!(librdkafka["fetch.max.bytes"], "1048576");
+        assert_eq!(c.sinks.kafka.as_ref().unwrap().topic, "crowsnest-alerts");
+        assert!(Config::parse("[source]\nkind = \"kafka\"\nbrokers = \"b:9092\"\ntopics = []").is_err());
+
+        let mut cli = Config::default();
+        cli.override_with(
+            Some("kafka://localhost:9092/audit,ci?group=g1&start=latest"),
+            &["stdout".into(), "kafka://localhost:9092/alerts".into(), "file:///tmp/a.jsonl".into()],
+            Some("kafka://localhost:9092/dead"),
+        )
+        .unwrap();
+        let SourceConfig::Kafka { topics, group, start, .. } = &cli.source else { panic!("kafka source") };
+        assert_eq!((topics.len(), group.as_str(), *start), (2, "g1", StartPosition::Latest));
+        assert!(cli.sinks.stdout && cli.sinks.file.is_some() && cli.sinks.kafka.is_some());
+        assert_eq!(cli.dead_letters.kafka.as_ref().unwrap().topic, "dead");
+        assert!(Config::default().override_with(Some("kafka://b:9092/t?grup=x"), &[], None).is_err(), "typos are errors");
+        assert!(Config::default().override_with(None, &["kafka://b:9092/a,b".into()], None).is_err());
+        assert!(matches!(source_from_url("file:///var/log/a.jsonl?follow=true").unwrap(), SourceConfig::File { follow: true, .. }));
     }
 }

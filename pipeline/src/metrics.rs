@@ -2,6 +2,7 @@
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+#[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
     pub events_decoded: IntCounterVec,
@@ -21,6 +22,19 @@ pub struct Metrics {
     pub watermark_lag_seconds: IntGauge,
     pub watermark_seconds: IntGauge,
     pub build_info: IntGaugeVec,
+    /// Source offsets committed (result = ok | error), and checkpoints skipped because a sink
+    /// could not confirm delivery in time.
+    pub offset_commits: IntCounterVec,
+    pub checkpoints_skipped: IntCounter,
+    pub kafka_consumer_lag: IntGaugeVec,
+    pub kafka_messages_consumed: IntCounterVec,
+    pub kafka_bytes_consumed: IntCounterVec,
+    pub kafka_rebalances: IntCounterVec,
+    pub kafka_consumer_errors: IntCounter,
+    pub kafka_produced: IntCounterVec,
+    pub kafka_produce_errors: IntCounterVec,
+    pub kafka_produce_retries: IntCounterVec,
+    pub kafka_paused: IntGauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +104,39 @@ impl Metrics {
             build_info: reg(
                 &r,
                 IntGaugeVec::new(Opts::new("crowsnest_build_info", "Build information"), &["version"]).expect("valid metric"),
+            ),
+            offset_commits: cv("crowsnest_offset_commits_total", "Source offset commits, by result", &["result"]),
+            checkpoints_skipped: c(
+                "crowsnest_checkpoints_skipped_total",
+                "Checkpoints skipped because a sink had not confirmed delivery in time (offsets stay uncommitted)",
+            ),
+            kafka_consumer_lag: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("crowsnest_kafka_consumer_lag", "Messages between the consumer position and the partition end"),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric"),
+            ),
+            kafka_messages_consumed: cv("crowsnest_kafka_messages_consumed_total", "Kafka messages consumed", &["topic"]),
+            kafka_bytes_consumed: cv("crowsnest_kafka_bytes_consumed_total", "Kafka message payload bytes consumed", &["topic"]),
+            kafka_rebalances: cv(
+                "crowsnest_kafka_rebalances_total",
+                "Consumer group rebalances, by kind (assign, revoke, error)",
+                &["kind"],
+            ),
+            kafka_consumer_errors: c("crowsnest_kafka_consumer_errors_total", "Errors reported by the Kafka consumer (it retries)"),
+            kafka_produced: cv("crowsnest_kafka_produced_total", "Records the broker acknowledged, by topic", &["topic"]),
+            kafka_produce_errors: cv("crowsnest_kafka_produce_errors_total", "Records the broker finally refused, by topic", &["topic"]),
+            kafka_produce_retries: cv(
+                "crowsnest_kafka_produce_retries_total",
+                "Waits for room in the producer queue (the broker is slow or down), by topic",
+                &["topic"],
+            ),
+            kafka_paused: reg(
+                &r,
+                IntGauge::new("crowsnest_kafka_paused", "1 while consumption is paused because the pipeline is full (back-pressure)")
+                    .expect("valid metric"),
             ),
             registry: r,
         };

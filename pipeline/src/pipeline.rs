@@ -7,13 +7,19 @@
 //! ```
 //!
 //! Channels are bounded, so memory stays flat however large the input: a slow engine or sink
-//! slows the reader instead of queueing. Decoded chunks are put back in source order before
-//! the engine sees them, so results do not depend on thread timing.
+//! slows the reader instead of queueing (a Kafka source pauses its partitions meanwhile).
+//! Decoded chunks are put back in source order before the engine sees them, so results do not
+//! depend on thread timing.
+//!
+//! Checkpoints: for sources that can resume (Kafka), every `checkpoint_interval` the sinks are
+//! flushed and the offsets [`Checkpoints`] releases are committed. A file run ends by firing
+//! every open window; a resumable run that is stopped does not: it leaves the offsets those
+//! windows need uncommitted, so the restart rebuilds them (at-least-once, same alert ids).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,20 +28,21 @@ use datafusion::arrow::array::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::alert::Alert;
+use crate::checkpoint::Checkpoints;
 use crate::deadletter::{DeadLetter, Reason};
 use crate::decode::dedup::Deduplicator;
 use crate::decode::{DecodeStats, Decoder, Origin};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::sink::router::AlertRouter;
-use crate::sink::{AlertSink, JsonLinesFile};
-use crate::source::{Chunk, Source};
+use crate::sink::{Record, Sink};
+use crate::source::{Chunk, OffsetCommitter, Source, SourceOffsets};
 use crate::tables::{audit_col, KUBE_AUDIT};
 
 /// Where results go.
 pub struct Outputs {
-    pub sinks: Vec<Box<dyn AlertSink>>,
-    pub dead_letters: Option<JsonLinesFile>,
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub dead_letters: Option<Box<dyn Sink>>,
 }
 
 #[derive(Clone)]
@@ -47,6 +54,8 @@ pub struct Control {
     pub progress: bool,
     pub workers: usize,
     pub dedup_capacity: usize,
+    /// How often a resumable source's safe offsets are committed (after flushing the sinks).
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for Control {
@@ -57,6 +66,7 @@ impl Default for Control {
             progress: false,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
             dedup_capacity: 1 << 20,
+            checkpoint_interval: Duration::from_secs(5),
         }
     }
 }
@@ -80,6 +90,10 @@ pub struct Summary {
     pub rules: usize,
     /// Events stamped far in the future (kept, but not allowed to move the watermark).
     pub future_events: u64,
+    /// Resumable sources: the offsets committed last, and chunks left uncommitted because open
+    /// windows still needed them when the run stopped.
+    pub committed: Vec<SourceOffsets>,
+    pub held_chunks: usize,
 }
 
 impl Summary {
@@ -88,7 +102,7 @@ impl Summary {
     }
 
     /// The summary a person reads on stderr at the end of a run.
-    pub fn render(&self, dead_letter_path: Option<&std::path::Path>) -> String {
+    pub fn render(&self, dead_letter_sink: Option<&str>) -> String {
         let mut s = String::new();
         let secs = self.elapsed.as_secs_f64();
         s.push_str(&format!(
@@ -122,8 +136,8 @@ impl Summary {
         if dead > 0 {
             let by = self.dead_letters.iter().map(|(r, n)| format!("{} {n}", r.as_str())).collect::<Vec<_>>().join(", ");
             s.push_str(&format!(" ({by})"));
-            if let Some(p) = dead_letter_path {
-                s.push_str(&format!(" → {}", p.display()));
+            if let Some(name) = dead_letter_sink {
+                s.push_str(&format!(" → {name}"));
             }
         }
         s.push('\n');
@@ -139,6 +153,16 @@ impl Summary {
         if self.rule_errors > 0 {
             s.push_str(&format!("rule errors:        {} (see the log)\n", self.rule_errors));
         }
+        if !self.committed.is_empty() {
+            let c = self.committed.iter().map(|o| format!("{}/{}@{}", o.topic, o.partition, o.next)).collect::<Vec<_>>().join(", ");
+            s.push_str(&format!("offsets committed:  {c}\n"));
+        }
+        if self.held_chunks > 0 {
+            s.push_str(&format!(
+                "left uncommitted:   {} chunks that open windows still need (a restart reads them again)\n",
+                self.held_chunks
+            ));
+        }
         s
     }
 }
@@ -148,6 +172,9 @@ struct Decoded {
     batch: Option<RecordBatch>,
     dead: Vec<DeadLetter>,
     stats: DecodeStats,
+    offsets: Option<SourceOffsets>,
+    /// The stream the engine keeps a clock for (partitioned sources only).
+    stream: Option<Arc<str>>,
 }
 
 /// Decodes a chunk with a worker's decoder (kept across chunks so its buffers are reused).
@@ -183,6 +210,7 @@ pub fn run(
     let started = Instant::now();
     let workers = control.workers.max(1);
     let total_size: Option<u64> = sources.iter().map(|s| s.size_hint()).sum();
+    let committers: Vec<Box<dyn OffsetCommitter>> = sources.iter().filter_map(|s| s.committer()).collect();
     let progress = (control.progress && std::io::stderr().is_terminal()).then(|| make_progress(total_size));
 
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Chunk)>(workers * 2);
@@ -203,8 +231,18 @@ pub fn run(
                     }
                     match source.next_chunk() {
                         Ok(Some(chunk)) => {
-                            if chunk_tx.send((seq, chunk)).is_err() {
-                                break 'sources;
+                            let mut item = (seq, chunk);
+                            loop {
+                                match chunk_tx.try_send(item) {
+                                    Ok(()) => break,
+                                    // The pipeline is full: let the source pause (and keep its
+                                    // connection alive) until there is room.
+                                    Err(TrySendError::Full(back)) => {
+                                        item = back;
+                                        source.wait_while_full();
+                                    }
+                                    Err(TrySendError::Disconnected(_)) => break 'sources,
+                                }
                             }
                             seq += 1;
                         }
@@ -230,14 +268,15 @@ pub fn run(
                     let next = rx.lock().expect("lock").recv();
                     let Ok((seq, chunk)) = next else { break };
                     let (batch, dead, stats) = decode_chunk(&mut decoder, &chunk);
-                    if tx.send(Decoded { seq, batch, dead, stats }).is_err() {
+                    let stream = chunk.offsets.is_some().then(|| chunk.source.clone());
+                    if tx.send(Decoded { seq, batch, dead, stats, offsets: chunk.offsets, stream }).is_err() {
                         break;
                     }
                 }
             })?;
         }
         drop(out_tx);
-        let summary = consume(out_rx, &mut engine, &mut router, outputs, metrics, control, progress.as_ref());
+        let summary = consume(out_rx, &mut engine, &mut router, outputs, &committers, metrics, control, progress.as_ref());
         if let Some(p) = &progress {
             p.finish_and_clear();
         }
@@ -264,27 +303,41 @@ fn make_progress(total: Option<u64>) -> ProgressBar {
     bar
 }
 
+#[allow(clippy::too_many_arguments)]
 fn consume(
     rx: Receiver<Decoded>,
     engine: &mut Engine,
     router: &mut AlertRouter,
     outputs: &mut Outputs,
+    committers: &[Box<dyn OffsetCommitter>],
     metrics: &Metrics,
     control: &Control,
     progress: Option<&ProgressBar>,
 ) -> Result<Summary> {
     let mut summary = Summary { rules: engine.rule_count(), ..Summary::default() };
     let mut dedup = Deduplicator::new(control.dedup_capacity, audit_col::AUDIT_ID, audit_col::STAGE);
+    let mut checkpoints = Checkpoints::default();
+    let mut last_checkpoint = Instant::now();
     let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
     let mut next = 0u64;
     let mut last_bytes = 0u64;
-    for decoded in rx {
-        pending.insert(decoded.seq, decoded);
-        while let Some(d) = pending.remove(&next) {
-            next += 1;
-            let t = Instant::now();
-            handle(d, engine, router, outputs, metrics, &mut dedup, &mut summary)?;
-            metrics.batch_latency.observe(t.elapsed().as_secs_f64());
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(decoded) => {
+                pending.insert(decoded.seq, decoded);
+                while let Some(d) = pending.remove(&next) {
+                    next += 1;
+                    let t = Instant::now();
+                    handle(d, engine, router, outputs, metrics, &mut dedup, &mut checkpoints, &mut summary)?;
+                    metrics.batch_latency.observe(t.elapsed().as_secs_f64());
+                }
+            }
+            // Quiet input: idle partitions stop holding the watermark back.
+            Err(RecvTimeoutError::Timeout) => {
+                let fired = engine.tick();
+                deliver(fired, router, outputs, metrics, &mut summary)?;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
         }
         let bytes = control.bytes_read.load(Ordering::Relaxed);
         metrics.bytes_read.inc_by(bytes - last_bytes);
@@ -293,19 +346,69 @@ fn consume(
             p.set_position(bytes);
             p.set_message(format!("{} events, {} alerts", summary.decode.total_events(), summary.alerts));
         }
+        if !committers.is_empty() && last_checkpoint.elapsed() >= control.checkpoint_interval {
+            checkpoint(engine, outputs, &mut checkpoints, committers, metrics, false, &mut summary)?;
+            last_checkpoint = Instant::now();
+        }
     }
-    let fired = engine.finish();
-    deliver(fired, router, outputs, metrics, &mut summary)?;
-    for sink in outputs.sinks.iter_mut() {
+    if committers.is_empty() {
+        // The input ended: every open window fires.
+        let fired = engine.finish();
+        deliver(fired, router, outputs, metrics, &mut summary)?;
+    }
+    for sink in outputs.sinks.iter_mut().chain(outputs.dead_letters.iter_mut()) {
         sink.flush().with_context(|| format!("flushing sink {}", sink.name()))?;
     }
-    if let Some(dl) = outputs.dead_letters.as_mut() {
-        dl.sync()?;
+    if !committers.is_empty() {
+        checkpoint(engine, outputs, &mut checkpoints, committers, metrics, true, &mut summary)?;
+        summary.held_chunks = checkpoints.held();
+        if summary.held_chunks > 0 {
+            log::warn!(
+                "stopping with open windows: {} left uncommitted ({}); a restart reads them again",
+                summary.held_chunks,
+                checkpoints.describe_held()
+            );
+        }
     }
     summary.duplicate_events = dedup.dropped;
     metrics.duplicate_events.inc_by(dedup.dropped);
     update_rule_metrics(engine, metrics, &mut summary);
     Ok(summary)
+}
+
+/// Flushes every sink, then commits the offsets no open window needs. A sink that cannot
+/// confirm delivery skips this checkpoint (offsets stay where they were) unless `last`.
+fn checkpoint(
+    engine: &Engine,
+    outputs: &mut Outputs,
+    checkpoints: &mut Checkpoints,
+    committers: &[Box<dyn OffsetCommitter>],
+    metrics: &Metrics,
+    last: bool,
+    summary: &mut Summary,
+) -> Result<()> {
+    for sink in outputs.sinks.iter_mut().chain(outputs.dead_letters.iter_mut()) {
+        if let Err(e) = sink.flush() {
+            metrics.checkpoints_skipped.inc();
+            let e = e.context(format!("sink {} did not confirm delivery; offsets stay uncommitted", sink.name()));
+            if last {
+                return Err(e);
+            }
+            log::warn!("{e:#}");
+            return Ok(());
+        }
+    }
+    let safe = checkpoints.release(engine.oldest_open_window());
+    if safe.is_empty() {
+        return Ok(());
+    }
+    for c in committers {
+        if let Err(e) = c.commit(&safe, last) {
+            log::warn!("{e:#}");
+        }
+    }
+    summary.committed = safe;
+    Ok(())
 }
 
 fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary) {
@@ -335,6 +438,7 @@ fn handle(
     outputs: &mut Outputs,
     metrics: &Metrics,
     dedup: &mut Deduplicator,
+    checkpoints: &mut Checkpoints,
     summary: &mut Summary,
 ) -> Result<()> {
     for (cat, n) in &d.stats.events {
@@ -350,7 +454,10 @@ fn handle(
             *summary.dead_letters.entry(dl.reason).or_default() += 1;
         }
         match outputs.dead_letters.as_mut() {
-            Some(out) => out.write_all(&d.dead).context("writing dead letters")?,
+            Some(out) => {
+                let records: Vec<Record> = d.dead.iter().map(|dl| Record::new(format!("{} {}", dl.source, dl.position), dl)).collect();
+                out.send(&records).with_context(|| format!("writing dead letters to {}", out.name()))?
+            }
             None => {
                 for dl in d.dead.iter().take(3) {
                     log::warn!("dead letter ({}) at {} {}: {}", dl.reason.as_str(), dl.source, dl.position, dl.detail);
@@ -358,10 +465,12 @@ fn handle(
             }
         }
     }
+    let mut newest_event = i64::MIN;
     if let Some(batch) = d.batch {
         let batch = dedup.apply(batch)?;
         let t = Instant::now();
-        let alerts = engine.process(&batch);
+        let alerts = engine.process_from(&batch, d.stream.as_ref());
+        newest_event = engine.last_batch_max_time();
         summary.engine_time += t.elapsed();
         let newest = engine.max_event_time();
         if newest > i64::MIN {
@@ -371,6 +480,9 @@ fn handle(
         }
         deliver(alerts, router, outputs, metrics, summary)?;
         update_rule_metrics(engine, metrics, summary);
+    }
+    if let Some(o) = &d.offsets {
+        checkpoints.handled(o, newest_event);
     }
     Ok(())
 }
@@ -394,8 +506,9 @@ fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, 
         metrics.alerts.with_label_values(&[rule, sev]).inc_by(n);
     }
     summary.alerts += alerts.len() as u64;
+    let records: Vec<Record> = alerts.iter().map(|a| Record::new(a.id.clone(), a)).collect();
     for sink in outputs.sinks.iter_mut() {
-        sink.send(&alerts).with_context(|| format!("sink {} failed; stopping so no alert is lost", sink.name()))?;
+        sink.send(&records).with_context(|| format!("sink {} failed; stopping so no alert is lost", sink.name()))?;
     }
     Ok(())
 }

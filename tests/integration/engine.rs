@@ -25,7 +25,8 @@ fn denied(user: &str, sec: u32, n: u32) -> String {
 
 fn run(rule: &str, docs: &[String], lateness_secs: i64) -> (Vec<Alert>, Engine) {
     let set = rule_set(rule);
-    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: lateness_secs * 1_000_000_000 }).unwrap();
+    let mut engine =
+        Engine::new(&set, &EngineOptions { allowed_lateness: lateness_secs * 1_000_000_000, ..EngineOptions::default() }).unwrap();
     let mut router = AlertRouter::new(Default::default(), 1000);
     // One document per batch, so the watermark advances between them as in a stream.
     let mut alerts = Vec::new();
@@ -74,7 +75,7 @@ fn windows_fire_on_the_watermark_and_late_events_are_counted() {
         denied("alice", 2, 6),
     ];
     let set = rule_set(TUMBLE_RULE);
-    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 30_000_000_000 }).unwrap();
+    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 30_000_000_000, ..EngineOptions::default() }).unwrap();
     let mut router = AlertRouter::new(Default::default(), 1000);
     assert!(evaluate_one(&mut engine, &mut router, &docs[0]).is_empty());
     assert!(evaluate_one(&mut engine, &mut router, &docs[1]).is_empty(), "window still open");

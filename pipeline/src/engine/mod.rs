@@ -1,15 +1,19 @@
 //! The detection engine: every rule planned once at start-up, then evaluated batch by batch.
 //!
 //! Single-event rules are a compiled predicate and projection per batch. Windowed rules feed a
-//! keyed window operator ([`window::WindowState`]) that fires when the watermark — the newest
-//! event time seen minus the allowed lateness — passes a window's end. The engine never sees
-//! where the bytes came from, and never plans a query after start-up.
+//! keyed window operator ([`window::WindowState`]) that fires when the watermark passes a
+//! window's end. The watermark is the newest event time of each input stream (a Kafka
+//! partition; all files are one stream), the minimum over streams that delivered data within
+//! the idle timeout, minus the allowed lateness. The engine never sees where the bytes came
+//! from, and never plans a query after start-up.
 
 pub mod functions;
 pub mod plan;
 pub mod window;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
@@ -33,12 +37,20 @@ use window::{MetaColumns, WindowState};
 pub struct EngineOptions {
     /// How far behind the newest event time an event may arrive and still count in its window.
     pub allowed_lateness: i64,
+    /// A stream (partition) that delivered nothing for this long stops holding the watermark back.
+    pub idle_timeout: Duration,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { allowed_lateness: 60_000_000_000 }
+        EngineOptions { allowed_lateness: 60_000_000_000, idle_timeout: Duration::from_secs(30) }
     }
+}
+
+/// The newest plausible event time of one input stream, and when it last delivered data.
+struct StreamClock {
+    newest: i64,
+    seen: Instant,
 }
 
 /// A DataFusion context with Crowsnest's tables (empty), the JSON functions, the window markers
@@ -86,8 +98,16 @@ pub struct Engine {
     rules: Vec<CompiledRule>,
     /// Position of event_time in the input batches.
     event_time: usize,
-    /// Newest event time seen: the base of every rule's watermark.
+    /// Newest event time seen over all streams (for metrics).
     max_event_time: i64,
+    clocks: HashMap<Arc<str>, StreamClock>,
+    /// The stream of inputs that name none (files, stdin).
+    default_stream: Arc<str>,
+    idle_timeout: Duration,
+    /// The event time every rule's watermark is derived from (minus its lateness); never goes back.
+    base: i64,
+    /// Newest plausible event time of the last batch processed.
+    last_batch_max: i64,
     /// Events stamped more than MAX_FUTURE_SKEW ahead of the wall clock (not used for the watermark).
     pub future_events: u64,
 }
@@ -113,7 +133,17 @@ impl Engine {
             bail!("{} rule(s) do not plan:\n  {}", problems.len(), problems.join("\n  "));
         }
         let event_time = schema.index_of("event_time").expect("every table has event_time");
-        Ok(Engine { rules, event_time, max_event_time: i64::MIN, future_events: 0 })
+        Ok(Engine {
+            rules,
+            event_time,
+            max_event_time: i64::MIN,
+            clocks: HashMap::new(),
+            default_stream: Arc::from(""),
+            idle_timeout: opts.idle_timeout,
+            base: i64::MIN,
+            last_batch_max: i64::MIN,
+            future_events: 0,
+        })
     }
 
     fn compile(rule: &Rule, ctx: &SessionContext, lists: &Lists, opts: &EngineOptions) -> Result<CompiledRule> {
@@ -165,32 +195,94 @@ impl Engine {
         self.max_event_time
     }
 
-    /// Runs every rule over a `kube_audit` batch and returns the alerts that fired: single-event
-    /// matches, and windows the advancing watermark closed. A rule that fails on this batch is
-    /// counted and logged; the others still run.
+    /// Newest plausible event time of the last batch processed (i64::MIN if none): what the
+    /// pipeline's checkpoints compare with [`Engine::oldest_open_window`].
+    pub fn last_batch_max_time(&self) -> i64 {
+        self.last_batch_max
+    }
+
+    /// The start of the oldest window that holds state (i64::MAX when none does): events older
+    /// than this are no longer needed by any window.
+    pub fn oldest_open_window(&self) -> i64 {
+        self.rules
+            .iter()
+            .filter_map(|r| match (&r.plan.shape, &r.window) {
+                (Shape::Windowed(plan), Some(state)) => state.oldest_start(plan),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Runs every rule over a `kube_audit` batch from files or stdin. See [`Engine::process_from`].
     pub fn process(&mut self, batch: &RecordBatch) -> Vec<Alert> {
+        self.process_from(batch, None)
+    }
+
+    /// Runs every rule over a `kube_audit` batch from `stream` (a Kafka partition) and returns
+    /// the alerts that fired: single-event matches, and windows the advancing watermark closed.
+    /// A rule that fails on this batch is counted and logged; the others still run.
+    pub fn process_from(&mut self, batch: &RecordBatch, stream: Option<&Arc<str>>) -> Vec<Alert> {
         let times = batch.column(self.event_time).as_primitive::<TimestampNanosecondType>();
         // An event stamped in the future (a skewed clock, a forged record) must not drag the
         // watermark ahead and close every open window: only plausible times advance it.
         let limit = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).saturating_add(MAX_FUTURE_SKEW);
         let mut future = 0;
+        let mut newest = i64::MIN;
         for &t in times.values() {
             if t > limit {
                 future += 1;
-            } else if t > self.max_event_time {
-                self.max_event_time = t;
+            } else if t > newest {
+                newest = t;
             }
         }
         self.future_events += future;
+        self.last_batch_max = newest;
+        self.max_event_time = self.max_event_time.max(newest);
+        if newest > i64::MIN {
+            let key = stream.unwrap_or(&self.default_stream);
+            let clock = self.clocks.entry(key.clone()).or_insert(StreamClock { newest, seen: Instant::now() });
+            clock.newest = clock.newest.max(newest);
+            clock.seen = Instant::now();
+        }
+        self.advance_base();
         let mut alerts = Vec::new();
         for r in &mut self.rules {
-            let watermark = self.max_event_time.saturating_sub(r.lateness);
+            let watermark = self.base.saturating_sub(r.lateness);
             if let Err(e) = r.process(batch, watermark, &mut alerts) {
                 r.stats.errors += 1;
                 r.stats.last_error = Some(format!("{e:#}"));
                 if r.stats.errors <= 3 {
                     log::error!("rule {} failed on a batch of {} rows: {e:#}", r.rule.id, batch.num_rows());
                 }
+            }
+        }
+        alerts
+    }
+
+    /// The minimum newest time over streams heard from within the idle timeout (over all
+    /// streams when every one is idle); it never moves back.
+    fn advance_base(&mut self) {
+        let now = Instant::now();
+        let active = self.clocks.values().filter(|c| now.duration_since(c.seen) < self.idle_timeout).map(|c| c.newest).min();
+        let candidate = active.or_else(|| self.clocks.values().map(|c| c.newest).max()).unwrap_or(i64::MIN);
+        self.base = self.base.max(candidate);
+    }
+
+    /// Called when no input arrived for a while: a stream that went idle stops holding the
+    /// watermark back, and the windows that lets close fire.
+    pub fn tick(&mut self) -> Vec<Alert> {
+        self.advance_base();
+        let mut alerts = Vec::new();
+        for r in &mut self.rules {
+            if r.window.is_none() {
+                continue;
+            }
+            let watermark = self.base.saturating_sub(r.lateness);
+            if let Err(e) = r.fire(watermark, &mut alerts) {
+                r.stats.errors += 1;
+                r.stats.last_error = Some(format!("{e:#}"));
+                log::error!("rule {} failed while firing its windows: {e:#}", r.rule.id);
             }
         }
         alerts

@@ -68,6 +68,11 @@ impl WindowState {
         })
     }
 
+    /// The start of the oldest window holding state, if any.
+    pub fn oldest_start(&self, plan: &WindowedPlan) -> Option<i64> {
+        self.by_end.keys().next().map(|end| end - plan.window.width)
+    }
+
     pub fn live_groups(&self) -> usize {
         self.groups.len()
     }

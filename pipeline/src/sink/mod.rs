@@ -1,6 +1,7 @@
-//! Sinks: where alerts and dead letters go. A sink only sees alerts (or dead letters), never
-//! where they came from.
+//! Sinks: where alerts and dead letters go. A sink sees serialized records (one JSON document
+//! and a key each), never where they came from, so every sink serves both outputs.
 
+pub mod kafka;
 pub mod router;
 
 use std::fs::{File, OpenOptions};
@@ -10,31 +11,46 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::alert::Alert;
+/// One output document, serialized once for every sink.
+pub struct Record {
+    /// What a keyed sink (Kafka) keys by: the alert id, or a dead letter's source and position.
+    pub key: String,
+    /// One JSON document, without a trailing newline.
+    pub json: Vec<u8>,
+}
 
-pub trait AlertSink: Send {
+impl Record {
+    pub fn new<T: Serialize>(key: String, item: &T) -> Record {
+        // Alerts and dead letters are plain structs of strings and numbers: always serializable.
+        Record { key, json: serde_json::to_vec(item).expect("alerts and dead letters serialize") }
+    }
+}
+
+pub trait Sink: Send {
     fn name(&self) -> &str;
-    /// Delivers alerts; returns only once they are written (not necessarily synced).
-    fn send(&mut self, alerts: &[Alert]) -> Result<()>;
-    /// Makes everything sent so far durable.
+    /// Hands records over, in order; they may not be durable until [`Sink::flush`]. An error
+    /// means the sink cannot take them: the pipeline stops rather than lose them.
+    fn send(&mut self, records: &[Record]) -> Result<()>;
+    /// Returns once everything sent so far is durable (synced to disk, acknowledged by the
+    /// broker). Source offsets are committed only after every sink flushed.
     fn flush(&mut self) -> Result<()>;
 }
 
 /// JSON lines on stdout, flushed per batch so `| jq` sees alerts as they fire.
 pub struct StdoutSink;
 
-impl AlertSink for StdoutSink {
+impl Sink for StdoutSink {
     fn name(&self) -> &str {
         "stdout"
     }
-    fn send(&mut self, alerts: &[Alert]) -> Result<()> {
+    fn send(&mut self, records: &[Record]) -> Result<()> {
         let stdout = io::stdout();
         let mut out = stdout.lock();
-        for a in alerts {
-            serde_json::to_writer(&mut out, a)?;
-            out.write_all(b"\n")?;
-        }
-        match out.flush() {
+        let written = records.iter().try_for_each(|r| {
+            out.write_all(&r.json)?;
+            out.write_all(b"\n")
+        });
+        match written.and_then(|_| out.flush()) {
             // The reader went away (`| head`): not an error of ours.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             r => Ok(r?),
@@ -57,18 +73,7 @@ impl JsonLinesFile {
         JsonLinesFile { path: path.to_path_buf(), out: None, label: format!("{label}:{}", path.display()) }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn written(&self) -> bool {
-        self.out.is_some()
-    }
-
-    pub fn write_all<T: Serialize>(&mut self, items: &[T]) -> Result<()> {
-        if items.is_empty() {
-            return Ok(());
-        }
+    fn open(&mut self) -> Result<&mut BufWriter<File>> {
         if self.out.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -80,32 +85,31 @@ impl JsonLinesFile {
                 .with_context(|| format!("opening {}", self.path.display()))?;
             self.out = Some(BufWriter::new(f));
         }
-        let out = self.out.as_mut().expect("opened above");
-        for i in items {
-            serde_json::to_writer(&mut *out, i)?;
+        Ok(self.out.as_mut().expect("opened above"))
+    }
+}
+
+impl Sink for JsonLinesFile {
+    fn name(&self) -> &str {
+        &self.label
+    }
+    fn send(&mut self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.display().to_string();
+        let out = self.open()?;
+        for r in records {
+            out.write_all(&r.json)?;
             out.write_all(b"\n")?;
         }
-        out.flush().with_context(|| format!("writing {}", self.path.display()))?;
-        Ok(())
+        out.flush().with_context(|| format!("writing {path}"))
     }
-
-    pub fn sync(&mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         if let Some(out) = self.out.as_mut() {
             out.flush()?;
             out.get_ref().sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
         }
         Ok(())
-    }
-}
-
-impl AlertSink for JsonLinesFile {
-    fn name(&self) -> &str {
-        &self.label
-    }
-    fn send(&mut self, alerts: &[Alert]) -> Result<()> {
-        self.write_all(alerts)
-    }
-    fn flush(&mut self) -> Result<()> {
-        self.sync()
     }
 }

@@ -155,10 +155,7 @@ impl FileSource {
                 Some(len) => break len,
             }
         };
-        let trimmed = first.trim_ascii();
-        let starts_json = matches!(trimmed.first(), Some(b'{') | Some(b'['));
-        let incomplete =
-            starts_json && len as usize <= max && matches!(serde_json::from_slice::<serde::de::IgnoredAny>(trimmed), Err(e) if e.is_eof());
+        let incomplete = len as usize <= max && super::starts_multiline_document(&first);
         if !incomplete {
             self.mode = Mode::Lines;
             self.pending = Some((first, (len as usize > max).then_some(len)));
@@ -184,6 +181,7 @@ impl FileSource {
             unit: "document starting at line",
             buf,
             docs: vec![DocRef { index: 1, start: 0, end, oversize }],
+            offsets: None,
         }))
     }
 
@@ -192,7 +190,8 @@ impl FileSource {
     /// not buffered: its first bytes become the sample of a `too_large` document and the rest is
     /// skipped.
     fn next_lines(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk { source: self.name.clone(), unit: "line", buf: std::mem::take(&mut self.carry), docs: Vec::new() };
+        let mut chunk =
+            Chunk { source: self.name.clone(), unit: "line", buf: std::mem::take(&mut self.carry), docs: Vec::new(), offsets: None };
         let max = self.limits.max_document_bytes;
         if let Some((first, oversize)) = self.pending.take() {
             // The first line, read while detecting the mode.

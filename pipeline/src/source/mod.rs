@@ -2,6 +2,7 @@
 //! (lines of a file, messages of a topic) and knows nothing of what they contain.
 
 pub mod file;
+pub mod kafka;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -24,6 +25,27 @@ pub struct Chunk {
     pub unit: &'static str,
     pub buf: Vec<u8>,
     pub docs: Vec<DocRef>,
+    /// For sources that can resume (Kafka): the offsets this chunk covers. The pipeline commits
+    /// them once the chunk's alerts are durable and no open window needs its events.
+    pub offsets: Option<SourceOffsets>,
+}
+
+/// A run of consecutive offsets of one partition: `first..next`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOffsets {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub first: i64,
+    /// The offset after the chunk's last message: what a commit stores.
+    pub next: i64,
+}
+
+/// Commits source positions on behalf of the pipeline (Kafka: the consumer group offsets).
+pub trait OffsetCommitter: Send {
+    /// Commits, per (topic, partition), the offset from which a restart must read again.
+    /// Partitions this consumer no longer owns are left alone. `wait`: block until the broker
+    /// confirms (at shutdown); otherwise the commit is sent in the background.
+    fn commit(&self, offsets: &[SourceOffsets], wait: bool) -> anyhow::Result<()>;
 }
 
 pub trait Source: Send {
@@ -35,6 +57,23 @@ pub trait Source: Send {
     fn size_hint(&self) -> Option<u64> {
         None
     }
+    /// Called instead of `next_chunk` while the pipeline is full: a source that must keep
+    /// talking to its server (Kafka heartbeats, rebalances) pauses fetching and serves it here.
+    fn wait_while_full(&mut self) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    /// For sources whose positions can be committed: the committer, taken once before reading.
+    fn committer(&self) -> Option<Box<dyn OffsetCommitter>> {
+        None
+    }
+}
+
+/// Whether a first line that starts a JSON value leaves it unfinished (a pretty-printed
+/// document spread over lines) rather than being one complete document (JSON lines).
+pub fn starts_multiline_document(first_line: &[u8]) -> bool {
+    let trimmed = first_line.trim_ascii();
+    matches!(trimmed.first(), Some(b'{') | Some(b'['))
+        && matches!(serde_json::from_slice::<serde::de::IgnoredAny>(trimmed), Err(e) if e.is_eof())
 }
 
 /// Limits every source applies while framing.
