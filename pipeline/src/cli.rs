@@ -78,6 +78,12 @@ enum Command {
         /// Output file (stdout when omitted); a name ending .gz is compressed.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Event time of the first event, RFC 3339 (default 2026-11-01T08:00:00Z).
+        #[arg(long)]
+        start: Option<String>,
+        /// Background traffic only, no attack scenarios.
+        #[arg(long)]
+        no_attacks: bool,
     },
     /// Measure replay throughput against serde_json::Value parsing (and DuckDB when available).
     Bench(bench::BenchArgs),
@@ -206,7 +212,15 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
         Command::Rules { command: RulesCommand::List { rules } } => rules_list(&rules).map(|_| ExitCode::SUCCESS),
         Command::Rules { command: RulesCommand::Test { ids, rules, show_alerts } } => rules_test(&ids, &rules, show_alerts),
         Command::Schema { table, json, write_dir } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
-        Command::Gen { events, seed, rate, out } => generate(events, seed, rate, out.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Gen { events, seed, rate, out, start, no_attacks } => {
+            let mut opts = gen::GenOptions { events, seed, events_per_second: rate, attacks: !no_attacks, ..gen::GenOptions::default() };
+            if let Some(s) = start {
+                let nanos =
+                    crate::decode::time::parse_rfc3339_nanos(&s).with_context(|| format!("--start {s:?} is not an RFC 3339 time"))?;
+                opts.start_unix_secs = nanos.div_euclid(1_000_000_000);
+            }
+            generate(&opts, out.as_deref()).map(|_| ExitCode::SUCCESS)
+        }
         Command::Bench(a) => bench::run(&a).map(|_| ExitCode::SUCCESS),
     }
 }
@@ -360,13 +374,15 @@ fn run_service(args: &RunArgs) -> Result<()> {
     }
     let limits = FramingLimits { max_document_bytes: cfg.limits.max_document_bytes, ..FramingLimits::default() };
     let metrics = Arc::new(Metrics::new());
+    // Kafka chunks are smaller: offsets are committed chunk by chunk.
+    let kafka_limits = FramingLimits { chunk_bytes: 1 << 20, ..limits.clone() };
     let sources: Vec<Box<dyn Source>> = match &cfg.source {
         SourceConfig::Kafka { .. } => {
             let (opts, interval) = kafka_source_options(&cfg).expect("a kafka source");
             if let Some(i) = interval {
                 control.checkpoint_interval = std::time::Duration::from_nanos(parse_duration(i)?.max(1) as u64);
             }
-            let source = KafkaSource::new(&opts, limits, control.bytes_read.clone(), control.stop.clone(), (*metrics).clone())?;
+            let source = KafkaSource::new(&opts, kafka_limits, control.bytes_read.clone(), control.stop.clone(), (*metrics).clone())?;
             vec![Box::new(source)]
         }
         SourceConfig::Stdin => vec![Box::new(FileSource::stdin(limits, control.bytes_read.clone())?)],
@@ -496,20 +512,19 @@ fn schema(table: Option<&str>, json: bool, write_dir: Option<&Path>) -> Result<(
     Ok(())
 }
 
-fn generate(events: u64, seed: u64, rate: f64, out: Option<&Path>) -> Result<()> {
-    let opts = gen::GenOptions { events, seed, events_per_second: rate, ..gen::GenOptions::default() };
+fn generate(opts: &gen::GenOptions, out: Option<&Path>) -> Result<()> {
     let stats = match out {
-        None => gen::generate(&opts, &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))?,
+        None => gen::generate(opts, &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))?,
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
             if p.extension().is_some_and(|e| e == "gz") {
                 let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default());
-                let s = gen::generate(&opts, &mut gz)?;
+                let s = gen::generate(opts, &mut gz)?;
                 gz.finish()?.flush()?;
                 s
             } else {
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-                let s = gen::generate(&opts, &mut w)?;
+                let s = gen::generate(opts, &mut w)?;
                 w.flush()?;
                 s
             }

@@ -17,12 +17,14 @@ pub struct GenOptions {
     pub start_unix_secs: i64,
     /// Average events per second of event time.
     pub events_per_second: f64,
+    /// Mix in the attack scenarios (off: background traffic only).
+    pub attacks: bool,
 }
 
 impl Default for GenOptions {
     fn default() -> Self {
         // 2026-11-01T08:00:00Z
-        GenOptions { events: 10_000, seed: 1, start_unix_secs: 1_793_520_000, events_per_second: 100.0 }
+        GenOptions { events: 10_000, seed: 1, start_unix_secs: 1_793_520_000, events_per_second: 100.0, attacks: true }
     }
 }
 
@@ -779,7 +781,8 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
     let mut attacks: Vec<(i64, usize, Event)> = Vec::new();
     let mut attack_counts = Vec::new();
     let s = SCENARIOS.len() as i64;
-    for (k, (name, _)) in SCENARIOS.iter().enumerate() {
+    let scenarios = if opts.attacks { SCENARIOS } else { &[] };
+    for (k, (name, _)) in scenarios.iter().enumerate() {
         let t = start + run * (k as i64 + 1) / (s + 1);
         let (t, span) = match *name {
             "forbidden-burst" => (aligned(t, 300 * SEC, 30 * SEC), (90 * SEC).min(run / 10).max(3 * SEC)),

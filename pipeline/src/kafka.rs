@@ -85,6 +85,12 @@ impl Connection {
     }
 }
 
+/// Whether the n-th repeat of a client error is logged: the first few, then at powers of two,
+/// so a broker that is away for an hour does not flood the log.
+pub fn worth_logging(n: u64) -> bool {
+    n <= 3 || n.is_power_of_two()
+}
+
 /// A parsed `kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]?key=value&…` URL.
 #[derive(Debug, Clone)]
 pub struct KafkaUrl {

@@ -175,6 +175,7 @@ struct Decoded {
     offsets: Option<SourceOffsets>,
     /// The stream the engine keeps a clock for (partitioned sources only).
     stream: Option<Arc<str>>,
+    opens_stream: bool,
 }
 
 /// Decodes a chunk with a worker's decoder (kept across chunks so its buffers are reused).
@@ -268,8 +269,9 @@ pub fn run(
                     let next = rx.lock().expect("lock").recv();
                     let Ok((seq, chunk)) = next else { break };
                     let (batch, dead, stats) = decode_chunk(&mut decoder, &chunk);
-                    let stream = chunk.offsets.is_some().then(|| chunk.source.clone());
-                    if tx.send(Decoded { seq, batch, dead, stats, offsets: chunk.offsets, stream }).is_err() {
+                    let stream = (chunk.offsets.is_some() || chunk.opens_stream).then(|| chunk.source.clone());
+                    let opens_stream = chunk.opens_stream;
+                    if tx.send(Decoded { seq, batch, dead, stats, offsets: chunk.offsets, stream, opens_stream }).is_err() {
                         break;
                     }
                 }
@@ -464,6 +466,9 @@ fn handle(
                 }
             }
         }
+    }
+    if let (true, Some(stream)) = (d.opens_stream, &d.stream) {
+        engine.open_stream(stream);
     }
     let mut newest_event = i64::MIN;
     if let Some(batch) = d.batch {

@@ -1,8 +1,10 @@
 //! Integration tests: the real binary and the real pipeline on real inputs.
 
 mod bad_input;
+mod broker;
 mod common;
 mod drift;
 mod engine;
+mod kafka;
 mod replay;
 mod service;

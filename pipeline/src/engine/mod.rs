@@ -260,6 +260,13 @@ impl Engine {
         alerts
     }
 
+    /// A stream (partition) was assigned: until it delivers data or goes idle, it holds the
+    /// watermark where it is.
+    pub fn open_stream(&mut self, stream: &Arc<str>) {
+        let clock = self.clocks.entry(stream.clone()).or_insert(StreamClock { newest: i64::MIN, seen: Instant::now() });
+        clock.seen = Instant::now();
+    }
+
     /// The minimum newest time over streams heard from within the idle timeout (over all
     /// streams when every one is idle); it never moves back.
     fn advance_base(&mut self) {

@@ -3,6 +3,7 @@
 //! While the broker is slow or down, `send` waits for room in a bounded producer queue: the
 //! pipeline slows down and the source pauses instead of buffering without bound.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,12 +21,15 @@ struct DeliveryContext {
     topic: String,
     /// The first delivery the broker finally refused (after librdkafka's own retries).
     failed: Mutex<Option<String>>,
+    errors: AtomicU64,
     metrics: Metrics,
 }
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        log::warn!("kafka producer ({}): {error} ({reason}); retrying", self.topic);
+        if crate::kafka::worth_logging(self.errors.fetch_add(1, Ordering::Relaxed) + 1) {
+            log::warn!("kafka producer ({}): {error} ({reason}); retrying", self.topic);
+        }
     }
 }
 
@@ -71,7 +75,7 @@ impl KafkaSink {
         default("queue.buffering.max.messages", "100000");
         default("queue.buffering.max.kbytes", "65536");
         default("linger.ms", "5");
-        let context = DeliveryContext { topic: topic.to_string(), failed: Mutex::new(None), metrics };
+        let context = DeliveryContext { topic: topic.to_string(), failed: Mutex::new(None), errors: AtomicU64::new(0), metrics };
         let producer: ThreadedProducer<DeliveryContext> = c.create_with_context(context).context("creating the Kafka producer")?;
         let context = producer.context().clone();
         Ok(KafkaSink {

@@ -182,6 +182,7 @@ impl FileSource {
             buf,
             docs: vec![DocRef { index: 1, start: 0, end, oversize }],
             offsets: None,
+            opens_stream: false,
         }))
     }
 
@@ -190,8 +191,14 @@ impl FileSource {
     /// not buffered: its first bytes become the sample of a `too_large` document and the rest is
     /// skipped.
     fn next_lines(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk =
-            Chunk { source: self.name.clone(), unit: "line", buf: std::mem::take(&mut self.carry), docs: Vec::new(), offsets: None };
+        let mut chunk = Chunk {
+            source: self.name.clone(),
+            unit: "line",
+            buf: std::mem::take(&mut self.carry),
+            docs: Vec::new(),
+            offsets: None,
+            opens_stream: false,
+        };
         let max = self.limits.max_document_bytes;
         if let Some((first, oversize)) = self.pending.take() {
             // The first line, read while detecting the mode.

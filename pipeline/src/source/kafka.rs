@@ -68,6 +68,8 @@ struct Ownership {
     /// The newest offset the pipeline declared safe, per partition.
     safe: HashMap<PartitionKey, i64>,
     committed: HashMap<PartitionKey, i64>,
+    /// Partitions assigned since the source last looked: each is announced to the pipeline.
+    newly_assigned: Vec<PartitionKey>,
 }
 
 pub struct SourceContext {
@@ -89,8 +91,7 @@ impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         // Broker down, connection refused…: librdkafka retries by itself; say so once in a while.
         self.metrics.kafka_consumer_errors.inc();
-        let n = self.metrics.kafka_consumer_errors.get();
-        if n <= 5 || n.is_power_of_two() {
+        if crate::kafka::worth_logging(self.metrics.kafka_consumer_errors.get()) {
             log::warn!("kafka consumer: {error} ({reason}); retrying");
         }
     }
@@ -148,6 +149,7 @@ impl ConsumerContext for SourceContext {
                 // Whatever we knew of this partition is from an earlier ownership.
                 own.safe.remove(&key);
                 own.committed.remove(&key);
+                own.newly_assigned.push(key.clone());
                 own.assigned.insert(key);
             }
             log::info!("kafka: partitions assigned: {}", describe(tpl));
@@ -195,6 +197,9 @@ pub struct KafkaSource {
     filling: Vec<Filling>,
     stop: Arc<AtomicBool>,
     paused: bool,
+    /// Set by a consumer error (broker away): on recovery every partition is announced
+    /// again, so the time the broker was away does not count as the partitions being idle.
+    disrupted: bool,
     bytes: ByteCounter,
     metrics: Metrics,
 }
@@ -235,6 +240,7 @@ impl KafkaSource {
             filling: Vec::new(),
             stop,
             paused: false,
+            disrupted: false,
             bytes,
             metrics,
         })
@@ -242,6 +248,11 @@ impl KafkaSource {
 
     /// Frames one message into its partition's chunk.
     fn add(&mut self, m: &BorrowedMessage<'_>) {
+        if std::mem::take(&mut self.disrupted) {
+            let mut own = self.owned.lock().expect("ownership lock");
+            let all: Vec<PartitionKey> = own.assigned.iter().cloned().collect();
+            own.newly_assigned.extend(all);
+        }
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let payload = m.payload().unwrap_or(&[]);
         self.metrics.kafka_messages_consumed.with_label_values(&[topic]).inc();
@@ -266,6 +277,7 @@ impl KafkaSource {
                         buf: Vec::new(),
                         docs: Vec::new(),
                         offsets: Some(SourceOffsets { topic, partition, first: offset, next: offset }),
+                        opens_stream: false,
                     },
                     started: Instant::now(),
                 });
@@ -300,7 +312,10 @@ impl KafkaSource {
                     }
                 }
                 self.metrics.kafka_consumer_errors.inc();
-                log::warn!("kafka consumer: {e}");
+                self.disrupted = true;
+                if crate::kafka::worth_logging(self.metrics.kafka_consumer_errors.get()) {
+                    log::warn!("kafka consumer: {e}");
+                }
                 Ok(())
             }
         }
@@ -362,6 +377,11 @@ impl Source for KafkaSource {
             if self.stop.load(Ordering::Relaxed) {
                 // What was read but not handed over is not committed: a restart reads it again.
                 return Ok(None);
+            }
+            let assigned = self.owned.lock().expect("ownership lock").newly_assigned.pop();
+            if let Some((topic, partition)) = assigned {
+                let source: Arc<str> = format!("kafka:{topic}/{partition}").into();
+                return Ok(Some(Chunk { source, unit: "offset", buf: Vec::new(), docs: Vec::new(), offsets: None, opens_stream: true }));
             }
             if let Some(chunk) = self.ready(false) {
                 return Ok(Some(chunk));
@@ -440,7 +460,7 @@ mod tests {
     use super::*;
 
     fn chunk() -> Chunk {
-        Chunk { source: "kafka:t/0".into(), unit: "offset", buf: Vec::new(), docs: Vec::new(), offsets: None }
+        Chunk { source: "kafka:t/0".into(), unit: "offset", buf: Vec::new(), docs: Vec::new(), offsets: None, opens_stream: false }
     }
 
     fn docs(c: &Chunk) -> Vec<&str> {

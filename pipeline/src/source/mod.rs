@@ -28,6 +28,10 @@ pub struct Chunk {
     /// For sources that can resume (Kafka): the offsets this chunk covers. The pipeline commits
     /// them once the chunk's alerts are durable and no open window needs its events.
     pub offsets: Option<SourceOffsets>,
+    /// An empty chunk announcing a newly assigned partition (`source` names it): until it
+    /// delivers data or goes idle, it holds the watermark back, so a partition read first
+    /// cannot make the others' events late.
+    pub opens_stream: bool,
 }
 
 /// A run of consecutive offsets of one partition: `first..next`.

@@ -1,0 +1,212 @@
+//! Kafka in and out against a real broker (tansu): alerts arrive, a SIGKILL loses nothing, a
+//! broker restart loses nothing, a poison message does not block its partition.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::broker::{alert_ids, Broker};
+use crate::common::{bin, run, stdout_alerts};
+
+const PARTITIONS: i32 = 3;
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Generated AKS records with every attack scenario, background traffic four hours later (it
+/// moves the watermark past every window of the first part), and the alert ids a file replay
+/// of the first part gives: what the Kafka pipeline must deliver.
+struct Data {
+    attacks: Vec<Vec<u8>>,
+    later: Vec<Vec<u8>>,
+    expected: HashSet<String>,
+}
+
+fn lines(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path).expect("generated file").split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+fn data(dir: &Path, seed: u64) -> Data {
+    let seed_s = seed.to_string();
+    let later_seed = (seed + 1).to_string();
+    assert!(run(&["gen", "--events", "4000", "--seed", &seed_s, "--out", "attacks.jsonl"], dir).status.success());
+    let gen_later =
+        ["gen", "--events", "1500", "--seed", &later_seed, "--no-attacks", "--start", "2026-11-01T12:00:00Z", "--out", "later.jsonl"];
+    assert!(run(&gen_later, dir).status.success());
+    let replay = run(&["replay", "attacks.jsonl", "--no-progress"], dir);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let expected: HashSet<String> = stdout_alerts(&replay).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    assert!(expected.len() >= 8, "every scenario fires in the file replay: {expected:?}");
+    Data { attacks: lines(&dir.join("attacks.jsonl")), later: lines(&dir.join("later.jsonl")), expected }
+}
+
+/// `crowsnest run` reading `audit`, writing `alerts` and `dead`, killed when dropped.
+struct Pipeline(Child);
+
+impl Pipeline {
+    fn start(dir: &Path, broker: &Broker, group: &str) -> Pipeline {
+        let cfg = dir.join("crowsnest.toml");
+        std::fs::write(&cfg, "[metrics]\nenabled = false\n[rules]\nidle_timeout = \"5s\"\n").unwrap();
+        let a = broker.addr();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("crowsnest.log")).unwrap();
+        let child = bin()
+            .args(["-v", "run", "-c", cfg.to_str().unwrap()])
+            .args(["--source", &format!("kafka://{a}/audit?group={group}&start=earliest&commit_interval=1s")])
+            .args(["--sink", &format!("kafka://{a}/alerts"), "--dead-letters", &format!("kafka://{a}/dead")])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("crowsnest runs");
+        Pipeline(child)
+    }
+
+    fn assert_running(&mut self, dir: &Path) {
+        let log = || std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default();
+        assert!(self.0.try_wait().unwrap().is_none(), "the pipeline exited:\n{}", log());
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL: no flush, no final commit.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn topics(broker: &Broker) {
+    broker.create_topic("audit", PARTITIONS);
+    broker.create_topic("alerts", 1);
+    broker.create_topic("dead", 1);
+}
+
+/// Waits until every expected alert id arrived; returns every id that did.
+fn delivered(broker: &Broker, expected: &HashSet<String>) -> HashSet<String> {
+    let docs = broker.read_all("alerts", WAIT, |docs| alert_ids(docs).is_superset(expected));
+    alert_ids(&docs)
+}
+
+fn check(delivered: &HashSet<String>, expected: &HashSet<String>, dir: &Path) {
+    let missing: Vec<_> = expected.difference(delivered).collect();
+    let log = || std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default();
+    assert!(missing.is_empty(), "{} of {} alerts never arrived: {missing:?}\n{}", missing.len(), expected.len(), log());
+    // A repeat may only repeat an id; nothing the file replay does not produce.
+    let extra: Vec<_> = delivered.difference(expected).collect();
+    assert!(extra.is_empty(), "alerts the file replay does not give: {extra:?}");
+}
+
+#[test]
+fn generated_records_on_several_partitions_give_every_expected_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(dir.path(), 21);
+    let broker = Broker::in_memory(dir.path());
+    topics(&broker);
+    broker.produce("audit", PARTITIONS, &d.attacks);
+    broker.produce("audit", PARTITIONS, &d.later);
+    let mut p = Pipeline::start(dir.path(), &broker, "g-all");
+    let got = delivered(&broker, &d.expected);
+    check(&got, &d.expected, dir.path());
+    p.assert_running(dir.path());
+    // The alert topic is keyed by alert id and holds schema-conformant alerts.
+    let docs = broker.read_all("alerts", Duration::from_secs(5), |docs| docs.len() >= got.len());
+    for doc in &docs {
+        let a: serde_json::Value = serde_json::from_slice(doc).unwrap();
+        assert!(a["rule_id"].as_str().unwrap().starts_with("CN-"), "{a}");
+    }
+}
+
+#[test]
+fn a_pipeline_killed_mid_run_and_restarted_still_delivers_every_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(dir.path(), 31);
+    let broker = Broker::in_memory(dir.path());
+    topics(&broker);
+    let half = d.attacks.len() / 2;
+    broker.produce("audit", PARTITIONS, &d.attacks[..half]);
+    let mut p = Pipeline::start(dir.path(), &broker, "g-kill");
+    // Some alerts are out and some offsets committed; windows of the first half are still
+    // open (their events are not committed). Then SIGKILL.
+    let first = broker.read_all("alerts", WAIT, |docs| !docs.is_empty());
+    assert!(!first.is_empty(), "no alert before the kill");
+    std::thread::sleep(Duration::from_secs(3));
+    p.kill();
+    broker.produce("audit", PARTITIONS, &d.attacks[half..]);
+    broker.produce("audit", PARTITIONS, &d.later);
+    let mut p = Pipeline::start(dir.path(), &broker, "g-kill");
+    let got = delivered(&broker, &d.expected);
+    check(&got, &d.expected, dir.path());
+    p.assert_running(dir.path());
+}
+
+#[test]
+fn a_broker_restart_while_the_pipeline_runs_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(dir.path(), 41);
+    let mut broker = Broker::on_disk(dir.path());
+    topics(&broker);
+    let half = d.attacks.len() / 2;
+    broker.produce("audit", PARTITIONS, &d.attacks[..half]);
+    let mut p = Pipeline::start(dir.path(), &broker, "g-restart");
+    let first = broker.read_all("alerts", WAIT, |docs| !docs.is_empty());
+    assert!(!first.is_empty(), "no alert before the broker restart");
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.start();
+    broker.produce("audit", PARTITIONS, &d.attacks[half..]);
+    broker.produce("audit", PARTITIONS, &d.later);
+    let got = delivered(&broker, &d.expected);
+    check(&got, &d.expected, dir.path());
+    p.assert_running(dir.path());
+}
+
+#[test]
+fn a_poison_message_goes_to_dead_letters_and_does_not_block_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(dir.path(), 51);
+    let broker = Broker::in_memory(dir.path());
+    topics(&broker);
+    // Poison lands on partition 0 (every third message) in the middle of the attack data.
+    let mut messages = d.attacks.clone();
+    let at = (messages.len() / 2) / PARTITIONS as usize * PARTITIONS as usize;
+    messages.insert(at, br#"{"records":[{"category":"kube-audit","properties":{"log":"{\"kind\":\"Event\",\"auditID\""#.to_vec());
+    messages.insert(at + PARTITIONS as usize, b"\xff\xfe not even UTF-8".to_vec());
+    broker.produce("audit", PARTITIONS, &messages);
+    broker.produce("audit", PARTITIONS, &d.later);
+    let mut p = Pipeline::start(dir.path(), &broker, "g-poison");
+    let got = delivered(&broker, &d.expected);
+    check(&got, &d.expected, dir.path());
+    // Traffic from still later closes the windows of the first later part, so every chunk up
+    // to it can be committed.
+    let gen_last = ["gen", "--events", "600", "--seed", "52", "--no-attacks", "--start", "2026-11-01T16:00:00Z", "--out", "last.jsonl"];
+    assert!(run(&gen_last, dir.path()).status.success());
+    broker.produce("audit", PARTITIONS, &lines(&dir.path().join("last.jsonl")));
+    let dead = broker.read_all("dead", WAIT, |docs| docs.len() >= 2);
+    let reasons: HashSet<String> = dead
+        .iter()
+        .map(|doc| {
+            let v: serde_json::Value = serde_json::from_slice(doc).unwrap();
+            assert!(v["source"].as_str().unwrap().starts_with("kafka:audit/0"), "{v}");
+            assert!(v["position"].as_str().unwrap().starts_with("offset "), "{v}");
+            v["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(dead.len(), 2, "one dead letter per poison message");
+    assert!(reasons.contains("invalid_utf8"), "{reasons:?}");
+    // The partition moved past the poison: its committed offset is beyond it.
+    let poison_offset = (at / PARTITIONS as usize) as i64;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let c = broker.committed("g-poison", "audit", 0);
+        if c.is_some_and(|c| c > poison_offset + 1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "partition 0 never committed past the poison (committed {c:?})");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    p.assert_running(dir.path());
+}
