@@ -7,6 +7,9 @@
 //!    N decode workers;
 //! 4. peak memory of the pipeline on 10 % of the file and on the whole file (flat = no growth);
 //! 5. DuckDB, when its Python module is installed: load the same file and run comparable SQL.
+//!
+//! `--kafka HOST:PORT` measures instead the pipeline reading a Kafka topic (3 partitions) and
+//! writing alerts to a topic, against file replay of the same events in the same run.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -42,6 +45,10 @@ pub struct BenchArgs {
     /// Skip the DuckDB comparison.
     #[arg(long)]
     no_duckdb: bool,
+    /// Kafka mode: a broker (e.g. `tansu broker --storage-engine memory://tansu/`) to load the
+    /// events into and read them back from.
+    #[arg(long, value_name = "HOST:PORT")]
+    kafka: Option<String>,
 }
 
 /// Counts alerts, keeps none: the bench measures the pipeline, not a terminal.
@@ -139,8 +146,139 @@ fn duckdb(path: &Path, threads: usize) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("seconds ").and_then(|s| s.trim().parse().ok()))
 }
 
+/// Sum of a counter family in the registry.
+fn counter_total(metrics: &Metrics, name: &str) -> u64 {
+    metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::ClientConfig;
+
+    let (path, size) = ensure_file(args, args.events, "events.jsonl")?;
+    std::io::copy(&mut File::open(&path)?, &mut std::io::sink())?;
+    let file = run_pipeline(&path, set, workers)?;
+
+    let run_id = std::process::id();
+    let (topic, alerts_topic) = (format!("crowsnest-bench-{run_id}"), format!("crowsnest-bench-alerts-{run_id}"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    let new = [NewTopic::new(&topic, 3, TopicReplication::Fixed(1)), NewTopic::new(&alerts_topic, 1, TopicReplication::Fixed(1))];
+    for r in futures::executor::block_on(admin.create_topics(&new, &opts))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    eprintln!("loading {} into {topic} (not timed) …", path.display());
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "20").set("message.max.bytes", "20000000").create()?;
+    for line in BufReader::with_capacity(1 << 20, File::open(&path)?).split(b'\n') {
+        let line = line?;
+        let mut record = BaseRecord::<(), [u8]>::to(&topic).payload(&line[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(300))?;
+
+    let engine = Engine::new(set, &EngineOptions::default())?;
+    let control = Control { workers, ..Control::default() };
+    let metrics = Metrics::new();
+    let connection = crate::kafka::Connection { brokers: brokers.to_string(), ..Default::default() };
+    let source_opts = crate::source::kafka::KafkaSourceOptions {
+        connection: connection.clone(),
+        topics: vec![topic.clone()],
+        group: format!("crowsnest-bench-{run_id}"),
+        start: crate::source::kafka::StartPosition::Earliest,
+        linger: std::time::Duration::from_millis(200),
+    };
+    let limits = FramingLimits { chunk_bytes: 1 << 20, ..FramingLimits::default() };
+    let source =
+        crate::source::kafka::KafkaSource::new(&source_opts, limits, control.bytes_read.clone(), control.stop.clone(), metrics.clone())?;
+    let sink = crate::sink::kafka::KafkaSink::new(&connection, &alerts_topic, "alerts", metrics.clone())?;
+    let mut outputs = Outputs { sinks: vec![Box::new(sink)], dead_letters: None };
+    // Stop once every event went through the engine (the pipeline would wait for more).
+    let (stop, m, want) = (control.stop.clone(), metrics.clone(), file.events);
+    let started = Instant::now();
+    // Also stops when nothing moved for 10 s (messages the broker never hands out): the figure
+    // then covers the events that did arrive, up to the last one.
+    let watcher = std::thread::spawn(move || {
+        let (mut last, mut last_at) = (0, Instant::now());
+        loop {
+            let n = counter_total(&m, "crowsnest_events_decoded_total");
+            if n != last {
+                (last, last_at) = (n, Instant::now());
+            }
+            if n >= want || last_at.elapsed() > std::time::Duration::from_secs(10) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let secs = last_at.duration_since(started).as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (secs, last)
+    });
+    let summary = pipeline::run(
+        vec![Box::new(source)],
+        engine,
+        AlertRouter::new(suppression_periods(set), 1 << 20),
+        &mut outputs,
+        &metrics,
+        &control,
+    )?;
+    let (kafka_secs, kafka_events) = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    let produced = counter_total(&metrics, "crowsnest_kafka_produced_total");
+
+    let mut out = std::io::stdout().lock();
+    let ev = file.events as f64;
+    writeln!(
+        out,
+        "crowsnest bench (kafka at {brokers}) — {} events, {:.1} MB, {} rules, {workers} decode workers",
+        file.events,
+        size as f64 / 1e6,
+        set.rules.len()
+    )?;
+    writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
+    writeln!(out, "{:<58} {:>12.2} {:>14.0} {:>8.2}", "file replay (baseline)", file.secs, ev / file.secs, 1.0)?;
+    let kafka_rate = kafka_events as f64 / kafka_secs;
+    writeln!(
+        out,
+        "{:<58} {:>12.2} {:>14.0} {:>8.2}",
+        "kafka topic (3 partitions) → rules → kafka alert topic",
+        kafka_secs,
+        kafka_rate,
+        kafka_rate / (ev / file.secs)
+    )?;
+    if kafka_events < file.events {
+        writeln!(out, "WARNING: only {kafka_events} of {} events came back from the broker; the rate covers those", file.events)?;
+    }
+    writeln!(
+        out,
+        "alerts: file {}; kafka {} delivered and acknowledged ({} acknowledged in all; windows still open at the stop stay uncommitted)",
+        file.alerts, summary.alerts, produced
+    )?;
+    Ok(())
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     let set = RuleSet::bundled()?;
+    if let Some(brokers) = &args.kafka {
+        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        return kafka_bench(args, brokers, &set, workers);
+    }
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let (path, size) = ensure_file(args, args.events, "events.jsonl").context("generating the bench input")?;
     let (small, _) = ensure_file(args, (args.events / 10).max(1), "events-10pct.jsonl")?;
