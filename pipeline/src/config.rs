@@ -62,7 +62,9 @@ fn default_group() -> String {
     "crowsnest".into()
 }
 
-/// A Kafka topic to write alerts or dead letters to.
+/// A Kafka topic to write alerts or dead letters to. The connection keys repeat those of
+/// [`Connection`] rather than `#[serde(flatten)]` it: flatten would switch off
+/// `deny_unknown_fields`, and a typo in a sink's settings must stay an error.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
