@@ -85,6 +85,13 @@ impl Connection {
     }
 }
 
+/// Sets `key` unless the user's settings already did: Crowsnest's defaults never override them.
+pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
+}
+
 /// Whether the n-th repeat of a client error is logged: the first few, then at powers of two,
 /// so a broker that is away for an hour does not flood the log.
 pub fn worth_logging(n: u64) -> bool {

@@ -280,29 +280,23 @@ impl Engine {
     /// watermark back, and the windows that lets close fire.
     pub fn tick(&mut self) -> Vec<Alert> {
         self.advance_base();
-        let mut alerts = Vec::new();
-        for r in &mut self.rules {
-            if r.window.is_none() {
-                continue;
-            }
-            let watermark = self.base.saturating_sub(r.lateness);
-            if let Err(e) = r.fire(watermark, &mut alerts) {
-                r.stats.errors += 1;
-                r.stats.last_error = Some(format!("{e:#}"));
-                log::error!("rule {} failed while firing its windows: {e:#}", r.rule.id);
-            }
-        }
-        alerts
+        self.fire_windows(false)
     }
 
     /// End of input: fires every open window.
     pub fn finish(&mut self) -> Vec<Alert> {
+        self.fire_windows(true)
+    }
+
+    /// Fires the windows each rule's watermark (every window at the end of input) closes.
+    fn fire_windows(&mut self, end_of_input: bool) -> Vec<Alert> {
         let mut alerts = Vec::new();
         for r in &mut self.rules {
-            if let Err(e) = r.fire(i64::MAX, &mut alerts) {
+            let watermark = if end_of_input { i64::MAX } else { self.base.saturating_sub(r.lateness) };
+            if let Err(e) = r.fire(watermark, &mut alerts) {
                 r.stats.errors += 1;
                 r.stats.last_error = Some(format!("{e:#}"));
-                log::error!("rule {} failed while flushing its windows: {e:#}", r.rule.id);
+                log::error!("rule {} failed while firing its windows: {e:#}", r.rule.id);
             }
         }
         alerts

@@ -12,7 +12,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use crate::kafka::{Connection, Role};
+use crate::kafka::{set_default, Connection, Role};
 use crate::metrics::Metrics;
 
 use super::{Record, Sink};
@@ -62,11 +62,7 @@ impl KafkaSink {
     /// `label`: "alerts" or "dead-letters", for logs.
     pub fn new(connection: &Connection, topic: &str, label: &str, metrics: Metrics) -> Result<Self> {
         let mut c = connection.client_config(Role::Producer)?;
-        let mut default = |k: &str, v: &str| {
-            if c.get(k).is_none() {
-                c.set(k, v);
-            }
-        };
+        let mut default = |k: &str, v: &str| set_default(&mut c, k, v);
         // Every replica must have it before it counts as delivered.
         default("acks", "all");
         // Never give up on a record because the broker is away for a while: retry until it is

@@ -17,11 +17,11 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::ClientContext;
 use serde::Deserialize;
 
 use crate::deadletter::SAMPLE_BYTES;
-use crate::kafka::{Connection, Role};
+use crate::kafka::{set_default, Connection, Role};
 use crate::metrics::Metrics;
 
 use super::{starts_multiline_document, ByteCounter, Chunk, DocRef, FramingLimits, OffsetCommitter, Source, SourceOffsets};
@@ -170,13 +170,6 @@ fn describe(tpl: &TopicPartitionList) -> String {
         "none".into()
     } else {
         parts.join(", ")
-    }
-}
-
-/// Sets `key` unless the user's settings already did.
-fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
-    if c.get(key).is_none() {
-        c.set(key, value);
     }
 }
 
@@ -403,13 +396,6 @@ impl Source for KafkaSource {
 
     fn committer(&self) -> Option<Box<dyn OffsetCommitter>> {
         Some(Box::new(KafkaCommitter { consumer: self.consumer.clone(), owned: self.owned.clone(), metrics: self.metrics.clone() }))
-    }
-}
-
-impl Drop for KafkaSource {
-    fn drop(&mut self) {
-        // Partly filled chunks are simply not committed.
-        self.filling.clear();
     }
 }
 
