@@ -35,6 +35,7 @@ pub struct Metrics {
     pub kafka_produce_errors: IntCounterVec,
     pub kafka_produce_retries: IntCounterVec,
     pub kafka_paused: IntGauge,
+    pub kafka_offset_gaps: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -113,7 +114,10 @@ impl Metrics {
             kafka_consumer_lag: reg(
                 &r,
                 IntGaugeVec::new(
-                    Opts::new("crowsnest_kafka_consumer_lag", "Messages between the consumer position and the partition end"),
+                    Opts::new(
+                        "crowsnest_kafka_consumer_lag",
+                        "Messages between the group's committed offset and the partition end (includes what open windows hold)",
+                    ),
                     &["topic", "partition"],
                 )
                 .expect("valid metric"),
@@ -137,6 +141,12 @@ impl Metrics {
                 &r,
                 IntGauge::new("crowsnest_kafka_paused", "1 while consumption is paused because the pipeline is full (back-pressure)")
                     .expect("valid metric"),
+            ),
+            kafka_offset_gaps: cv(
+                "crowsnest_kafka_offset_gaps_total",
+                "Offsets a partition skipped between two messages read in order (normal on compacted topics; \
+                 on others the broker failed to return them)",
+                &["topic"],
             ),
             registry: r,
         };

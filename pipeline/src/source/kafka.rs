@@ -181,6 +181,9 @@ struct Filling {
     started: Instant,
 }
 
+/// How long the pipeline may stay full before the partitions are paused (see `wait_while_full`).
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
 pub struct KafkaSource {
     name: String,
     consumer: Arc<BaseConsumer<SourceContext>>,
@@ -190,6 +193,10 @@ pub struct KafkaSource {
     filling: Vec<Filling>,
     stop: Arc<AtomicBool>,
     paused: bool,
+    /// Since when the pipeline has had no room for the next chunk (see `wait_while_full`).
+    full_since: Option<Instant>,
+    /// Per partition, the offset after the last message read: a later first offset is a gap.
+    next_offset: HashMap<PartitionKey, i64>,
     /// Set by a consumer error (broker away): on recovery every partition is announced
     /// again, so the time the broker was away does not count as the partitions being idle.
     disrupted: bool,
@@ -233,6 +240,8 @@ impl KafkaSource {
             filling: Vec::new(),
             stop,
             paused: false,
+            full_since: None,
+            next_offset: HashMap::new(),
             disrupted: false,
             bytes,
             metrics,
@@ -248,6 +257,7 @@ impl KafkaSource {
         }
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let payload = m.payload().unwrap_or(&[]);
+        self.note_offset(topic, partition, offset);
         self.metrics.kafka_messages_consumed.with_label_values(&[topic]).inc();
         self.metrics.kafka_bytes_consumed.with_label_values(&[topic]).inc_by(payload.len() as u64);
         self.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
@@ -280,6 +290,24 @@ impl KafkaSource {
         let chunk = &mut self.filling[i].chunk;
         frame_message(chunk, payload, offset as u64, self.limits.max_document_bytes);
         chunk.offsets.as_mut().expect("kafka chunks have offsets").next = offset + 1;
+    }
+
+    /// Counts offsets skipped between two messages read in order. On a topic that is not
+    /// compacted none should be: a gap means the broker did not return them (tansu 0.6 does
+    /// this when a fetch starts inside a stored batch), so it is made visible, not silent.
+    fn note_offset(&mut self, topic: &str, partition: i32, offset: i64) {
+        // Looked up before inserting: one String per partition, not per message.
+        let expected = match self.next_offset.iter_mut().find(|((t, p), _)| *p == partition && t == topic) {
+            Some((_, next)) => std::mem::replace(next, offset + 1),
+            None => {
+                self.next_offset.insert((topic.to_string(), partition), offset + 1);
+                return;
+            }
+        };
+        if offset > expected {
+            self.metrics.kafka_offset_gaps.with_label_values(&[topic]).inc_by((offset - expected) as u64);
+            log::debug!("kafka: {topic}/{partition} skipped offsets {expected}..{offset}");
+        }
     }
 
     /// The chunk to hand over now: a full one, or the oldest that has waited `linger`.
@@ -365,6 +393,7 @@ impl Source for KafkaSource {
     }
 
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        self.full_since = None;
         self.set_paused(false);
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -373,6 +402,8 @@ impl Source for KafkaSource {
             }
             let assigned = self.owned.lock().expect("ownership lock").newly_assigned.pop();
             if let Some((topic, partition)) = assigned {
+                // Assigned afresh: it starts wherever the group committed, not where we left it.
+                self.next_offset.remove(&(topic.clone(), partition));
                 let source: Arc<str> = format!("kafka:{topic}/{partition}").into();
                 return Ok(Some(Chunk { source, unit: "offset", buf: Vec::new(), docs: Vec::new(), offsets: None, opens_stream: true }));
             }
@@ -386,8 +417,15 @@ impl Source for KafkaSource {
     }
 
     fn wait_while_full(&mut self) {
-        // Stop fetching, but keep polling: the group must go on hearing from this member, and
-        // rebalances are served here.
+        // A short wait costs nothing: librdkafka stops prefetching at its own bounded queue and
+        // heartbeats from its own thread. Only a longer one pauses the partitions and polls, so
+        // the group goes on hearing from this member and rebalances are served. Pausing at once
+        // would throw away the prefetched queue at every brief stall and fetch it again.
+        let since = *self.full_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < PAUSE_AFTER {
+            std::thread::sleep(Duration::from_millis(5));
+            return;
+        }
         self.set_paused(true);
         if let Err(e) = self.poll_once(Duration::from_millis(20)) {
             log::error!("{e}");
