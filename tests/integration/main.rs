@@ -5,6 +5,7 @@ mod broker;
 mod common;
 mod drift;
 mod engine;
+mod equivalence;
 mod kafka;
 mod replay;
 mod service;
