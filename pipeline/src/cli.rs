@@ -279,6 +279,9 @@ fn engine_options(cfg: &Config) -> Result<EngineOptions> {
     if let Some(l) = &cfg.rules.idle_timeout {
         opts.idle_timeout = std::time::Duration::from_nanos(parse_duration(l)?.max(0) as u64);
     }
+    if let Some(n) = cfg.rules.max_groups_per_rule {
+        opts.max_groups_per_rule = n;
+    }
     Ok(opts)
 }
 

@@ -102,6 +102,9 @@ pub struct RulesConfig {
     pub allowed_lateness: Option<String>,
     /// A partition silent this long stops holding the watermark back, e.g. "30s".
     pub idle_timeout: Option<String>,
+    /// Live (window, key) groups one windowed rule may hold before it evicts the least recently
+    /// active (200000 by default; a rule's `max_groups` overrides it).
+    pub max_groups_per_rule: Option<usize>,
     /// List overrides: `[rules.lists.allowed_registries] values = [...]`, `replace = true`.
     #[serde(default)]
     pub lists: BTreeMap<String, ListOverride>,

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub late_events: IntCounterVec,
     pub future_events: IntCounter,
     pub window_groups: IntGaugeVec,
+    pub window_state_bytes: IntGaugeVec,
+    pub window_evictions: IntCounterVec,
     pub alerts: IntCounterVec,
     pub alerts_suppressed: IntCounter,
     pub alerts_duplicate: IntCounter,
@@ -79,6 +81,19 @@ impl Metrics {
                 &r,
                 IntGaugeVec::new(Opts::new("crowsnest_window_groups", "Open (window, key) groups held by a windowed rule"), &["rule"])
                     .expect("valid metric"),
+            ),
+            window_state_bytes: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("crowsnest_window_state_bytes", "Approximate bytes of a windowed rule's open groups"),
+                    &["rule"],
+                )
+                .expect("valid metric"),
+            ),
+            window_evictions: cv(
+                "crowsnest_window_evictions_total",
+                "Groups a windowed rule dropped at its cap on live groups (least recently active first)",
+                &["rule"],
             ),
             alerts: cv("crowsnest_alerts_total", "Alerts delivered to the sinks, by rule and severity", &["rule", "severity"]),
             alerts_suppressed: c("crowsnest_alerts_suppressed_total", "Alerts dropped by their rule's suppression period"),

@@ -82,6 +82,8 @@ pub struct Summary {
     pub alerts_suppressed: u64,
     pub alerts_duplicate: u64,
     pub late_events: u64,
+    /// Window groups dropped at a rule's cap on live groups.
+    pub evictions: u64,
     pub bytes_read: u64,
     pub elapsed: Duration,
     /// Time the engine took (all rules), part of `elapsed`.
@@ -141,6 +143,9 @@ impl Summary {
             }
         }
         s.push('\n');
+        if self.evictions > 0 {
+            s.push_str(&format!("evicted groups:     {} (rules at their max_groups cap; their alerts are lost)\n", self.evictions));
+        }
         if self.late_events > 0 {
             s.push_str(&format!("late events:        {} (after their window fired)\n", self.late_events));
         }
@@ -417,6 +422,7 @@ fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary
     metrics.future_events.inc_by(engine.future_events.saturating_sub(metrics.future_events.get()));
     summary.future_events = engine.future_events;
     summary.late_events = 0;
+    summary.evictions = 0;
     summary.rule_errors = 0;
     for (rule, s) in engine.stats() {
         let id = rule.id.as_str();
@@ -428,7 +434,10 @@ fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary
         set(&metrics.late_events, s.late_events);
         set(&metrics.rule_errors, s.errors);
         metrics.window_groups.with_label_values(&[id]).set(s.live_groups as i64);
+        metrics.window_state_bytes.with_label_values(&[id]).set(s.state_bytes as i64);
+        set(&metrics.window_evictions, s.evictions);
         summary.late_events += s.late_events;
+        summary.evictions += s.evictions;
         summary.rule_errors += s.errors;
     }
 }

@@ -145,3 +145,63 @@ fn a_future_timestamp_does_not_close_open_windows() {
     assert_eq!(engine.future_events, 1);
     assert_eq!(engine.stats().next().unwrap().1.late_events, 0);
 }
+
+const EARLY_RULE: &str = "id: E-1\ntitle: early\nseverity: low\nentities: [user_name]\nearly: true\nquery: |\n  SELECT user_name, count(*) AS n FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 3\n";
+
+#[test]
+fn an_early_rule_alerts_when_the_threshold_is_crossed_and_not_again_at_close() {
+    let set = rule_set(EARLY_RULE);
+    let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
+    let mut router = AlertRouter::new(Default::default(), 1000);
+    let per_doc: Vec<usize> = [10, 20, 30, 40]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| evaluate_one(&mut engine, &mut router, &denied("mallory", *s, i as u32)).len())
+        .collect();
+    assert_eq!(per_doc, vec![0, 0, 1, 0], "one alert, at the third denial, with the window still open");
+    assert!(router.route(engine.finish()).is_empty(), "nothing more when the window closes");
+    // The same id the rule gives when it waits for the window to close.
+    let (at_close, _) = run(
+        &EARLY_RULE.replace("early: true\n", ""),
+        &[10, 20, 30, 40].iter().enumerate().map(|(i, s)| denied("mallory", *s, i as u32)).collect::<Vec<_>>(),
+        60,
+    );
+    assert_eq!(at_close.len(), 1);
+    assert_eq!(at_close[0].fields["n"], 4, "the closing alert counts the whole window");
+    let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
+    let early: Vec<Alert> = [10, 20, 30]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| evaluate_one(&mut engine, &mut router_fresh(), &denied("mallory", *s, i as u32)))
+        .collect();
+    assert_eq!(early.len(), 1);
+    assert_eq!(early[0].id, at_close[0].id, "one id per window and key, early or not");
+    assert_eq!(early[0].fields["n"], 3, "the early alert counts what crossed the threshold");
+}
+
+fn router_fresh() -> AlertRouter {
+    AlertRouter::new(Default::default(), 1000)
+}
+
+#[test]
+fn a_rule_at_its_group_cap_evicts_the_least_recently_active_key_and_counts_it() {
+    let rule = HOP_RULE
+        .replace("entities: [user_name]\n", "entities: [user_name]\nmax_groups: 3\n")
+        .replace("HOP(event_time, INTERVAL '1 minute', INTERVAL '3 minutes')", "TUMBLE(event_time, INTERVAL '10 minutes')");
+    // Five users, three denials each, one user after the other, all in one window.
+    let docs: Vec<String> = (0..15).map(|i| denied(&format!("user{}", i / 3), 10 + i * 5, i)).collect();
+    let (alerts, engine) = run(&rule, &docs, 600);
+    let mut users: Vec<String> = alerts.iter().map(|a| a.entities["user_name"].as_str().unwrap().to_string()).collect();
+    users.sort();
+    assert_eq!(users, vec!["user2", "user3", "user4"], "the two oldest keys were evicted");
+    let (_, stats) = engine.stats().next().unwrap();
+    assert_eq!(stats.evictions, 2);
+    assert_eq!(stats.live_groups, 0, "every window fired at the end");
+}
+
+#[test]
+fn early_and_max_groups_are_refused_on_single_event_rules() {
+    let rule = "id: S-1\ntitle: s\nseverity: low\nearly: true\nquery: SELECT user_name FROM kube_audit\n";
+    let err = Engine::new(&rule_set(rule), &EngineOptions::default()).err().expect("refused").to_string();
+    assert!(err.contains("windowed rules"), "{err}");
+}

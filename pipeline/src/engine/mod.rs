@@ -39,11 +39,17 @@ pub struct EngineOptions {
     pub allowed_lateness: i64,
     /// A stream (partition) that delivered nothing for this long stops holding the watermark back.
     pub idle_timeout: Duration,
+    /// Live (window, key) groups a windowed rule may hold (a rule's `max_groups` overrides it);
+    /// beyond, the least recently active group is evicted and counted.
+    pub max_groups_per_rule: usize,
 }
+
+/// The default cap on a windowed rule's live groups: some hundreds of MB at worst.
+pub const DEFAULT_MAX_GROUPS: usize = 200_000;
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { allowed_lateness: 60_000_000_000, idle_timeout: Duration::from_secs(30) }
+        EngineOptions { allowed_lateness: 60_000_000_000, idle_timeout: Duration::from_secs(30), max_groups_per_rule: DEFAULT_MAX_GROUPS }
     }
 }
 
@@ -82,6 +88,10 @@ pub struct RuleStats {
     pub errors: u64,
     pub last_error: Option<String>,
     pub live_groups: usize,
+    /// Groups dropped because the rule reached its cap on live groups.
+    pub evictions: u64,
+    /// Approximate bytes of the rule's window state.
+    pub state_bytes: usize,
 }
 
 struct CompiledRule {
@@ -152,8 +162,11 @@ impl Engine {
             bail!("table {} is not one the engine reads yet (kube_audit)", plan.table);
         }
         let input = plan.input_schema.clone();
+        if matches!(plan.shape, Shape::SingleEvent) && (rule.early || rule.max_groups.is_some()) {
+            bail!("early and max_groups apply to windowed rules (GROUP BY … TUMBLE/HOP) only");
+        }
         let window = match &plan.shape {
-            Shape::Windowed(w) => Some(WindowState::new(w, &input)?),
+            Shape::Windowed(w) => Some(WindowState::new(w, &input, rule.max_groups.unwrap_or(opts.max_groups_per_rule))?),
             Shape::SingleEvent => None,
         };
         let idx = |n: &str| input.index_of(n).ok();
@@ -185,6 +198,8 @@ impl Engine {
             if let Some(w) = &r.window {
                 s.live_groups = w.live_groups();
                 s.late_events = w.late_events;
+                s.evictions = w.evictions;
+                s.state_bytes = w.bytes;
             }
             (&r.rule, s)
         })
@@ -352,7 +367,13 @@ impl CompiledRule {
             Shape::Windowed(plan) => {
                 let state = self.window.as_mut().expect("windowed rules have state");
                 if matches > 0 {
-                    state.update(plan, batch, mask.as_ref(), meta)?;
+                    let touched = state.update(plan, batch, mask.as_ref(), meta)?;
+                    if self.rule.early {
+                        // Fire as soon as HAVING holds, once per window and key.
+                        if let Some(crossed) = state.peek(plan, &touched)? {
+                            self.alerts_from(crossed, true, alerts)?;
+                        }
+                    }
                 }
                 self.fire(watermark, alerts)?;
             }
@@ -395,6 +416,15 @@ impl CompiledRule {
         let Some(fired) = state.fire(plan, watermark)? else {
             return Ok(());
         };
+        self.alerts_from(fired, false, alerts)
+    }
+
+    /// Alerts for the aggregate rows that pass HAVING. `early`: the windows are still open, and
+    /// each group that alerts is marked so it does not alert again when its window closes.
+    fn alerts_from(&mut self, fired: window::Fired, early: bool, alerts: &mut Vec<Alert>) -> Result<()> {
+        let Shape::Windowed(plan) = &self.plan.shape else {
+            return Ok(());
+        };
         let keep: BooleanArray = match &plan.having {
             Some(h) => h.evaluate(&fired.batch)?.into_array(fired.batch.num_rows())?.as_boolean().clone(),
             None => BooleanArray::from(vec![true; fired.batch.num_rows()]),
@@ -408,6 +438,9 @@ impl CompiledRule {
             let (fields, entities) = self.fields_and_entities(&columns, row)?;
             let meta = &fired.metas[orig];
             let start = fired.window_starts[orig];
+            if early {
+                self.window.as_mut().expect("windowed rules have state").mark_fired_early(start, &fired.keys[orig]);
+            }
             alerts.push(Alert {
                 id: alert_id(&self.rule.id, &entities, &format_nanos(start)),
                 first_seen: format_nanos(meta.first_seen),

@@ -16,6 +16,7 @@ use super::plan::WindowedPlan;
 use crate::alert::MAX_SAMPLE_IDS;
 
 /// What the alert needs besides the rule's own aggregates.
+#[derive(Clone)]
 pub struct GroupMeta {
     pub first_seen: i64,
     pub last_seen: i64,
@@ -27,20 +28,40 @@ pub struct GroupMeta {
 struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
     meta: GroupMeta,
+    /// Its place in `by_recency`: newest event time, then a tie-breaking sequence number.
+    recency: (i64, u64),
+    /// Approximate bytes held (accumulators, key, metadata), for the state-size metric.
+    bytes: usize,
+    /// Fired early (the rule's `early: true`): it does not fire again when the window closes.
+    fired_early: bool,
 }
+
+type GroupKey = (i64, Box<[u8]>);
 
 /// A window that fired: the aggregate row (group columns then aggregates) and its metadata.
 pub struct Fired {
     pub batch: RecordBatch,
     pub window_starts: Vec<i64>,
+    /// The group keys (row-encoded), parallel to `window_starts`.
+    pub keys: Vec<Box<[u8]>>,
     pub metas: Vec<GroupMeta>,
 }
 
 pub struct WindowState {
     converter: RowConverter,
-    groups: HashMap<(i64, Box<[u8]>), Group>,
-    /// Window end → the groups ending then, so firing pops in order without a scan.
-    by_end: BTreeMap<i64, Vec<(i64, Box<[u8]>)>>,
+    groups: HashMap<GroupKey, Group>,
+    /// Window end → the groups ending then, so firing pops in order without a scan. An evicted
+    /// group's entry stays until its window ends and is skipped then (removing it would mean
+    /// a scan per eviction).
+    by_end: BTreeMap<i64, Vec<GroupKey>>,
+    /// Groups by newest event time: the first one is evicted when the cap is reached.
+    by_recency: BTreeMap<(i64, u64), GroupKey>,
+    next_seq: u64,
+    /// At most this many live groups; beyond, the least recently active one is dropped.
+    max_groups: usize,
+    pub evictions: u64,
+    /// Sum of the groups' approximate sizes.
+    pub bytes: usize,
     /// Windows ending at or before this have fired; their events arrive too late.
     pub closed_until: i64,
     pub late_events: u64,
@@ -56,12 +77,17 @@ pub struct MetaColumns {
 }
 
 impl WindowState {
-    pub fn new(plan: &WindowedPlan, input_schema: &Schema) -> Result<Self> {
+    pub fn new(plan: &WindowedPlan, input_schema: &Schema, max_groups: usize) -> Result<Self> {
         let fields = plan.keys.iter().map(|k| Ok(SortField::new(k.data_type(input_schema)?))).collect::<Result<Vec<_>>>()?;
         Ok(WindowState {
             converter: RowConverter::new(fields)?,
             groups: HashMap::new(),
             by_end: BTreeMap::new(),
+            by_recency: BTreeMap::new(),
+            next_seq: 0,
+            max_groups: max_groups.max(1),
+            evictions: 0,
+            bytes: 0,
             closed_until: i64::MIN,
             late_events: 0,
             scratch: Vec::new(),
@@ -77,21 +103,22 @@ impl WindowState {
         self.groups.len()
     }
 
-    /// Adds the rows of `batch` that passed the WHERE predicate (`mask`).
+    /// Adds the rows of `batch` that passed the WHERE predicate (`mask`); returns the groups
+    /// it touched.
     pub fn update(
         &mut self,
         plan: &WindowedPlan,
         batch: &RecordBatch,
         mask: Option<&datafusion::arrow::array::BooleanArray>,
         meta_cols: MetaColumns,
-    ) -> Result<()> {
+    ) -> Result<Vec<GroupKey>> {
         let filtered = match mask {
             Some(m) => filter_record_batch(batch, m)?,
             None => batch.clone(),
         };
         let n = filtered.num_rows();
         if n == 0 {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let keys = plan.keys.iter().map(|k| k.evaluate(&filtered)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>()?;
         let rows = self.converter.convert_columns(&keys)?;
@@ -110,7 +137,7 @@ impl WindowState {
         let clusters = meta_cols.cluster.map(|c| filtered.column(c).as_string::<i32>().clone());
 
         // Rows of this batch per group, in arrival order.
-        let mut touched: HashMap<(i64, Box<[u8]>), Vec<u32>> = HashMap::new();
+        let mut touched: HashMap<GroupKey, Vec<u32>> = HashMap::new();
         for i in 0..n {
             let t = times.value(i);
             plan.window.starts(t, &mut self.scratch);
@@ -127,17 +154,20 @@ impl WindowState {
                 self.late_events += 1;
             }
         }
+        let mut keys_touched = Vec::with_capacity(touched.len());
         for (key, indices) in touched {
-            let group = match self.groups.get_mut(&key) {
-                Some(g) => g,
-                None => {
-                    let accumulators =
-                        plan.aggregates.iter().map(|a| a.expr.create_accumulator()).collect::<datafusion::common::Result<Vec<_>>>()?;
-                    self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
-                    let meta = GroupMeta { first_seen: i64::MAX, last_seen: i64::MIN, count: 0, audit_ids: Vec::new(), cluster: None };
-                    self.groups.entry(key).or_insert(Group { accumulators, meta })
+            if !self.groups.contains_key(&key) {
+                if self.groups.len() >= self.max_groups {
+                    self.evict_one();
                 }
-            };
+                let accumulators =
+                    plan.aggregates.iter().map(|a| a.expr.create_accumulator()).collect::<datafusion::common::Result<Vec<_>>>()?;
+                self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
+                let meta = GroupMeta { first_seen: i64::MAX, last_seen: i64::MIN, count: 0, audit_ids: Vec::new(), cluster: None };
+                let group = Group { accumulators, meta, recency: (i64::MIN, 0), bytes: 0, fired_early: false };
+                self.groups.insert(key.clone(), group);
+            }
+            let group = self.groups.get_mut(&key).expect("inserted above");
             let idx = UInt32Array::from(indices);
             for (j, acc) in group.accumulators.iter_mut().enumerate() {
                 let mut cols = args[j].iter().map(|a| take(a.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
@@ -170,8 +200,49 @@ impl WindowState {
                     m.cluster = clusters.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string());
                 }
             }
+            // Re-rank by newest event time, and re-measure.
+            self.by_recency.remove(&group.recency);
+            group.recency = (m.last_seen, self.next_seq);
+            self.next_seq += 1;
+            self.by_recency.insert(group.recency, key.clone());
+            let bytes = group_bytes(group, &key);
+            self.bytes = self.bytes + bytes - group.bytes;
+            group.bytes = bytes;
+            keys_touched.push(key);
         }
-        Ok(())
+        Ok(keys_touched)
+    }
+
+    /// Drops the group whose newest event is oldest: state stays bounded, at the price of
+    /// that group's alert (counted in `evictions`).
+    fn evict_one(&mut self) {
+        if let Some((_, key)) = self.by_recency.pop_first() {
+            if let Some(g) = self.groups.remove(&key) {
+                self.bytes -= g.bytes;
+            }
+            self.evictions += 1;
+        }
+    }
+
+    /// The aggregate rows of `keys` (groups still open and not yet fired early), without
+    /// removing them: for rules that fire as soon as HAVING holds.
+    pub fn peek(&mut self, plan: &WindowedPlan, keys: &[GroupKey]) -> Result<Option<Fired>> {
+        let mut items = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(group) = self.groups.get_mut(key).filter(|g| !g.fired_early) else {
+                continue;
+            };
+            let values = group.accumulators.iter_mut().map(|a| a.evaluate()).collect::<datafusion::common::Result<Vec<_>>>()?;
+            items.push((key.clone(), values, group.meta.clone()));
+        }
+        self.assemble(plan, items)
+    }
+
+    /// Marks a group as fired early: it will not fire again when its window closes.
+    pub fn mark_fired_early(&mut self, window_start: i64, key: &[u8]) {
+        if let Some(g) = self.groups.get_mut(&(window_start, key.into())) {
+            g.fired_early = true;
+        }
     }
 
     /// Fires every window ending at or before `watermark` (all of them for `i64::MAX`).
@@ -188,29 +259,42 @@ impl WindowState {
             keys.sort();
             due.extend(keys);
         }
-        if due.is_empty() {
+        let mut items = Vec::with_capacity(due.len());
+        for key in due {
+            let Some(mut group) = self.groups.remove(&key) else {
+                continue; // evicted
+            };
+            self.by_recency.remove(&group.recency);
+            self.bytes -= group.bytes;
+            if group.fired_early {
+                continue;
+            }
+            let values = group.accumulators.iter_mut().map(|a| a.evaluate()).collect::<datafusion::common::Result<Vec<_>>>()?;
+            items.push((key, values, group.meta));
+        }
+        self.assemble(plan, items)
+    }
+
+    /// The aggregate batch (group columns then aggregates, as HAVING and SELECT expect) of
+    /// evaluated groups.
+    fn assemble(&self, plan: &WindowedPlan, items: Vec<(GroupKey, Vec<ScalarValue>, GroupMeta)>) -> Result<Option<Fired>> {
+        if items.is_empty() {
             return Ok(None);
         }
         let parser = self.converter.parser();
-        let mut window_starts = Vec::with_capacity(due.len());
-        let mut key_rows = Vec::with_capacity(due.len());
-        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(due.len()); plan.aggregates.len()];
-        let mut metas = Vec::with_capacity(due.len());
-        let mut owned_keys = Vec::with_capacity(due.len());
-        for key in due {
-            let Some(mut group) = self.groups.remove(&key) else {
-                continue;
-            };
-            for (j, acc) in group.accumulators.iter_mut().enumerate() {
-                values[j].push(acc.evaluate()?);
+        let mut window_starts = Vec::with_capacity(items.len());
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(items.len()); plan.aggregates.len()];
+        let mut metas = Vec::with_capacity(items.len());
+        let mut owned_keys = Vec::with_capacity(items.len());
+        for ((start, key), vals, meta) in items {
+            for (j, v) in vals.into_iter().enumerate() {
+                values[j].push(v);
             }
-            window_starts.push(key.0);
-            metas.push(group.meta);
-            owned_keys.push(key.1);
+            window_starts.push(start);
+            metas.push(meta);
+            owned_keys.push(key);
         }
-        for k in &owned_keys {
-            key_rows.push(parser.parse(k));
-        }
+        let key_rows: Vec<_> = owned_keys.iter().map(|k| parser.parse(k)).collect();
         let key_columns = self.converter.convert_rows(key_rows)?;
         let n = window_starts.len();
         let starts: ArrayRef = Arc::new(TimestampNanosecondArray::from(window_starts.clone()).with_timezone("UTC"));
@@ -233,6 +317,12 @@ impl WindowState {
             plan.aggregate_schema.fields().iter().zip(&columns).map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true)).collect();
         let batch =
             RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &RecordBatchOptions::new().with_row_count(Some(n)))?;
-        Ok(Some(Fired { batch, window_starts, metas }))
+        Ok(Some(Fired { batch, window_starts, keys: owned_keys, metas }))
     }
+}
+
+/// Approximate bytes a group holds: its accumulators, its key, its sampled audit ids.
+fn group_bytes(g: &Group, key: &GroupKey) -> usize {
+    let ids: usize = g.meta.audit_ids.iter().map(|id| id.len() + 24).sum();
+    std::mem::size_of::<Group>() + key.1.len() + ids + g.accumulators.iter().map(|a| a.size()).sum::<usize>()
 }

@@ -63,6 +63,14 @@ pub struct Rule {
     pub suppress: Option<i64>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub allowed_lateness: Option<i64>,
+    /// Windowed rules: alert as soon as HAVING holds inside an open window (once per window
+    /// and key), instead of when the window closes.
+    #[serde(default)]
+    pub early: bool,
+    /// Windowed rules: at most this many live (window, key) groups; the least recently active
+    /// is evicted beyond. Default: `[rules] max_groups_per_rule`.
+    #[serde(default)]
+    pub max_groups: Option<usize>,
     pub query: String,
     #[serde(default)]
     pub tests: Vec<testing::TestCase>,
