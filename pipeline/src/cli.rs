@@ -148,6 +148,9 @@ struct ReplayArgs {
     /// Where dead letters go (created only when there is one).
     #[arg(long, default_value = "dead-letters.jsonl")]
     dead_letters: PathBuf,
+    /// Where events that arrived after their window fired go (created only when there is one).
+    #[arg(long, default_value = "late-events.jsonl")]
+    late_events: PathBuf,
     /// Also append alerts to this file.
     #[arg(long)]
     alerts: Option<PathBuf>,
@@ -254,7 +257,11 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
     if let Some(p) = &a.alerts {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
-    let mut outputs = Outputs { sinks, dead_letters: Some(Box::new(JsonLinesFile::new(&a.dead_letters, "dead-letters"))) };
+    let mut outputs = Outputs {
+        sinks,
+        dead_letters: Some(Box::new(JsonLinesFile::new(&a.dead_letters, "dead-letters"))),
+        late_events: Some(Box::new(JsonLinesFile::new(&a.late_events, "late-events"))),
+    };
     let metrics = Metrics::new();
     let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
@@ -334,7 +341,8 @@ fn build_outputs(cfg: &Config, metrics: &Metrics) -> Result<Outputs> {
         Some(k) => Box::new(KafkaSink::new(&k.connection(), &k.topic, "dead-letters", metrics.clone())?),
         None => Box::new(JsonLinesFile::new(&cfg.dead_letters.file, "dead-letters")),
     };
-    Ok(Outputs { sinks, dead_letters: Some(dead_letters) })
+    let late_events: Box<dyn Sink> = Box::new(JsonLinesFile::new(&cfg.late_events.file, "late-events"));
+    Ok(Outputs { sinks, dead_letters: Some(dead_letters), late_events: Some(late_events) })
 }
 
 fn validate(args: &RunArgs) -> Result<()> {

@@ -22,6 +22,8 @@ pub struct Config {
     #[serde(default)]
     pub dead_letters: DeadLetterConfig,
     #[serde(default)]
+    pub late_events: LateEventsConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -154,6 +156,24 @@ fn default_dead_letter_file() -> PathBuf {
 impl Default for DeadLetterConfig {
     fn default() -> Self {
         DeadLetterConfig { file: default_dead_letter_file(), kafka: None }
+    }
+}
+
+/// Events a windowed rule matched after their windows fired, as JSON lines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LateEventsConfig {
+    #[serde(default = "default_late_events_file")]
+    pub file: PathBuf,
+}
+
+fn default_late_events_file() -> PathBuf {
+    PathBuf::from("late-events.jsonl")
+}
+
+impl Default for LateEventsConfig {
+    fn default() -> Self {
+        LateEventsConfig { file: default_late_events_file() }
     }
 }
 

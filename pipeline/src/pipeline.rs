@@ -24,15 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::alert::Alert;
 use crate::checkpoint::Checkpoints;
 use crate::deadletter::{DeadLetter, Reason};
 use crate::decode::dedup::Deduplicator;
+use crate::decode::time::format_nanos;
 use crate::decode::{DecodeStats, Decoder, Origin};
-use crate::engine::Engine;
+use crate::engine::{Engine, LateRows};
 use crate::metrics::Metrics;
 use crate::sink::router::AlertRouter;
 use crate::sink::{Record, Sink};
@@ -43,6 +44,15 @@ use crate::tables::{audit_col, KUBE_AUDIT};
 pub struct Outputs {
     pub sinks: Vec<Box<dyn Sink>>,
     pub dead_letters: Option<Box<dyn Sink>>,
+    /// Events a windowed rule matched after their windows fired (see [`LateRows`]).
+    pub late_events: Option<Box<dyn Sink>>,
+}
+
+impl Outputs {
+    /// Every sink: alerts, dead letters, late events (what must be flushed before a commit).
+    fn all(&mut self) -> impl Iterator<Item = &mut Box<dyn Sink>> {
+        self.sinks.iter_mut().chain(self.dead_letters.iter_mut()).chain(self.late_events.iter_mut())
+    }
 }
 
 #[derive(Clone)]
@@ -363,7 +373,7 @@ fn consume(
         let fired = engine.finish();
         deliver(fired, router, outputs, metrics, &mut summary)?;
     }
-    for sink in outputs.sinks.iter_mut().chain(outputs.dead_letters.iter_mut()) {
+    for sink in outputs.all() {
         sink.flush().with_context(|| format!("flushing sink {}", sink.name()))?;
     }
     if !committers.is_empty() {
@@ -394,7 +404,7 @@ fn checkpoint(
     last: bool,
     summary: &mut Summary,
 ) -> Result<()> {
-    for sink in outputs.sinks.iter_mut().chain(outputs.dead_letters.iter_mut()) {
+    for sink in outputs.all() {
         if let Err(e) = sink.flush() {
             metrics.checkpoints_skipped.inc();
             let e = e.context(format!("sink {} did not confirm delivery; offsets stay uncommitted", sink.name()));
@@ -493,12 +503,42 @@ fn handle(
             metrics.watermark_lag_seconds.set((now - newest) / 1_000_000_000);
         }
         deliver(alerts, router, outputs, metrics, summary)?;
+        write_late(engine.take_late(), outputs)?;
         update_rule_metrics(engine, metrics, summary);
     }
     if let Some(o) = &d.offsets {
         checkpoints.handled(o, newest_event);
     }
     Ok(())
+}
+
+/// Late events as JSON lines: the rule, its watermark then, and the event's every column.
+fn write_late(late: Vec<LateRows>, outputs: &mut Outputs) -> Result<()> {
+    let Some(out) = outputs.late_events.as_mut() else {
+        return Ok(());
+    };
+    let mut records = Vec::new();
+    for l in late {
+        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+        writer.write(&l.rows)?;
+        writer.finish()?;
+        let rows = writer.into_inner();
+        let ids = l.rows.column_by_name("audit_id").map(|c| c.as_string::<i32>().clone());
+        for (i, row) in rows.split(|&b| b == b'\n').filter(|r| !r.is_empty()).enumerate() {
+            let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map_or("", |a| a.value(i));
+            let head = serde_json::json!({"rule_id": l.rule_id, "watermark": format_nanos(l.closed_until), "audit_id": audit_id});
+            let mut json = serde_json::to_vec(&head)?;
+            json.pop(); // the closing brace: the event goes in as it was written
+            json.extend_from_slice(b",\"event\":");
+            json.extend_from_slice(row);
+            json.push(b'}');
+            records.push(Record { key: format!("{} {audit_id}", l.rule_id), json });
+        }
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    out.send(&records).with_context(|| format!("writing late events to {}", out.name()))
 }
 
 fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, metrics: &Metrics, summary: &mut Summary) -> Result<()> {

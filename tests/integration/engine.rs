@@ -88,6 +88,14 @@ fn windows_fire_on_the_watermark_and_late_events_are_counted() {
     assert!(evaluate_one(&mut engine, &mut router, &docs[3]).is_empty(), "late event does not refire");
     let (_, stats) = engine.stats().next().unwrap();
     assert_eq!(stats.late_events, 1);
+    let late = engine.take_late();
+    assert_eq!(late.len(), 1, "handed over for the late-events output");
+    assert_eq!(late[0].rows.num_rows(), 1);
+    let ids = late[0].rows.column_by_name("audit_id").unwrap();
+    assert_eq!(
+        crowsnest::engine::scalar_to_json(&datafusion::common::ScalarValue::try_from_array(ids, 0).unwrap()),
+        json!("e0000000-0000-4000-8000-000000000004")
+    );
     // alice is on the admins list: excluded by in_list.
     assert!(evaluate_one(&mut engine, &mut router, &docs[4]).is_empty());
     assert!(evaluate_one(&mut engine, &mut router, &docs[5]).is_empty());

@@ -192,3 +192,36 @@ fn a_broken_rule_directory_is_a_clear_error() {
     let out = run(&["replay", "--rules", "r"], dir.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TUMBLE"), "a GROUP BY without a window says what to add");
 }
+
+#[test]
+fn events_after_their_window_fired_go_to_the_late_events_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules/rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/rules/burst.yaml"),
+        "id: T-LATE\ntitle: burst\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n FROM kube_audit\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '5 minutes') HAVING count(*) >= 2\n",
+    )
+    .unwrap();
+    // The first file closes the 08:00 window (an event at 08:20); the second, read after it,
+    // brings one more event for 08:01.
+    let ev = |id: u32, t: &str| {
+        let mut e = privileged_pod_event(&format!("f0000000-0000-4000-8000-{id:012}"), t);
+        e["user"]["username"] = json!("mallory@contoso.com");
+        e
+    };
+    let first = [ev(1, "2026-11-01T08:00:10.000000Z"), ev(2, "2026-11-01T08:00:20.000000Z"), ev(3, "2026-11-01T08:20:00.000000Z")];
+    std::fs::write(dir.path().join("a.jsonl"), format!("{}\n", envelope(&first))).unwrap();
+    std::fs::write(dir.path().join("b.jsonl"), format!("{}\n", envelope(&[ev(4, "2026-11-01T08:01:00.000000Z")]))).unwrap();
+    let out = run(&["replay", "--no-progress", "--rules", "rules", "--allowed-lateness", "0s", "a.jsonl", "b.jsonl"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts = stdout_alerts(&out);
+    assert_eq!(alerts.len(), 1, "the 08:00 window fired once, without the late event");
+    assert_eq!(alerts[0]["count"], json!(2));
+    let late = read_jsonl(&dir.path().join("late-events.jsonl"));
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0]["rule_id"], json!("T-LATE"));
+    assert_eq!(late[0]["audit_id"], json!("f0000000-0000-4000-8000-000000000004"));
+    assert_eq!(late[0]["watermark"], json!("2026-11-01T08:20:00.000000Z"));
+    assert_eq!(late[0]["event"]["user_name"], json!("mallory@contoso.com"), "the event with its columns");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("late events:"), "the summary counts it");
+}

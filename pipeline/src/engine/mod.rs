@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Schema, TimestampNanosecondType};
 use datafusion::catalog::MemTable;
@@ -104,8 +104,20 @@ struct CompiledRule {
     stats: RuleStats,
 }
 
+/// Events a windowed rule matched after every window they belong to had fired: counted, and
+/// handed to the late-events output (stateless rules still saw them).
+pub struct LateRows {
+    pub rule_id: String,
+    /// Windows ending at or before this had fired (the rule's watermark).
+    pub closed_until: i64,
+    /// The late events, every column.
+    pub rows: RecordBatch,
+}
+
 pub struct Engine {
     rules: Vec<CompiledRule>,
+    /// Late events since the last [`Engine::take_late`].
+    late: Vec<LateRows>,
     /// Position of event_time in the input batches.
     event_time: usize,
     /// Newest event time seen over all streams (for metrics).
@@ -145,6 +157,7 @@ impl Engine {
         let event_time = schema.index_of("event_time").expect("every table has event_time");
         Ok(Engine {
             rules,
+            late: Vec::new(),
             event_time,
             max_event_time: i64::MIN,
             clocks: HashMap::new(),
@@ -264,7 +277,7 @@ impl Engine {
         let mut alerts = Vec::new();
         for r in &mut self.rules {
             let watermark = self.base.saturating_sub(r.lateness);
-            if let Err(e) = r.process(batch, watermark, &mut alerts) {
+            if let Err(e) = r.process(batch, watermark, &mut alerts, &mut self.late) {
                 r.stats.errors += 1;
                 r.stats.last_error = Some(format!("{e:#}"));
                 if r.stats.errors <= 3 {
@@ -273,6 +286,11 @@ impl Engine {
             }
         }
         alerts
+    }
+
+    /// The late events since the last call.
+    pub fn take_late(&mut self) -> Vec<LateRows> {
+        std::mem::take(&mut self.late)
     }
 
     /// A stream (partition) was assigned: until it delivers data or goes idle, it holds the
@@ -345,8 +363,8 @@ impl CompiledRule {
         Ok(())
     }
 
-    fn process(&mut self, batch: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
-        let batch = &batch.project(&self.plan.columns)?;
+    fn process(&mut self, full: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>, late: &mut Vec<LateRows>) -> Result<()> {
+        let batch = &full.project(&self.plan.columns)?;
         let meta = self.meta;
         let mask = match &self.plan.predicate {
             Some(p) => Some(p.evaluate(batch)?.into_array(batch.num_rows())?.as_boolean().clone()),
@@ -367,6 +385,11 @@ impl CompiledRule {
             Shape::Windowed(plan) => {
                 let state = self.window.as_mut().expect("windowed rules have state");
                 if matches > 0 {
+                    let late_rows = late_rows(plan, state.closed_until, batch, mask.as_ref(), meta.event_time);
+                    if !late_rows.is_empty() {
+                        let rows = datafusion::arrow::compute::take_record_batch(full, &UInt32Array::from(late_rows))?;
+                        late.push(LateRows { rule_id: self.rule.id.clone(), closed_until: state.closed_until, rows });
+                    }
                     let touched = state.update(plan, batch, mask.as_ref(), meta)?;
                     if self.rule.early {
                         // Fire as soon as HAVING holds, once per window and key.
@@ -489,6 +512,24 @@ impl CompiledRule {
         let entities = self.rule.entities.iter().map(|e| (e.clone(), fields.get(e).cloned().unwrap_or(Value::Null))).collect();
         Ok((fields, entities))
     }
+}
+
+/// Rows of `batch` the rule matched whose every window has already fired.
+fn late_rows(plan: &plan::WindowedPlan, closed_until: i64, batch: &RecordBatch, mask: Option<&BooleanArray>, time_col: usize) -> Vec<u32> {
+    if closed_until == i64::MIN {
+        return Vec::new();
+    }
+    let times = batch.column(time_col).as_primitive::<TimestampNanosecondType>();
+    let w = plan.window;
+    (0..batch.num_rows())
+        .filter(|&i| mask.is_none_or(|m| m.is_valid(i) && m.value(i)))
+        // The newest window holding t ends last: if it fired, they all did.
+        .filter(|&i| {
+            let t = times.value(i);
+            t - t.rem_euclid(w.slide) + w.width <= closed_until
+        })
+        .map(|i| i as u32)
+        .collect()
 }
 
 fn evaluate_all(exprs: &[(String, PhysExpr)], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
