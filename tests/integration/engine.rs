@@ -213,3 +213,21 @@ fn early_and_max_groups_are_refused_on_single_event_rules() {
     let err = Engine::new(&rule_set(rule), &EngineOptions::default()).err().expect("refused").to_string();
     assert!(err.contains("windowed rules"), "{err}");
 }
+
+#[test]
+fn session_windows_run_while_events_keep_coming_within_the_gap() {
+    let rule = "id: SE-1\ntitle: session\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, SESSION(event_time, INTERVAL '90 seconds') HAVING count(*) >= 2\n";
+    // 0:10, 1:30, 2:50 are each within 90 s of the previous: one session of 3. 6:00 starts a
+    // new one (alone: below the threshold). 2:00 arrives last, out of order, inside the first.
+    let docs: Vec<String> = [10, 90, 170, 360, 120].iter().enumerate().map(|(i, s)| denied("mallory", *s, i as u32)).collect();
+    let (alerts, _) = run(rule, &docs, 300);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].fields["n"], json!(4));
+    assert_eq!(alerts[0].window_start.as_deref(), Some("2026-11-01T08:00:10.000000Z"));
+    assert_eq!(alerts[0].window_end.as_deref(), Some("2026-11-01T08:04:20.000000Z"), "a gap after the newest event");
+    // An event between two sessions that is within the gap of both merges them.
+    let docs: Vec<String> = [10, 90, 250, 330, 170].iter().enumerate().map(|(i, s)| denied("mallory", *s, i as u32)).collect();
+    let (alerts, _) = run(rule, &docs, 300);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].fields["n"], json!(5), "0:10–1:30 and 4:10–5:30 joined by 2:50");
+}

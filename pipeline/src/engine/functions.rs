@@ -50,6 +50,9 @@ impl WindowFn {
     pub fn hop() -> ScalarUDF {
         ScalarUDF::new_from_impl(WindowFn { name: "hop", signature: Signature::any(3, Volatility::Immutable) })
     }
+    pub fn session() -> ScalarUDF {
+        ScalarUDF::new_from_impl(WindowFn { name: "session", signature: Signature::any(2, Volatility::Immutable) })
+    }
 }
 
 impl ScalarUDFImpl for WindowFn {
@@ -66,6 +69,10 @@ impl ScalarUDFImpl for WindowFn {
         }
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if self.name == "session" {
+            // A session's start depends on the events around it, not on one timestamp.
+            return exec_err!("session() is a window of streaming rules (GROUP BY …, SESSION(event_time, gap)); it has no value per row");
+        }
         // The step that aligns window starts: the width for TUMBLE, the slide for HOP.
         let step = match &args.args[1] {
             ColumnarValue::Scalar(s) => interval_nanos(s)?,

@@ -69,6 +69,7 @@ pub fn session_context(lists: Arc<Lists>) -> Result<SessionContext> {
     datafusion_functions_json::register_all(&mut ctx)?;
     ctx.register_udf(WindowFn::tumble());
     ctx.register_udf(WindowFn::hop());
+    ctx.register_udf(WindowFn::session());
     for f in ListFn::all(lists) {
         ctx.register_udf(f);
     }
@@ -464,12 +465,14 @@ impl CompiledRule {
             if early {
                 self.window.as_mut().expect("windowed rules have state").mark_fired_early(start, &fired.keys[orig]);
             }
+            // A session ends a gap after its newest event.
+            let end = if plan.window.kind == plan::WindowKind::Session { meta.last_seen + width } else { start + width };
             alerts.push(Alert {
                 id: alert_id(&self.rule.id, &entities, &format_nanos(start)),
                 first_seen: format_nanos(meta.first_seen),
                 last_seen: format_nanos(meta.last_seen),
                 window_start: Some(format_nanos(start)),
-                window_end: Some(format_nanos(start + width)),
+                window_end: Some(format_nanos(end)),
                 count: meta.count,
                 cluster: meta.cluster.clone(),
                 audit_ids: meta.audit_ids.iter().take(MAX_SAMPLE_IDS).cloned().collect(),
@@ -523,10 +526,14 @@ fn late_rows(plan: &plan::WindowedPlan, closed_until: i64, batch: &RecordBatch, 
     let w = plan.window;
     (0..batch.num_rows())
         .filter(|&i| mask.is_none_or(|m| m.is_valid(i) && m.value(i)))
-        // The newest window holding t ends last: if it fired, they all did.
+        // The newest window holding t ends last: if it fired, they all did. A session holding
+        // t fires at its newest event + gap, so no later than t + gap.
         .filter(|&i| {
             let t = times.value(i);
-            t - t.rem_euclid(w.slide) + w.width <= closed_until
+            match w.kind {
+                plan::WindowKind::Session => t.saturating_add(w.width) <= closed_until,
+                _ => t - t.rem_euclid(w.slide) + w.width <= closed_until,
+            }
         })
         .map(|i| i as u32)
         .collect()

@@ -41,9 +41,12 @@ pub type PhysExpr = Arc<dyn PhysicalExpr>;
 pub enum WindowKind {
     Tumble,
     Hop,
+    /// Per key, events no more than `width` (the gap) apart, however long that runs.
+    Session,
 }
 
-/// A window of event time: `width` long, a new one every `slide` (= width for TUMBLE).
+/// A window of event time: `width` long, a new one every `slide` (= width for TUMBLE). For
+/// SESSION, `width` = `slide` = the gap.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowSpec {
     pub kind: WindowKind,
@@ -157,12 +160,19 @@ fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
     };
     let is_event_time = matches!(f.args.first(), Some(Expr::Column(c)) if c.name == "event_time");
     match f.func.name() {
-        "tumble" | "hop" if !is_event_time => {
+        "tumble" | "hop" | "session" if !is_event_time => {
             bail!("{}() windows are over event_time: write {}(event_time, …)", f.func.name(), f.func.name())
         }
         "tumble" => {
             let w = lit(1)?;
             Ok(Some(WindowSpec { kind: WindowKind::Tumble, width: w, slide: w }))
+        }
+        "session" => {
+            let gap = lit(1)?;
+            if gap <= 0 {
+                bail!("SESSION(event_time, gap): the gap must be positive");
+            }
+            Ok(Some(WindowSpec { kind: WindowKind::Session, width: gap, slide: gap }))
         }
         "hop" => {
             let (slide, width) = (lit(1)?, lit(2)?);
@@ -260,7 +270,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 }
                 match window_of(g)? {
                     Some(w) if window.is_some() => {
-                        bail!("only one TUMBLE or HOP per GROUP BY (second at position {i}: {w:?})")
+                        bail!("only one TUMBLE, HOP or SESSION per GROUP BY (second at position {i}: {w:?})")
                     }
                     Some(w) => window = Some((i, w)),
                     None => {
@@ -270,7 +280,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 }
             }
             let Some((window_pos, window)) = window else {
-                bail!("a GROUP BY rule needs a window over event time: add TUMBLE(event_time, INTERVAL '5 minutes') or HOP(event_time, slide, width) to the GROUP BY");
+                bail!("a GROUP BY rule needs a window over event time: add TUMBLE(event_time, INTERVAL '5 minutes'), HOP(event_time, slide, width) or SESSION(event_time, gap) to the GROUP BY");
             };
             let mut aggregates = Vec::new();
             for e in &a.aggr_expr {

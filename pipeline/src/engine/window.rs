@@ -12,7 +12,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 
-use super::plan::WindowedPlan;
+use super::plan::{WindowKind, WindowedPlan};
 use crate::alert::MAX_SAMPLE_IDS;
 
 /// What the alert needs besides the rule's own aggregates.
@@ -54,6 +54,8 @@ pub struct WindowState {
     /// group's entry stays until its window ends and is skipped then (removing it would mean
     /// a scan per eviction).
     by_end: BTreeMap<i64, Vec<GroupKey>>,
+    /// SESSION rules: per key, the open sessions (start → newest event time).
+    sessions: HashMap<Box<[u8]>, BTreeMap<i64, i64>>,
     /// Groups by newest event time: the first one is evicted when the cap is reached.
     by_recency: BTreeMap<(i64, u64), GroupKey>,
     next_seq: u64,
@@ -84,6 +86,7 @@ impl WindowState {
             groups: HashMap::new(),
             by_end: BTreeMap::new(),
             by_recency: BTreeMap::new(),
+            sessions: HashMap::new(),
             next_seq: 0,
             max_groups: max_groups.max(1),
             evictions: 0,
@@ -96,6 +99,10 @@ impl WindowState {
 
     /// The start of the oldest window holding state, if any.
     pub fn oldest_start(&self, plan: &WindowedPlan) -> Option<i64> {
+        if plan.window.kind == WindowKind::Session {
+            // Checked once per checkpoint, not per event: a scan over live keys is fine.
+            return self.sessions.values().filter_map(|s| s.keys().next().copied()).min();
+        }
         self.by_end.keys().next().map(|end| end - plan.window.width)
     }
 
@@ -138,20 +145,24 @@ impl WindowState {
 
         // Rows of this batch per group, in arrival order.
         let mut touched: HashMap<GroupKey, Vec<u32>> = HashMap::new();
-        for i in 0..n {
-            let t = times.value(i);
-            plan.window.starts(t, &mut self.scratch);
-            let mut placed = false;
-            for &start in &self.scratch {
-                let end = start + plan.window.width;
-                if end <= self.closed_until {
-                    continue;
+        if plan.window.kind == WindowKind::Session {
+            self.place_in_sessions(plan, &times, &rows, &mut touched)?;
+        } else {
+            for i in 0..n {
+                let t = times.value(i);
+                plan.window.starts(t, &mut self.scratch);
+                let mut placed = false;
+                for &start in &self.scratch {
+                    let end = start + plan.window.width;
+                    if end <= self.closed_until {
+                        continue;
+                    }
+                    placed = true;
+                    touched.entry((start, rows.row(i).as_ref().into())).or_default().push(i as u32);
                 }
-                placed = true;
-                touched.entry((start, rows.row(i).as_ref().into())).or_default().push(i as u32);
-            }
-            if !placed {
-                self.late_events += 1;
+                if !placed {
+                    self.late_events += 1;
+                }
             }
         }
         let mut keys_touched = Vec::with_capacity(touched.len());
@@ -162,7 +173,10 @@ impl WindowState {
                 }
                 let accumulators =
                     plan.aggregates.iter().map(|a| a.expr.create_accumulator()).collect::<datafusion::common::Result<Vec<_>>>()?;
-                self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
+                if plan.window.kind != WindowKind::Session {
+                    // Sessions are indexed by place_in_sessions: their end moves.
+                    self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
+                }
                 let meta = GroupMeta { first_seen: i64::MAX, last_seen: i64::MIN, count: 0, audit_ids: Vec::new(), cluster: None };
                 let group = Group { accumulators, meta, recency: (i64::MIN, 0), bytes: 0, fired_early: false };
                 self.groups.insert(key.clone(), group);
@@ -213,6 +227,122 @@ impl WindowState {
         Ok(keys_touched)
     }
 
+    /// SESSION rules: puts each row in its key's session (an event within the gap of a session
+    /// joins it; one that bridges two merges them), merges the groups of sessions that became
+    /// one, and re-indexes the sessions' firing times (newest event + gap).
+    fn place_in_sessions(
+        &mut self,
+        plan: &WindowedPlan,
+        times: &TimestampNanosecondArray,
+        rows: &datafusion::arrow::row::Rows,
+        touched: &mut HashMap<GroupKey, Vec<u32>>,
+    ) -> Result<()> {
+        let gap = plan.window.width;
+        let mut by_key: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        for i in 0..times.len() {
+            if times.value(i).saturating_add(gap) <= self.closed_until {
+                self.late_events += 1; // every session it could belong to has fired
+                continue;
+            }
+            by_key.entry(rows.row(i).as_ref().into()).or_default().push(i as u32);
+        }
+        for (key, indices) in by_key {
+            let sessions = self.sessions.entry(key.clone()).or_default();
+            let before: Vec<(i64, i64)> = sessions.iter().map(|(&s, &e)| (s, e)).collect();
+            for &i in &indices {
+                let t = times.value(i as usize);
+                // Sessions t joins: start - gap <= t <= end + gap. They are disjoint and more
+                // than a gap apart, so they are the ones starting at or before t + gap whose
+                // end reaches t - gap.
+                let joins: Vec<(i64, i64)> = sessions
+                    .range(..=t.saturating_add(gap))
+                    .rev()
+                    .take_while(|(_, &e)| e.saturating_add(gap) >= t)
+                    .map(|(&s, &e)| (s, e))
+                    .collect();
+                let (mut start, mut end) = (t, t);
+                for (s, e) in joins {
+                    sessions.remove(&s);
+                    start = start.min(s);
+                    end = end.max(e);
+                }
+                sessions.insert(start, end);
+            }
+            let after: Vec<(i64, i64)> = sessions.iter().map(|(&s, &e)| (s, e)).collect();
+            // Re-index firing times, and fold groups of sessions that merged (or whose start
+            // moved earlier) into the session that holds them now.
+            for &(s, e) in &before {
+                if let Some(v) = self.by_end.get_mut(&e.saturating_add(gap)) {
+                    v.retain(|k| !(k.0 == s && k.1 == key));
+                    if v.is_empty() {
+                        self.by_end.remove(&e.saturating_add(gap));
+                    }
+                }
+                let Some(&(target, _)) = after.iter().rev().find(|(start, _)| *start <= s) else {
+                    continue;
+                };
+                if target != s {
+                    if let Some(group) = self.groups.remove(&(s, key.clone())) {
+                        self.by_recency.remove(&group.recency);
+                        self.bytes -= group.bytes;
+                        self.absorb((target, key.clone()), group)?;
+                    }
+                }
+            }
+            for &(s, e) in &after {
+                self.by_end.entry(e.saturating_add(gap)).or_default().push((s, key.clone()));
+            }
+            for &i in &indices {
+                let t = times.value(i as usize);
+                if let Some(&(start, _)) = after.iter().rev().find(|(start, _)| *start <= t) {
+                    touched.entry((start, key.clone())).or_default().push(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `group` under `key`, merging it into the group there if there is one.
+    fn absorb(&mut self, key: GroupKey, mut group: Group) -> Result<()> {
+        let Some(dst) = self.groups.get_mut(&key) else {
+            group.recency = (group.meta.last_seen, self.next_seq);
+            self.next_seq += 1;
+            self.by_recency.insert(group.recency, key.clone());
+            self.bytes += group.bytes;
+            self.groups.insert(key, group);
+            return Ok(());
+        };
+        for (d, src) in dst.accumulators.iter_mut().zip(group.accumulators.iter_mut()) {
+            let state = src.state()?.iter().map(|v| v.to_array()).collect::<datafusion::common::Result<Vec<_>>>()?;
+            d.merge_batch(&state)?;
+        }
+        let (m, o) = (&mut dst.meta, group.meta);
+        m.first_seen = m.first_seen.min(o.first_seen);
+        m.last_seen = m.last_seen.max(o.last_seen);
+        m.count += o.count;
+        for id in o.audit_ids {
+            if m.audit_ids.len() < MAX_SAMPLE_IDS && !m.audit_ids.contains(&id) {
+                m.audit_ids.push(id);
+            }
+        }
+        m.cluster = m.cluster.take().or(o.cluster);
+        dst.fired_early |= group.fired_early;
+        let bytes = group_bytes(dst, &key);
+        self.bytes = self.bytes + bytes - dst.bytes;
+        dst.bytes = bytes;
+        Ok(())
+    }
+
+    /// Forgets the session a fired or evicted group stood for.
+    fn forget_session(&mut self, key: &GroupKey) {
+        if let Some(s) = self.sessions.get_mut(&key.1) {
+            s.remove(&key.0);
+            if s.is_empty() {
+                self.sessions.remove(&key.1);
+            }
+        }
+    }
+
     /// Drops the group whose newest event is oldest: state stays bounded, at the price of
     /// that group's alert (counted in `evictions`).
     fn evict_one(&mut self) {
@@ -220,6 +350,7 @@ impl WindowState {
             if let Some(g) = self.groups.remove(&key) {
                 self.bytes -= g.bytes;
             }
+            self.forget_session(&key);
             self.evictions += 1;
         }
     }
@@ -264,6 +395,7 @@ impl WindowState {
             let Some(mut group) = self.groups.remove(&key) else {
                 continue; // evicted
             };
+            self.forget_session(&key);
             self.by_recency.remove(&group.recency);
             self.bytes -= group.bytes;
             if group.fired_early {
