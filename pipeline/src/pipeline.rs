@@ -415,7 +415,13 @@ fn checkpoint(
             return Ok(());
         }
     }
-    let safe = checkpoints.release(engine.oldest_open_window());
+    let oldest = engine.oldest_open_window();
+    let safe = checkpoints.release(oldest);
+    log::debug!(
+        "checkpoint: oldest open window {}, held back: {}",
+        if oldest == i64::MAX { "none".to_string() } else { format_nanos(oldest) },
+        checkpoints.describe_held()
+    );
     if safe.is_empty() {
         return Ok(());
     }
