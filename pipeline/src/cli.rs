@@ -459,8 +459,7 @@ fn rules_list(rules: &RulesArg) -> Result<()> {
     let engine = Engine::new(&set, &EngineOptions::default())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<14} {:<9} {:<10} {:<22} TITLE", "ID", "SEVERITY", "KIND", "MITRE")?;
-    for (rule, windowed) in engine.rules() {
-        let kind = if windowed { "windowed" } else { "event" };
+    for (rule, kind) in engine.rules() {
         writeln!(out, "{:<14} {:<9} {:<10} {:<22} {}", rule.id, rule.severity.as_str(), kind, rule.mitre.join(","), rule.title)?;
     }
     writeln!(out, "{} rules, {} lists ({})", set.rules.len(), set.lists.lists.len(), set.dir.display())?;

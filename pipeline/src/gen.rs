@@ -39,7 +39,7 @@ pub struct GenStats {
 
 /// The attack scenarios, each injected once at evenly spread points of the run.
 pub const SCENARIOS: &[(&str, &str)] = &[
-    ("privileged-pod", "mallory@contoso.com creates privileged pod default/debug-shell"),
+    ("privileged-pod", "mallory@contoso.com creates privileged pod default/debug-shell and execs into it 3 minutes later"),
     ("host-namespaces", "mallory creates pod default/node-debugger with hostPID, hostIPC and hostNetwork"),
     ("sensitive-hostpath", "mallory creates pod web/log-collector mounting /var/run/docker.sock and /etc"),
     ("exec-into-pod", "mallory execs a shell in payments/payments-api-7d9f8b6c4-q8w2z"),
@@ -615,7 +615,13 @@ impl Gen {
         let m = self.mallory.clone();
         match name {
             "privileged-pod" => {
-                vec![self.mallory_pod(at, "default", "debug-shell", "docker.io/library/ubuntu:22.04", "", r#"{"privileged":true}"#)]
+                let pod = self.mallory_pod(at, "default", "debug-shell", "docker.io/library/ubuntu:22.04", "", r#"{"privileged":true}"#);
+                // …then the shell on the host that the privileged pod was for.
+                let then = at + 180 * SEC;
+                let o = ObjectRef { subresource: Some("exec".into()), ..Self::core("pods", Some("default"), Some("debug-shell")) };
+                let uri = "/api/v1/namespaces/default/pods/debug-shell/exec?command=nsenter&command=-t&command=1&command=-m&command=sh&stdin=true&tty=true";
+                let exec = self.event(&m, then, "create", o, uri.to_string(), 101, "Metadata", "ResponseStarted");
+                vec![pod, exec]
             }
             "host-namespaces" => vec![self.mallory_pod(
                 at,

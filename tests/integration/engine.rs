@@ -231,3 +231,42 @@ fn session_windows_run_while_events_keep_coming_within_the_gap() {
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!(alerts[0].fields["n"], json!(5), "0:10–1:30 and 4:10–5:30 joined by 2:50");
 }
+
+const SEQUENCE_RULE: &str = "id: SQ-1\ntitle: seq\nseverity: high\nentities: [user_name]\nsequence:\n  by: [user_name]\n  within: 5m\n  steps:\n    - SELECT user_name, namespace AS first_ns FROM kube_audit WHERE response_code = 403 AND namespace = 'ns1'\n    - SELECT user_name, namespace AS then_ns FROM kube_audit WHERE response_code = 403 AND namespace = 'ns2'\n";
+
+#[test]
+fn a_sequence_matches_in_event_time_order_whatever_the_arrival_order() {
+    // denied(…, n) puts the event in namespace ns{n % 7}: n = 1 → ns1, n = 2 → ns2.
+    // In order: ns1 at 0:10, then ns2 at 2:00.
+    let (alerts, _) = run(SEQUENCE_RULE, &[denied("mallory", 10, 1), denied("mallory", 120, 2)], 300);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].fields["first_ns"], json!("ns1"));
+    assert_eq!(alerts[0].fields["then_ns"], json!("ns2"));
+    assert_eq!(alerts[0].first_seen, "2026-11-01T08:00:10.000000Z");
+    // The second step arrives first (out of order, within the lateness): same alert, same id.
+    let (swapped, _) = run(SEQUENCE_RULE, &[denied("mallory", 120, 2), denied("mallory", 10, 1)], 300);
+    assert_eq!(swapped.len(), 1);
+    assert_eq!(swapped[0].id, alerts[0].id);
+    // Wrong order in event time, or too far apart, or another key: nothing.
+    assert!(run(SEQUENCE_RULE, &[denied("mallory", 10, 2), denied("mallory", 120, 1)], 300).0.is_empty());
+    assert!(run(SEQUENCE_RULE, &[denied("mallory", 10, 1), denied("mallory", 400, 2)], 600).0.is_empty());
+    assert!(run(SEQUENCE_RULE, &[denied("mallory", 10, 1), denied("eve", 120, 2)], 300).0.is_empty());
+}
+
+#[test]
+fn an_absence_alerts_when_the_watermark_passes_the_span_and_state_is_released() {
+    let rule = SEQUENCE_RULE.replace("  within: 5m\n", "  within: 5m\n  absent: true\n");
+    let set = rule_set(&rule);
+    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 0, ..EngineOptions::default() }).unwrap();
+    let mut router = AlertRouter::new(Default::default(), 1000);
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 10, 1)).is_empty(), "the span is still open");
+    assert!(evaluate_one(&mut engine, &mut router, &denied("eve", 10, 1)).is_empty());
+    // eve's second step comes in time; then an event at 8:00 closes both spans.
+    assert!(evaluate_one(&mut engine, &mut router, &denied("eve", 200, 2)).is_empty());
+    let fired = evaluate_one(&mut engine, &mut router, &denied("bob", 480, 5));
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].entities["user_name"], json!("mallory"));
+    assert_eq!(fired[0].window_end.as_deref(), Some("2026-11-01T08:05:10.000000Z"), "the end of the span that passed");
+    assert!(router.route(engine.finish()).is_empty());
+    assert_eq!(engine.oldest_open_window(), i64::MAX, "no state left");
+}

@@ -9,6 +9,7 @@
 
 pub mod functions;
 pub mod plan;
+pub mod sequence;
 pub mod window;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::rules::{Lists, Rule, RuleSet};
 use crate::tables;
 use functions::{ListFn, WindowFn};
 use plan::{plan_rule, PhysExpr, RulePlan, Shape};
+use sequence::CompiledSequence;
 use window::{MetaColumns, WindowState};
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,7 @@ pub struct LateRows {
 
 pub struct Engine {
     rules: Vec<CompiledRule>,
+    sequences: Vec<CompiledSequence>,
     /// Late events since the last [`Engine::take_late`].
     late: Vec<LateRows>,
     /// Position of event_time in the input batches.
@@ -145,11 +148,18 @@ impl Engine {
         let ctx = session_context(lists.clone())?;
         let schema = tables::kube_audit_schema();
         let mut rules = Vec::new();
+        let mut sequences = Vec::new();
         let mut problems = Vec::new();
         for rule in &set.rules {
-            match Self::compile(rule, &ctx, &lists, opts) {
-                Ok(r) => rules.push(r),
-                Err(e) => problems.push(format!("{} ({}): {e:#}", rule.id, rule.path.display())),
+            let compiled = match &rule.sequence {
+                Some(spec) => {
+                    let lateness = rule.allowed_lateness.unwrap_or(opts.allowed_lateness);
+                    CompiledSequence::compile(rule, spec, &ctx, &lists, lateness).map(|s| sequences.push(s))
+                }
+                None => Self::compile(rule, &ctx, &lists, opts).map(|r| rules.push(r)),
+            };
+            if let Err(e) = compiled {
+                problems.push(format!("{} ({}): {e:#}", rule.id, rule.path.display()));
             }
         }
         if !problems.is_empty() {
@@ -158,6 +168,7 @@ impl Engine {
         let event_time = schema.index_of("event_time").expect("every table has event_time");
         Ok(Engine {
             rules,
+            sequences,
             late: Vec::new(),
             event_time,
             max_event_time: i64::MIN,
@@ -197,26 +208,35 @@ impl Engine {
         Ok(compiled)
     }
 
-    /// The planned rules, each with whether it is windowed.
-    pub fn rules(&self) -> impl Iterator<Item = (&Rule, bool)> {
-        self.rules.iter().map(|r| (&r.rule, matches!(r.plan.shape, Shape::Windowed(_))))
+    /// The planned rules, each with its kind: `event`, `windowed` or `sequence`.
+    pub fn rules(&self) -> impl Iterator<Item = (&Rule, &'static str)> {
+        let kind = |r: &CompiledRule| if matches!(r.plan.shape, Shape::Windowed(_)) { "windowed" } else { "event" };
+        self.rules.iter().map(move |r| (&r.rule, kind(r))).chain(self.sequences.iter().map(|s| (&s.rule, "sequence")))
     }
 
     pub fn rule_count(&self) -> usize {
-        self.rules.len()
+        self.rules.len() + self.sequences.len()
     }
 
     pub fn stats(&self) -> impl Iterator<Item = (&Rule, RuleStats)> {
-        self.rules.iter().map(|r| {
-            let mut s = r.stats.clone();
-            if let Some(w) = &r.window {
-                s.live_groups = w.live_groups();
-                s.late_events = w.late_events;
-                s.evictions = w.evictions;
-                s.state_bytes = w.bytes;
-            }
-            (&r.rule, s)
-        })
+        let sequences = self.sequences.iter().map(|s| {
+            let mut st = s.stats.clone();
+            st.live_groups = s.live_keys();
+            (&s.rule, st)
+        });
+        self.rules
+            .iter()
+            .map(|r| {
+                let mut s = r.stats.clone();
+                if let Some(w) = &r.window {
+                    s.live_groups = w.live_groups();
+                    s.late_events = w.late_events;
+                    s.evictions = w.evictions;
+                    s.state_bytes = w.bytes;
+                }
+                (&r.rule, s)
+            })
+            .chain(sequences)
     }
 
     /// The newest event time seen so far (i64::MIN before any event).
@@ -239,6 +259,7 @@ impl Engine {
                 (Shape::Windowed(plan), Some(state)) => state.oldest_start(plan),
                 _ => None,
             })
+            .chain(self.sequences.iter().filter_map(CompiledSequence::oldest))
             .min()
             .unwrap_or(i64::MAX)
     }
@@ -283,6 +304,16 @@ impl Engine {
                 r.stats.last_error = Some(format!("{e:#}"));
                 if r.stats.errors <= 3 {
                     log::error!("rule {} failed on a batch of {} rows: {e:#}", r.rule.id, batch.num_rows());
+                }
+            }
+        }
+        for s in &mut self.sequences {
+            let watermark = self.base.saturating_sub(s.lateness);
+            if let Err(e) = s.process(batch, watermark, &mut alerts) {
+                s.stats.errors += 1;
+                s.stats.last_error = Some(format!("{e:#}"));
+                if s.stats.errors <= 3 {
+                    log::error!("rule {} failed on a batch of {} rows: {e:#}", s.rule.id, batch.num_rows());
                 }
             }
         }
@@ -332,6 +363,10 @@ impl Engine {
                 r.stats.last_error = Some(format!("{e:#}"));
                 log::error!("rule {} failed while firing its windows: {e:#}", r.rule.id);
             }
+        }
+        for s in &mut self.sequences {
+            let watermark = if end_of_input { i64::MAX } else { self.base.saturating_sub(s.lateness) };
+            s.advance(watermark, &mut alerts);
         }
         alerts
     }

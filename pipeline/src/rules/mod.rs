@@ -71,12 +71,37 @@ pub struct Rule {
     /// is evicted beyond. Default: `[rules] max_groups_per_rule`.
     #[serde(default)]
     pub max_groups: Option<usize>,
+    /// The rule's SQL (single-event or windowed); empty for sequence rules.
+    #[serde(default)]
     pub query: String,
+    /// A sequence rule instead of `query`: ordered steps by the same key within a span.
+    #[serde(default)]
+    pub sequence: Option<SequenceSpec>,
     #[serde(default)]
     pub tests: Vec<testing::TestCase>,
     /// Where the rule was read from (set by the loader).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// Ordered steps by the same key within a span, or (`absent`) a first step not followed by the
+/// second within the span.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    /// Output columns every step gives: the key the steps must share.
+    pub by: Vec<String>,
+    #[serde(deserialize_with = "de_duration")]
+    pub within: i64,
+    #[serde(default)]
+    pub absent: bool,
+    /// Single-event queries, in the order they must occur.
+    pub steps: Vec<String>,
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// Parses `30s`, `5m`, `1h`, `2d`, `250ms` into nanoseconds.
@@ -153,6 +178,9 @@ impl RuleSet {
             let at = r.path.display();
             if r.id.trim().is_empty() || r.title.trim().is_empty() {
                 bail!("{at}: id and title are required");
+            }
+            if r.query.trim().is_empty() == r.sequence.is_none() {
+                bail!("{at}: a rule has either a query or a sequence (exactly one)");
             }
             if !seen.insert(r.id.as_str()) {
                 bail!("{at}: rule id {} is used by two rules", r.id);
