@@ -70,6 +70,9 @@ impl WindowSpec {
 
 pub struct Aggregate {
     pub expr: Arc<AggregateFunctionExpr>,
+    /// `count(DISTINCT string)`: counted with [`super::functions::DistinctStrings`], which
+    /// costs a few hundred bytes per group where DataFusion's accumulator preallocates ~8 KB.
+    pub distinct_strings: bool,
     /// Arguments, evaluated on the filtered input.
     pub args: Vec<PhysExpr>,
     /// `FILTER (WHERE …)` of this aggregate, if any.
@@ -291,7 +294,11 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                     create_aggregate_expr_and_maybe_filter(e, table_schema, table_schema.as_arrow(), state.execution_props())
                         .with_context(|| format!("planning aggregate {e}"))?;
                 let args = expr.expressions();
-                aggregates.push(Aggregate { expr, args, filter });
+                let distinct_strings = expr.fun().name() == "count"
+                    && expr.is_distinct()
+                    && args.len() == 1
+                    && args[0].data_type(table_schema.as_arrow())? == datafusion::arrow::datatypes::DataType::Utf8;
+                aggregates.push(Aggregate { expr, distinct_strings, args, filter });
             }
             let having = match having_expr {
                 Some(f) => {

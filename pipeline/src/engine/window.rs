@@ -37,6 +37,9 @@ struct Group {
 }
 
 type GroupKey = (i64, Box<[u8]>);
+/// aHash: the keys are row-encoded bytes hashed for every matching event; SipHash's DoS
+/// resistance is kept by aHash's random keys at a fraction of the cost.
+type Hasher = ahash::RandomState;
 
 /// A window that fired: the aggregate row (group columns then aggregates) and its metadata.
 pub struct Fired {
@@ -49,13 +52,13 @@ pub struct Fired {
 
 pub struct WindowState {
     converter: RowConverter,
-    groups: HashMap<GroupKey, Group>,
+    groups: HashMap<GroupKey, Group, Hasher>,
     /// Window end → the groups ending then, so firing pops in order without a scan. An evicted
     /// group's entry stays until its window ends and is skipped then (removing it would mean
     /// a scan per eviction).
     by_end: BTreeMap<i64, Vec<GroupKey>>,
     /// SESSION rules: per key, the open sessions (start → newest event time).
-    sessions: HashMap<Box<[u8]>, BTreeMap<i64, i64>>,
+    sessions: HashMap<Box<[u8]>, BTreeMap<i64, i64>, Hasher>,
     /// Groups by newest event time: the first one is evicted when the cap is reached.
     by_recency: BTreeMap<(i64, u64), GroupKey>,
     next_seq: u64,
@@ -83,10 +86,10 @@ impl WindowState {
         let fields = plan.keys.iter().map(|k| Ok(SortField::new(k.data_type(input_schema)?))).collect::<Result<Vec<_>>>()?;
         Ok(WindowState {
             converter: RowConverter::new(fields)?,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             by_end: BTreeMap::new(),
             by_recency: BTreeMap::new(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             next_seq: 0,
             max_groups: max_groups.max(1),
             evictions: 0,
@@ -144,7 +147,7 @@ impl WindowState {
         let clusters = meta_cols.cluster.map(|c| filtered.column(c).as_string::<i32>().clone());
 
         // Rows of this batch per group, in arrival order.
-        let mut touched: HashMap<GroupKey, Vec<u32>> = HashMap::new();
+        let mut touched: HashMap<GroupKey, Vec<u32>, Hasher> = HashMap::default();
         if plan.window.kind == WindowKind::Session {
             self.place_in_sessions(plan, &times, &rows, &mut touched)?;
         } else {
@@ -171,8 +174,7 @@ impl WindowState {
                 if self.groups.len() >= self.max_groups {
                     self.evict_one();
                 }
-                let accumulators =
-                    plan.aggregates.iter().map(|a| a.expr.create_accumulator()).collect::<datafusion::common::Result<Vec<_>>>()?;
+                let accumulators = plan.aggregates.iter().map(new_accumulator).collect::<datafusion::common::Result<Vec<_>>>()?;
                 if plan.window.kind != WindowKind::Session {
                     // Sessions are indexed by place_in_sessions: their end moves.
                     self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
@@ -235,10 +237,10 @@ impl WindowState {
         plan: &WindowedPlan,
         times: &TimestampNanosecondArray,
         rows: &datafusion::arrow::row::Rows,
-        touched: &mut HashMap<GroupKey, Vec<u32>>,
+        touched: &mut HashMap<GroupKey, Vec<u32>, Hasher>,
     ) -> Result<()> {
         let gap = plan.window.width;
-        let mut by_key: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        let mut by_key: HashMap<Box<[u8]>, Vec<u32>, Hasher> = HashMap::default();
         for i in 0..times.len() {
             if times.value(i).saturating_add(gap) <= self.closed_until {
                 self.late_events += 1; // every session it could belong to has fired
@@ -457,4 +459,11 @@ impl WindowState {
 fn group_bytes(g: &Group, key: &GroupKey) -> usize {
     let ids: usize = g.meta.audit_ids.iter().map(|id| id.len() + 24).sum();
     std::mem::size_of::<Group>() + key.1.len() + ids + g.accumulators.iter().map(|a| a.size()).sum::<usize>()
+}
+
+fn new_accumulator(a: &super::plan::Aggregate) -> datafusion::common::Result<Box<dyn Accumulator>> {
+    if a.distinct_strings {
+        return Ok(Box::new(super::functions::DistinctStrings::default()));
+    }
+    a.expr.create_accumulator()
 }

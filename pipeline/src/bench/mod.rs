@@ -8,8 +8,12 @@
 //! 4. peak memory of the pipeline on 10 % of the file and on the whole file (flat = no growth);
 //! 5. DuckDB, when its Python module is installed: load the same file and run comparable SQL.
 //!
+//! `--windows` measures the stateful side alone (see [`windows`]).
+//!
 //! `--kafka HOST:PORT` measures instead the pipeline reading a Kafka topic (3 partitions) and
 //! writing alerts to a topic, against file replay of the same events in the same run.
+
+mod windows;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -49,6 +53,13 @@ pub struct BenchArgs {
     /// events into and read them back from.
     #[arg(long, value_name = "HOST:PORT")]
     kafka: Option<String>,
+    /// Windows mode: ten windowed rules over --events events with --keys distinct keys,
+    /// measured in the engine alone (events/s, live groups, memory per live group).
+    #[arg(long, conflicts_with = "kafka")]
+    windows: bool,
+    /// Distinct keys (users) for --windows.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
 }
 
 /// Counts alerts, keeps none: the bench measures the pipeline, not a terminal.
@@ -393,6 +404,9 @@ fn load_topic(brokers: &str, topic: &str, path: &Path) -> Result<Loaded> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.windows {
+        return windows::run(args.events, args.keys, args.seed);
+    }
     let set = RuleSet::bundled()?;
     if let Some(brokers) = &args.kafka {
         let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
