@@ -52,18 +52,19 @@ pub const SCENARIOS: &[(&str, &str)] = &[
 const CLUSTER: &str = "/SUBSCRIPTIONS/6A3C1E52-0F4B-4D8E-9A7B-2C1D3E4F5A6B/RESOURCEGROUPS/RG-AKS-PROD/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-PROD-WEU";
 const SEC: i64 = 1_000_000_000;
 
-/// splitmix64: small, fast, and stable across versions (unlike rand's StdRng).
-struct Rng(u64);
+/// splitmix64: small, fast, and stable across versions (unlike rand's StdRng). Also used by
+/// the benches and the randomized tests, so their inputs are reproducible from a seed.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crowsnest::decode::time::format_nanos;
 use crowsnest::decode::{Decoder, Origin};
 use crowsnest::engine::{scalar_to_json, Engine, EngineOptions};
+// Seeded, so a failure names its seed.
+use crowsnest::gen::Rng;
 use crowsnest::rules::RuleSet;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
@@ -17,22 +19,6 @@ use datafusion::catalog::MemTable;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 use serde_json::{json, Value};
-
-/// A small deterministic generator (SplitMix64), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const SEC: i64 = 1_000_000_000;
 /// 2026-11-01T08:00:00Z

@@ -13,6 +13,7 @@ use super::{peak_rss, reset_peak_rss};
 use crate::decode::time::format_nanos;
 use crate::decode::{Decoder, Origin};
 use crate::engine::{Engine, EngineOptions};
+use crate::gen::Rng;
 use crate::rules::RuleSet;
 
 const RULES: &[(&str, &str)] = &[
@@ -28,19 +29,6 @@ const RULES: &[(&str, &str)] = &[
     ("W-10", "SELECT user_name, count(DISTINCT namespace) AS ns FROM kube_audit GROUP BY user_name, SESSION(event_time, INTERVAL '5 minutes') HAVING count(DISTINCT namespace) >= 6"),
 ];
 
-/// splitmix64, as in the generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// `events` audit events over two hours, users drawn uniformly from `keys`, in batches of 8192
 /// rows; arrival is in time order with up to 20 s of disorder (inside the allowed lateness).
 fn batches(events: u64, keys: u64, seed: u64) -> Vec<RecordBatch> {
@@ -53,14 +41,14 @@ fn batches(events: u64, keys: u64, seed: u64) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     let mut decoder = Decoder::new();
     for i in 0..events {
-        let t = start + i as i64 * step + (rng.next() % (20 * SEC as u64)) as i64;
+        let t = start + i as i64 * step + rng.below(20 * SEC as u64) as i64;
         let ts = format_nanos(t);
         let doc = format!(
             r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"b0000000-0000-4000-8000-{i:012}","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"{}","user":{{"username":"user{}"}},"objectRef":{{"resource":"pods","namespace":"ns{}"}},"responseStatus":{{"code":{}}},"requestReceivedTimestamp":"{ts}","stageTimestamp":"{ts}"}}"#,
-            verbs[(rng.next() % 7) as usize],
-            rng.next() % keys,
-            rng.next() % 20,
-            codes[(rng.next() % 7) as usize],
+            verbs[rng.below(7) as usize],
+            rng.below(keys),
+            rng.below(20),
+            codes[rng.below(7) as usize],
         );
         decoder.decode(Origin { source: "bench", unit: "event", index: i }, doc.as_bytes());
         if (i + 1) % 8192 == 0 {
