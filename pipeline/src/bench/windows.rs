@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use datafusion::arrow::array::RecordBatch;
 
-use super::{peak_rss, reset_peak_rss};
+use super::{peak_rss, reset_peak_rss, rss_now};
 use crate::decode::time::format_nanos;
 use crate::decode::{Decoder, Origin};
 use crate::engine::{Engine, EngineOptions};
@@ -114,10 +114,4 @@ pub fn run(events: u64, keys: u64, seed: u64) -> Result<()> {
         println!("{id:<8} {groups:>18} {:>18.0}  {aggregates}", *bytes as f64 / (*groups).max(1) as f64);
     }
     Ok(())
-}
-
-fn rss_now() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
