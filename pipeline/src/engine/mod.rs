@@ -97,6 +97,18 @@ pub struct RuleStats {
     pub state_bytes: usize,
 }
 
+impl RuleStats {
+    /// A rule failed on a batch: counted, kept for the summary, logged the first few times
+    /// (the other rules still run).
+    fn failed_on_batch(&mut self, rule_id: &str, rows: usize, e: anyhow::Error) {
+        self.errors += 1;
+        self.last_error = Some(format!("{e:#}"));
+        if self.errors <= 3 {
+            log::error!("rule {rule_id} failed on a batch of {rows} rows: {e:#}");
+        }
+    }
+}
+
 struct CompiledRule {
     rule: Rule,
     plan: RulePlan,
@@ -300,21 +312,13 @@ impl Engine {
         for r in &mut self.rules {
             let watermark = self.base.saturating_sub(r.lateness);
             if let Err(e) = r.process(batch, watermark, &mut alerts, &mut self.late) {
-                r.stats.errors += 1;
-                r.stats.last_error = Some(format!("{e:#}"));
-                if r.stats.errors <= 3 {
-                    log::error!("rule {} failed on a batch of {} rows: {e:#}", r.rule.id, batch.num_rows());
-                }
+                r.stats.failed_on_batch(&r.rule.id, batch.num_rows(), e);
             }
         }
         for s in &mut self.sequences {
             let watermark = self.base.saturating_sub(s.lateness);
             if let Err(e) = s.process(batch, watermark, &mut alerts) {
-                s.stats.errors += 1;
-                s.stats.last_error = Some(format!("{e:#}"));
-                if s.stats.errors <= 3 {
-                    log::error!("rule {} failed on a batch of {} rows: {e:#}", s.rule.id, batch.num_rows());
-                }
+                s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e);
             }
         }
         alerts
@@ -421,7 +425,7 @@ impl CompiledRule {
             Shape::Windowed(plan) => {
                 let state = self.window.as_mut().expect("windowed rules have state");
                 if matches > 0 {
-                    let late_rows = late_rows(plan, state.closed_until, batch, mask.as_ref(), meta.event_time);
+                    let late_rows = late_rows(plan, state, batch, mask.as_ref(), meta.event_time);
                     if !late_rows.is_empty() {
                         let rows = datafusion::arrow::compute::take_record_batch(full, &UInt32Array::from(late_rows))?;
                         late.push(LateRows { rule_id: self.rule.id.clone(), closed_until: state.closed_until, rows });
@@ -553,23 +557,19 @@ impl CompiledRule {
 }
 
 /// Rows of `batch` the rule matched whose every window has already fired.
-fn late_rows(plan: &plan::WindowedPlan, closed_until: i64, batch: &RecordBatch, mask: Option<&BooleanArray>, time_col: usize) -> Vec<u32> {
-    if closed_until == i64::MIN {
+fn late_rows(
+    plan: &plan::WindowedPlan,
+    state: &WindowState,
+    batch: &RecordBatch,
+    mask: Option<&BooleanArray>,
+    time_col: usize,
+) -> Vec<u32> {
+    if state.closed_until == i64::MIN {
         return Vec::new();
     }
     let times = batch.column(time_col).as_primitive::<TimestampNanosecondType>();
-    let w = plan.window;
     (0..batch.num_rows())
-        .filter(|&i| mask.is_none_or(|m| m.is_valid(i) && m.value(i)))
-        // The newest window holding t ends last: if it fired, they all did. A session holding
-        // t fires at its newest event + gap, so no later than t + gap.
-        .filter(|&i| {
-            let t = times.value(i);
-            match w.kind {
-                plan::WindowKind::Session => t.saturating_add(w.width) <= closed_until,
-                _ => t - t.rem_euclid(w.slide) + w.width <= closed_until,
-            }
-        })
+        .filter(|&i| mask.is_none_or(|m| m.is_valid(i) && m.value(i)) && state.is_late(plan, times.value(i)))
         .map(|i| i as u32)
         .collect()
 }

@@ -109,6 +109,18 @@ impl WindowState {
         self.by_end.keys().next().map(|end| end - plan.window.width)
     }
 
+    /// Whether an event at `t` comes after every window it belongs to has fired: the newest
+    /// TUMBLE/HOP window holding `t` ends last, and a session holding `t` fires no later than
+    /// `t` + gap.
+    pub fn is_late(&self, plan: &WindowedPlan, t: i64) -> bool {
+        let w = plan.window;
+        let last_end = match w.kind {
+            WindowKind::Session => t.saturating_add(w.width),
+            WindowKind::Tumble | WindowKind::Hop => t - t.rem_euclid(w.slide) + w.width,
+        };
+        last_end <= self.closed_until
+    }
+
     pub fn live_groups(&self) -> usize {
         self.groups.len()
     }
@@ -153,18 +165,16 @@ impl WindowState {
         } else {
             for i in 0..n {
                 let t = times.value(i);
-                plan.window.starts(t, &mut self.scratch);
-                let mut placed = false;
-                for &start in &self.scratch {
-                    let end = start + plan.window.width;
-                    if end <= self.closed_until {
-                        continue;
-                    }
-                    placed = true;
-                    touched.entry((start, rows.row(i).as_ref().into())).or_default().push(i as u32);
-                }
-                if !placed {
+                if self.is_late(plan, t) {
                     self.late_events += 1;
+                    continue;
+                }
+                plan.window.starts(t, &mut self.scratch);
+                for &start in &self.scratch {
+                    // Older windows of a HOP may have fired while newer ones are still open.
+                    if start + plan.window.width > self.closed_until {
+                        touched.entry((start, rows.row(i).as_ref().into())).or_default().push(i as u32);
+                    }
                 }
             }
         }
@@ -242,8 +252,8 @@ impl WindowState {
         let gap = plan.window.width;
         let mut by_key: HashMap<Box<[u8]>, Vec<u32>, Hasher> = HashMap::default();
         for i in 0..times.len() {
-            if times.value(i).saturating_add(gap) <= self.closed_until {
-                self.late_events += 1; // every session it could belong to has fired
+            if self.is_late(plan, times.value(i)) {
+                self.late_events += 1;
                 continue;
             }
             by_key.entry(rows.row(i).as_ref().into()).or_default().push(i as u32);
