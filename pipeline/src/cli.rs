@@ -169,6 +169,9 @@ struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Load first-sighting histories from DIR and save them there at the end.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -239,7 +242,7 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
         EngineOptions { allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")?, ..EngineOptions::default() };
     let engine = Engine::new(&set, &opts)?;
     log::info!("{} rules planned", engine.rule_count());
-    let mut control = Control { progress: !a.no_progress, ..Control::default() };
+    let mut control = Control { progress: !a.no_progress, state_dir: a.state_dir.clone(), ..Control::default() };
     if let Some(w) = a.workers {
         control.workers = w.max(1);
     }
@@ -379,7 +382,7 @@ fn run_service(args: &RunArgs) -> Result<()> {
     let cfg = args.config()?;
     let set = load_rules_for(&cfg, &args.rules)?;
     let engine = Engine::new(&set, &engine_options(&cfg)?)?;
-    let mut control = Control::default();
+    let mut control = Control { state_dir: cfg.state.dir.clone(), ..Control::default() };
     if let Some(w) = cfg.limits.workers {
         control.workers = w.max(1);
     }

@@ -27,6 +27,16 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// Rule state that replaying input cannot rebuild: first-sighting histories.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Loaded at start, saved at every checkpoint and on shutdown. Unset: kept in memory only.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

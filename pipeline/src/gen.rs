@@ -47,6 +47,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("anonymous-allowed", "system:anonymous lists ConfigMaps in kube-system from 203.0.113.50"),
     ("forbidden-burst", "a stolen service-account token (default/compromised-app) draws 30 403s in 90 s"),
     ("secrets-sweep", "mallory reads secrets in 8 namespaces within 3 minutes"),
+    ("token-theft", "mallory requests a token for ci/deployer and uses it from her own address 5 minutes later"),
 ];
 
 const CLUSTER: &str = "/SUBSCRIPTIONS/6A3C1E52-0F4B-4D8E-9A7B-2C1D3E4F5A6B/RESOURCEGROUPS/RG-AKS-PROD/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-PROD-WEU";
@@ -704,6 +705,19 @@ impl Gen {
                     self.simple(&m, at + span * i as i64 / 8, "get", Self::core("secrets", Some(ns), Some("db-credentials")), 200)
                 })
                 .collect(),
+            "token-theft" => {
+                // `kubectl create token deployer -n ci`: a TokenRequest, logged at Metadata level…
+                let o = ObjectRef { subresource: Some("token".into()), ..Self::core("serviceaccounts", Some("ci"), Some("deployer")) };
+                let request = self.event(&m, at, "create", o.clone(), Self::uri(&o), 201, "Metadata", "ResponseComplete");
+                // …then the token at work from mallory's laptop, not from the CI runners.
+                let mut thief = self.ci.clone();
+                thief.ip = m.ip.clone();
+                thief.agent = KUBECTL.to_string();
+                let then = at + 300 * SEC;
+                let list = self.simple(&thief, then, "list", Self::core("secrets", Some("ci"), None), 200);
+                let get = self.simple(&thief, then + 4 * SEC, "get", Self::core("secrets", Some("ci"), Some("registry-push")), 200);
+                vec![request, list, get]
+            }
             _ => Vec::new(),
         }
     }

@@ -66,6 +66,9 @@ pub struct Control {
     pub dedup_capacity: usize,
     /// How often a resumable source's safe offsets are committed (after flushing the sinks).
     pub checkpoint_interval: Duration,
+    /// Where rule state that input cannot rebuild (first-sighting histories) is kept across
+    /// runs: loaded at start, saved at every checkpoint and at the end.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Control {
@@ -77,6 +80,7 @@ impl Default for Control {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
             dedup_capacity: 1 << 20,
             checkpoint_interval: Duration::from_secs(5),
+            state_dir: None,
         }
     }
 }
@@ -332,6 +336,11 @@ fn consume(
     progress: Option<&ProgressBar>,
 ) -> Result<Summary> {
     let mut summary = Summary { rules: engine.rule_count(), ..Summary::default() };
+    if let Some(dir) = &control.state_dir {
+        engine.load_state(dir).context("loading rule state")?;
+    } else if engine.has_history() {
+        log::info!("no state directory: first-sighting rules start without history (set [state] dir to keep it across restarts)");
+    }
     let mut dedup = Deduplicator::new(control.dedup_capacity, audit_col::AUDIT_ID, audit_col::STAGE);
     let mut checkpoints = Checkpoints::default();
     let mut last_checkpoint = Instant::now();
@@ -364,7 +373,7 @@ fn consume(
             p.set_message(format!("{} events, {} alerts", summary.decode.total_events(), summary.alerts));
         }
         if !committers.is_empty() && last_checkpoint.elapsed() >= control.checkpoint_interval {
-            checkpoint(engine, outputs, &mut checkpoints, committers, metrics, false, &mut summary)?;
+            checkpoint(engine, outputs, &mut checkpoints, committers, metrics, control, false, &mut summary)?;
             last_checkpoint = Instant::now();
         }
     }
@@ -376,8 +385,10 @@ fn consume(
     for sink in outputs.all() {
         sink.flush().with_context(|| format!("flushing sink {}", sink.name()))?;
     }
-    if !committers.is_empty() {
-        checkpoint(engine, outputs, &mut checkpoints, committers, metrics, true, &mut summary)?;
+    if committers.is_empty() {
+        save_state(engine, control)?;
+    } else {
+        checkpoint(engine, outputs, &mut checkpoints, committers, metrics, control, true, &mut summary)?;
         summary.held_chunks = checkpoints.held();
         if summary.held_chunks > 0 {
             log::warn!(
@@ -395,12 +406,14 @@ fn consume(
 
 /// Flushes every sink, then commits the offsets no open window needs. A sink that cannot
 /// confirm delivery skips this checkpoint (offsets stay where they were) unless `last`.
+#[allow(clippy::too_many_arguments)]
 fn checkpoint(
-    engine: &Engine,
+    engine: &mut Engine,
     outputs: &mut Outputs,
     checkpoints: &mut Checkpoints,
     committers: &[Box<dyn OffsetCommitter>],
     metrics: &Metrics,
+    control: &Control,
     last: bool,
     summary: &mut Summary,
 ) -> Result<()> {
@@ -415,6 +428,8 @@ fn checkpoint(
             return Ok(());
         }
     }
+    // Every alert so far is delivered: the histories that decided them may be saved.
+    save_state(engine, control)?;
     let oldest = engine.oldest_open_window();
     let safe = checkpoints.release(oldest);
     log::debug!(
@@ -432,6 +447,13 @@ fn checkpoint(
     }
     summary.committed = safe;
     Ok(())
+}
+
+fn save_state(engine: &mut Engine, control: &Control) -> Result<()> {
+    match &control.state_dir {
+        Some(dir) => engine.save_state(dir).context("saving rule state"),
+        None => Ok(()),
+    }
 }
 
 fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary) {

@@ -270,3 +270,71 @@ fn an_absence_alerts_when_the_watermark_passes_the_span_and_state_is_released() 
     assert!(router.route(engine.finish()).is_empty());
     assert_eq!(engine.oldest_open_window(), i64::MAX, "no state left");
 }
+
+#[test]
+fn a_late_first_step_of_an_absence_is_counted_and_written_out_not_alerted() {
+    let rule = SEQUENCE_RULE.replace("  within: 5m\n", "  within: 5m\n  absent: true\n");
+    let set = rule_set(&rule);
+    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 0, ..EngineOptions::default() }).unwrap();
+    let mut router = AlertRouter::new(Default::default(), 1000);
+    // mallory's first step at 0:10 and its second at 2:00 arrive in time: nothing pending.
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 10, 1)).is_empty());
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 120, 2)).is_empty());
+    // The watermark moves to 9:00 and drops the spans it passed.
+    assert!(evaluate_one(&mut engine, &mut router, &denied("bob", 540, 5)).is_empty());
+    assert!(engine.take_late().is_empty());
+    // A replayed copy of the first step arrives now, far behind the watermark: its second step
+    // came and went, so alerting on it would be false. It is late: counted and handed out.
+    let mut again = denied("mallory", 10, 1);
+    again = again.replace("e0000000-0000-4000-8000-000000000001", "e0000000-0000-4000-8000-000000000099");
+    assert!(evaluate_one(&mut engine, &mut router, &again).is_empty());
+    assert!(router.route(engine.finish()).is_empty(), "no absence alert for a late first step");
+    let late = engine.take_late();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].rule_id, "SQ-1");
+    assert_eq!(late[0].rows.num_rows(), 1);
+    let (_, stats) = engine.stats().next().unwrap();
+    assert_eq!(stats.late_events, 1);
+}
+
+#[test]
+fn a_late_step_still_completes_a_chain_and_is_counted() {
+    let set = rule_set(SEQUENCE_RULE);
+    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 0, ..EngineOptions::default() }).unwrap();
+    let mut router = AlertRouter::new(Default::default(), 1000);
+    // The second step at 3:00 moves the watermark there; the first, at 2:50, is 10 s late.
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 180, 2)).is_empty());
+    let fired = evaluate_one(&mut engine, &mut router, &denied("mallory", 170, 1));
+    assert_eq!(fired.len(), 1, "a chain found with a late step is still a real chain");
+    assert_eq!(engine.take_late().len(), 1);
+}
+
+const FIRST_SEEN_RULE: &str = "id: FS-1\ntitle: new namespace for a user\nseverity: medium\nentities: [user_name, namespace]\nfirst_seen: {by: [user_name], value: namespace}\nquery: |\n  SELECT user_name, namespace FROM kube_audit WHERE response_code = 403\n";
+
+#[test]
+fn first_seen_alerts_on_a_new_value_of_a_known_entity_and_keeps_its_history_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = rule_set(FIRST_SEEN_RULE);
+    let opts = EngineOptions::default();
+    let mut engine = Engine::new(&set, &opts).unwrap();
+    let mut router = AlertRouter::new(Default::default(), 1000);
+    // n % 7 is the namespace: n = 1, 8 → ns1; n = 2 → ns2.
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 10, 1)).is_empty(), "a first sighting is the baseline");
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 20, 8)).is_empty(), "seen before");
+    let fired = evaluate_one(&mut engine, &mut router, &denied("mallory", 30, 2));
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].entities["namespace"], json!("ns2"));
+    assert!(evaluate_one(&mut engine, &mut router, &denied("eve", 40, 3)).is_empty(), "eve has no history yet");
+    engine.save_state(dir.path()).unwrap();
+    // A new engine (a restart) with the saved history: eve's ns4 is new for a known entity,
+    // mallory's ns2 is not.
+    let mut restarted = Engine::new(&set, &opts).unwrap();
+    restarted.load_state(dir.path()).unwrap();
+    let mut router = AlertRouter::new(Default::default(), 1000);
+    assert!(evaluate_one(&mut restarted, &mut router, &denied("mallory", 50, 9)).is_empty());
+    let fired = evaluate_one(&mut restarted, &mut router, &denied("eve", 60, 4));
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    // Without the saved history, eve's ns4 would be her baseline.
+    let mut cold = Engine::new(&set, &opts).unwrap();
+    assert!(evaluate_one(&mut cold, &mut AlertRouter::new(Default::default(), 1000), &denied("eve", 60, 4)).is_empty());
+}

@@ -36,6 +36,7 @@ fn bundled_sample_fires_every_rule_as_its_scenarios_say() {
         ("CN-AUDIT-008", 1),
         ("CN-AUDIT-009", 1),
         ("CN-AUDIT-010", 1),
+        ("CN-AUDIT-011", 1),
     ];
     for (id, n) in expected {
         assert_eq!(rules.get(id), Some(&n), "{id} fires {n} time(s) on the sample; got {rules:?}\n{stderr}");

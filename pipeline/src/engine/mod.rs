@@ -7,6 +7,7 @@
 //! the idle timeout, minus the allowed lateness. The engine never sees where the bytes came
 //! from, and never plans a query after start-up.
 
+pub mod first_seen;
 pub mod functions;
 pub mod plan;
 pub mod sequence;
@@ -30,6 +31,7 @@ use crate::alert::{alert_id, Alert, MAX_SAMPLE_IDS};
 use crate::decode::time::format_nanos;
 use crate::rules::{Lists, Rule, RuleSet};
 use crate::tables;
+use first_seen::FirstSeen;
 use functions::{ListFn, WindowFn};
 use plan::{plan_rule, PhysExpr, RulePlan, Shape};
 use sequence::CompiledSequence;
@@ -113,6 +115,8 @@ struct CompiledRule {
     rule: Rule,
     plan: RulePlan,
     window: Option<WindowState>,
+    /// Single-event rules with `first_seen`: the histories that decide which matches alert.
+    first_seen: Option<FirstSeen>,
     /// Where event_time, audit_id and cluster are in the rule's projected batch.
     meta: MetaColumns,
     lateness: i64,
@@ -206,6 +210,14 @@ impl Engine {
             Shape::Windowed(w) => Some(WindowState::new(w, &input, rule.max_groups.unwrap_or(opts.max_groups_per_rule))?),
             Shape::SingleEvent => None,
         };
+        let first_seen = match (&rule.first_seen, &plan.shape) {
+            (None, _) => None,
+            (Some(spec), Shape::SingleEvent) => {
+                let columns: Vec<String> = plan.projection.iter().map(|(n, _)| n.clone()).collect();
+                Some(FirstSeen::new(spec, &columns)?)
+            }
+            (Some(_), Shape::Windowed(_)) => bail!("first_seen applies to single-event rules and sequence steps"),
+        };
         let idx = |n: &str| input.index_of(n).ok();
         let meta = MetaColumns { event_time: idx("event_time").expect("always read"), audit_id: idx("audit_id"), cluster: idx("cluster") };
         let mut compiled = CompiledRule {
@@ -213,6 +225,7 @@ impl Engine {
             rule: rule.clone(),
             plan,
             window,
+            first_seen,
             meta,
             stats: RuleStats::default(),
         };
@@ -231,11 +244,7 @@ impl Engine {
     }
 
     pub fn stats(&self) -> impl Iterator<Item = (&Rule, RuleStats)> {
-        let sequences = self.sequences.iter().map(|s| {
-            let mut st = s.stats.clone();
-            st.live_groups = s.live_keys();
-            (&s.rule, st)
-        });
+        let sequences = self.sequences.iter().map(|s| (&s.rule, s.current_stats()));
         self.rules
             .iter()
             .map(|r| {
@@ -245,6 +254,11 @@ impl Engine {
                     s.late_events = w.late_events;
                     s.evictions = w.evictions;
                     s.state_bytes = w.bytes;
+                }
+                if let Some(f) = &r.first_seen {
+                    s.live_groups = f.live_pairs();
+                    s.state_bytes = f.bytes;
+                    s.evictions = f.evictions;
                 }
                 (&r.rule, s)
             })
@@ -316,12 +330,58 @@ impl Engine {
             }
         }
         for s in &mut self.sequences {
+            let before = s.pruned_to();
             let watermark = self.base.saturating_sub(s.lateness);
             if let Err(e) = s.process(batch, watermark, &mut alerts) {
                 s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e);
             }
+            let late = s.take_late_rows();
+            if !late.is_empty() {
+                match datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(late)) {
+                    Ok(rows) => self.late.push(LateRows { rule_id: s.rule.id.clone(), closed_until: before, rows }),
+                    Err(e) => s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e.into()),
+                }
+            }
         }
         alerts
+    }
+
+    /// Loads the first-sighting histories saved in `dir` (see [`Engine::save_state`]).
+    pub fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
+        for r in &mut self.rules {
+            if let Some(f) = r.first_seen.as_mut() {
+                f.load(dir, &r.rule.id, None)?;
+            }
+        }
+        for s in &mut self.sequences {
+            let id = s.rule.id.clone();
+            for (step, f) in s.histories() {
+                f.load(dir, &id, Some(step))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the first-sighting histories to `dir`, so a restart keeps its baselines. Window
+    /// and sequence state need no saving: a restart rebuilds them from the source offsets.
+    pub fn save_state(&mut self, dir: &std::path::Path) -> Result<()> {
+        for r in &self.rules {
+            if let Some(f) = &r.first_seen {
+                f.save(dir, &r.rule.id, None)?;
+            }
+        }
+        for s in &mut self.sequences {
+            let id = s.rule.id.clone();
+            for (step, f) in s.histories() {
+                f.save(dir, &id, Some(step))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any rule keeps first-sighting history (worth a state directory).
+    pub fn has_history(&mut self) -> bool {
+        self.rules.iter().any(|r| r.first_seen.is_some()) || self.sequences.iter_mut().any(|s| s.histories().next().is_some())
     }
 
     /// The late events since the last call.
@@ -452,8 +512,13 @@ impl CompiledRule {
         let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         for i in 0..rows.num_rows() {
             let (fields, entities) = self.fields_and_entities(&columns, i)?;
-            let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
             let t = times.value(i);
+            if let Some(history) = self.first_seen.as_mut() {
+                if !history.observe(&fields, t) {
+                    continue;
+                }
+            }
+            let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
             let anchor = audit_id.clone().unwrap_or_else(|| t.to_string());
             alerts.push(Alert {
                 id: alert_id(&self.rule.id, &entities, &anchor),

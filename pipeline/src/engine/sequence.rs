@@ -17,6 +17,7 @@ use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
+use super::first_seen::FirstSeen;
 use super::plan::{plan_rule, RulePlan, Shape};
 use super::{evaluate_all, scalar_to_json, RuleStats};
 use crate::alert::{alert_id, Alert};
@@ -36,6 +37,8 @@ struct Occurrence {
 
 struct Step {
     plan: RulePlan,
+    /// Only rows whose value is new for their entity are occurrences of this step.
+    first_seen: Option<FirstSeen>,
 }
 
 pub struct CompiledSequence {
@@ -48,6 +51,11 @@ pub struct CompiledSequence {
     /// The earliest `time + within` held: until the watermark reaches it, `advance` has nothing
     /// to do (so it does not scan every key on every batch).
     next_due: i64,
+    /// The watermark state was last pruned to: an occurrence older than this arrived too late
+    /// to be sure of its partners (they may have been dropped).
+    pruned_to: i64,
+    /// Late occurrences: counted in `stats.late_events`, rows kept for the late-events output.
+    late_rows: Vec<u32>,
     pub stats: RuleStats,
 }
 
@@ -63,14 +71,17 @@ impl CompiledSequence {
             bail!("a sequence needs `by`: the columns every step shares (the same pod, the same user…)");
         }
         let mut steps = Vec::new();
-        for (i, query) in spec.steps.iter().enumerate() {
+        for (i, step) in spec.steps.iter().enumerate() {
             // Each step must give the key columns; planned as a single-event rule.
-            let step_rule = Rule { query: query.clone(), entities: spec.by.clone(), ..rule.clone() };
+            let step_rule = Rule { query: step.query().to_string(), entities: spec.by.clone(), ..rule.clone() };
             let plan = plan_rule(&step_rule, ctx, lists).with_context(|| format!("step {}", i + 1))?;
             if !matches!(plan.shape, Shape::SingleEvent) {
                 bail!("step {}: a step is a single-event query (no GROUP BY)", i + 1);
             }
-            steps.push(Step { plan });
+            let columns: Vec<String> = plan.projection.iter().map(|(n, _)| n.clone()).collect();
+            let first_seen =
+                step.first_seen().map(|f| FirstSeen::new(f, &columns)).transpose().with_context(|| format!("step {}", i + 1))?;
+            steps.push(Step { plan, first_seen });
         }
         let names: Vec<String> = steps.iter().flat_map(|s| s.plan.projection.iter().map(|(n, _)| n.clone())).collect();
         if let Some(missing) = rule.entities.iter().find(|e| !names.contains(e)) {
@@ -83,8 +94,37 @@ impl CompiledSequence {
             lateness,
             state: HashMap::new(),
             next_due: i64::MAX,
+            pruned_to: i64::MIN,
+            late_rows: Vec::new(),
             stats: RuleStats::default(),
         })
+    }
+
+    /// First-sighting histories of the steps that have one, by step index.
+    pub fn histories(&mut self) -> impl Iterator<Item = (usize, &mut FirstSeen)> {
+        self.steps.iter_mut().enumerate().filter_map(|(i, s)| s.first_seen.as_mut().map(|f| (i, f)))
+    }
+
+    /// Counters, with the live keys and the first-sighting state included.
+    pub fn current_stats(&self) -> RuleStats {
+        let mut st = self.stats.clone();
+        st.live_groups = self.state.len();
+        for f in self.steps.iter().filter_map(|s| s.first_seen.as_ref()) {
+            st.live_groups += f.live_pairs();
+            st.state_bytes += f.bytes;
+            st.evictions += f.evictions;
+        }
+        st
+    }
+
+    /// The watermark state was last pruned to.
+    pub fn pruned_to(&self) -> i64 {
+        self.pruned_to
+    }
+
+    /// Rows (of the last batch processed) that arrived too late; see `pruned_to`.
+    pub fn take_late_rows(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.late_rows)
     }
 
     /// The oldest occurrence still held: events before it are no longer needed.
@@ -92,33 +132,48 @@ impl CompiledSequence {
         self.state.values().flatten().flatten().map(|o| o.time).min()
     }
 
-    pub fn live_keys(&self) -> usize {
-        self.state.len()
-    }
-
     /// Adds the batch's occurrences of every step and emits the chains they complete; then
     /// drops what the watermark has made useless (and, for absence, alerts on the first steps
     /// whose span passed without the second).
+    ///
+    /// An occurrence older than the watermark state was pruned to is late: it is counted and
+    /// its row kept for the late-events output. A late occurrence still completes chains (a
+    /// chain found is real; one may be missed), but a late first step of an absence rule is
+    /// not held: its second step may have come and gone, and alerting on it could be false.
     pub fn process(&mut self, batch: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
+        self.late_rows.clear();
         for k in 0..self.steps.len() {
-            for (key, occ) in self.occurrences(k, batch)? {
+            for (row, key, occ) in self.occurrences(k, batch)? {
                 self.stats.matches += 1;
+                let late = occ.time < self.pruned_to;
+                if late {
+                    self.stats.late_events += 1;
+                    self.late_rows.push(row);
+                    if self.spec.absent && k == 0 {
+                        continue;
+                    }
+                }
                 self.add(key, k, occ, alerts);
             }
         }
+        self.late_rows.sort_unstable();
+        self.late_rows.dedup();
         self.advance(watermark, alerts);
         Ok(())
     }
 
-    fn occurrences(&self, k: usize, full: &RecordBatch) -> Result<Vec<(String, Occurrence)>> {
-        let plan = &self.steps[k].plan;
+    /// The step's occurrences in the batch: row index, key and occurrence.
+    fn occurrences(&mut self, k: usize, full: &RecordBatch) -> Result<Vec<(u32, String, Occurrence)>> {
+        let Step { plan, first_seen } = &mut self.steps[k];
         let batch = full.project(&plan.columns)?;
-        let rows = match &plan.predicate {
+        let (rows, indices): (RecordBatch, Vec<u32>) = match &plan.predicate {
             Some(p) => {
                 let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
-                filter_record_batch(&batch, mask.as_boolean())?
+                let mask = mask.as_boolean();
+                let indices = (0..mask.len()).filter(|&i| mask.is_valid(i) && mask.value(i)).map(|i| i as u32).collect();
+                (filter_record_batch(&batch, mask)?, indices)
             }
-            None => batch,
+            None => (batch.clone(), (0..batch.num_rows() as u32).collect()),
         };
         if rows.num_rows() == 0 {
             return Ok(Vec::new());
@@ -139,9 +194,14 @@ impl CompiledSequence {
                 continue; // nothing to correlate on
             }
             let key = serde_json::to_string(&key)?;
+            if let Some(history) = first_seen.as_mut() {
+                if !history.observe(&fields, times.value(i)) {
+                    continue;
+                }
+            }
             let valid =
                 |a: &Option<datafusion::arrow::array::StringArray>| a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
-            out.push((key, Occurrence { time: times.value(i), audit_id: valid(&ids), cluster: valid(&clusters), fields }));
+            out.push((indices[i], key, Occurrence { time: times.value(i), audit_id: valid(&ids), cluster: valid(&clusters), fields }));
         }
         Ok(out)
     }
@@ -183,6 +243,7 @@ impl CompiledSequence {
     /// Drops occurrences the watermark made useless; for absence, alerts on first steps whose
     /// span has passed without the second.
     pub fn advance(&mut self, watermark: i64, alerts: &mut Vec<Alert>) {
+        self.pruned_to = self.pruned_to.max(watermark);
         if watermark < self.next_due {
             return;
         }

@@ -74,6 +74,10 @@ pub struct Rule {
     /// The rule's SQL (single-event or windowed); empty for sequence rules.
     #[serde(default)]
     pub query: String,
+    /// Single-event rules: alert only when a value is new for its entity ("an IP never seen
+    /// for this account").
+    #[serde(default)]
+    pub first_seen: Option<FirstSeenSpec>,
     /// A sequence rule instead of `query`: ordered steps by the same key within a span.
     #[serde(default)]
     pub sequence: Option<SequenceSpec>,
@@ -96,7 +100,55 @@ pub struct SequenceSpec {
     #[serde(default)]
     pub absent: bool,
     /// Single-event queries, in the order they must occur.
-    pub steps: Vec<String>,
+    pub steps: Vec<StepSpec>,
+}
+
+/// A sequence step: its SQL, or its SQL and a first-sighting condition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StepSpec {
+    Query(String),
+    Full {
+        query: String,
+        #[serde(default)]
+        first_seen: Option<FirstSeenSpec>,
+    },
+}
+
+impl StepSpec {
+    pub fn query(&self) -> &str {
+        match self {
+            StepSpec::Query(q) | StepSpec::Full { query: q, .. } => q,
+        }
+    }
+
+    pub fn first_seen(&self) -> Option<&FirstSeenSpec> {
+        match self {
+            StepSpec::Query(_) => None,
+            StepSpec::Full { first_seen, .. } => first_seen.as_ref(),
+        }
+    }
+}
+
+/// A row passes only when `value` is new for the entity `by` names, and that entity already
+/// had a history (see engine::first_seen).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstSeenSpec {
+    /// Output columns naming the entity whose history is kept.
+    pub by: Vec<String>,
+    /// The output column whose value must be new for the entity.
+    pub value: String,
+    /// A value not seen for this long counts as new again.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub forget: Option<i64>,
+    /// (entity, value) pairs kept at most; the least recently seen go first.
+    #[serde(default = "default_max_pairs")]
+    pub max_pairs: usize,
+}
+
+fn default_max_pairs() -> usize {
+    crate::engine::first_seen::DEFAULT_MAX_PAIRS
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -181,6 +233,9 @@ impl RuleSet {
             }
             if r.query.trim().is_empty() == r.sequence.is_none() {
                 bail!("{at}: a rule has either a query or a sequence (exactly one)");
+            }
+            if r.first_seen.is_some() && r.sequence.is_some() {
+                bail!("{at}: in a sequence, first_seen belongs to a step");
             }
             if !seen.insert(r.id.as_str()) {
                 bail!("{at}: rule id {} is used by two rules", r.id);
