@@ -360,6 +360,8 @@ fn consume(
             }
             // Quiet input: idle partitions stop holding the watermark back.
             Err(RecvTimeoutError::Timeout) => {
+                let backlog: Vec<Arc<str>> = committers.iter().flat_map(|c| c.streams_with_backlog()).collect();
+                engine.note_backlog(&backlog);
                 let fired = engine.tick();
                 deliver(fired, router, outputs, metrics, &mut summary)?;
             }

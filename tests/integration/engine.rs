@@ -338,3 +338,35 @@ fn first_seen_alerts_on_a_new_value_of_a_known_entity_and_keeps_its_history_acro
     let mut cold = Engine::new(&set, &opts).unwrap();
     assert!(evaluate_one(&mut cold, &mut AlertRouter::new(Default::default(), 1000), &denied("eve", 60, 4)).is_empty());
 }
+
+fn batch_of(doc: &str) -> datafusion::arrow::array::RecordBatch {
+    let mut d = crowsnest::decode::Decoder::new();
+    d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: 1 }, doc.as_bytes());
+    d.finish().unwrap()
+}
+
+#[test]
+fn an_idle_partition_stops_holding_the_watermark_unless_it_has_a_backlog() {
+    let idle = std::time::Duration::from_millis(100);
+    let opts = EngineOptions { allowed_lateness: 0, idle_timeout: idle, ..EngineOptions::default() };
+    let (p0, p1): (std::sync::Arc<str>, std::sync::Arc<str>) = ("kafka:audit/0".into(), "kafka:audit/1".into());
+    for backlog in [false, true] {
+        let mut engine = Engine::new(&rule_set(TUMBLE_RULE), &opts).unwrap();
+        // Partition 1 delivered up to 8:00:05; partition 0 goes on to 8:03 with two denials in
+        // the 8:00 window, which cannot fire while partition 1 holds the watermark at 8:00:05.
+        assert!(engine.process_from(&batch_of(&denied("carol", 5, 20)), Some(&p1)).is_empty());
+        assert!(engine.process_from(&batch_of(&denied("mallory", 10, 1)), Some(&p0)).is_empty());
+        assert!(engine.process_from(&batch_of(&denied("mallory", 20, 2)), Some(&p0)).is_empty());
+        assert!(engine.process_from(&batch_of(&denied("eve", 180, 3)), Some(&p0)).is_empty(), "partition 1 holds the window");
+        // Both go quiet past the idle timeout; partition 1 may still have unread messages.
+        engine.note_backlog(if backlog { std::slice::from_ref(&p1) } else { &[] });
+        std::thread::sleep(idle * 2);
+        let fired = engine.tick();
+        if backlog {
+            assert!(fired.is_empty(), "a partition with unread messages is slow, not idle: {fired:?}");
+        } else {
+            assert_eq!(fired.len(), 1, "the quiet partition no longer holds the window back");
+            assert_eq!(fired[0].entities["user_name"], json!("mallory"));
+        }
+    }
+}

@@ -53,7 +53,7 @@ impl Pipeline {
             .args(["-v", "run", "-c", cfg.to_str().unwrap()])
             .args([
                 "--source",
-                &format!("kafka://{a}/audit?group={group}&start=earliest&commit_interval=1s&fetch.wait.max.ms={FETCH_WAIT_MS}"),
+                &format!("kafka://{a}/audit?group={group}&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}"),
             ])
             .args(["--sink", &format!("kafka://{a}/alerts"), "--dead-letters", &format!("kafka://{a}/dead")])
             .current_dir(dir)
@@ -290,4 +290,83 @@ fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
     }
     check(&got, &expected, dir.path());
     wait_for("consumption to resume", WAIT, || page().filter(|m| metric(m, "crowsnest_kafka_paused") == Some(0.0)));
+}
+
+/// An audit Event as one JSON line: `user` gets `code` at `t` (RFC 3339).
+fn audit_line(n: u32, user: &str, code: u16, t: &str) -> Vec<u8> {
+    serde_json::json!({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": format!("7a000000-0000-4000-8000-{n:012}"),
+        "stage": "ResponseComplete", "verb": "list", "user": {"username": user}, "sourceIPs": ["10.0.0.9"],
+        "objectRef": {"resource": "secrets", "namespace": "default"}, "responseStatus": {"code": code},
+        "requestReceivedTimestamp": t, "stageTimestamp": t})
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_the_same_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    // 15 denials in a 10-minute window: 10 before the kill, 10 after. Had the offsets of the
+    // first 10 been committed, the restarted pipeline would count only 10 and never alert.
+    std::fs::create_dir_all(dir.path().join("rules/rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/rules/denied.yaml"),
+        "id: W-1\ntitle: denied\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS denied FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 15\n",
+    )
+    .unwrap();
+    let t = |s: u32| format!("2026-11-01T{:02}:{:02}:{:02}.000000Z", 8 + s / 3600, (s / 60) % 60, s % 60);
+    // Before the window: benign traffic, whose offsets may be committed.
+    let mut first: Vec<Vec<u8>> =
+        (0..5).map(|i| audit_line(i, "alice@contoso.com", 200, &format!("2026-11-01T07:00:{:02}.000000Z", i * 10))).collect();
+    first.extend((0..10).map(|i| audit_line(100 + i, "mallory@contoso.com", 403, &t(i * 20))));
+    let mut second: Vec<Vec<u8>> = (10..20).map(|i| audit_line(100 + i, "mallory@contoso.com", 403, &t(i * 20))).collect();
+    second.push(audit_line(999, "alice@contoso.com", 200, &t(3600))); // closes the window
+    let all: Vec<u8> = first.iter().chain(&second).flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
+    std::fs::write(dir.path().join("all.jsonl"), all).unwrap();
+    let replay = run(&["replay", "--no-progress", "--rules", "rules", "all.jsonl"], dir.path());
+    let expected = stdout_alerts(&replay);
+    assert_eq!(expected.len(), 1, "{}", String::from_utf8_lossy(&replay.stderr));
+    assert_eq!(expected[0]["count"], 20);
+
+    let broker = Broker::in_memory(dir.path());
+    broker.create_topic("waudit", 1);
+    broker.create_topic("walerts", 1);
+    broker.produce("waudit", 1, &first);
+    let a = broker.addr();
+    let start = |port: u16| {
+        let cfg = dir.path().join("crowsnest.toml");
+        std::fs::write(&cfg, format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("crowsnest.log")).unwrap();
+        let child = bin()
+            .args(["-v", "run", "-c", cfg.to_str().unwrap(), "--rules", "rules", "--sink", &format!("kafka://{a}/walerts")])
+            .args(["--source", &format!("kafka://{a}/waudit?group=g-win&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}")])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("crowsnest runs");
+        Pipeline(child)
+    };
+    let port = free_port();
+    let mut p = start(port);
+    let consumed = || http_get(port, "/metrics").and_then(|(_, m)| metric(&m, "crowsnest_kafka_messages_consumed_total")).unwrap_or(0.0);
+    wait_for("the first part to be consumed", WAIT, || (consumed() >= first.len() as f64).then_some(()));
+    // Checkpoints run every second: the window's events must stay uncommitted.
+    std::thread::sleep(Duration::from_secs(3));
+    p.assert_running(dir.path());
+    p.kill();
+    let committed = broker.committed("g-win", "waudit", 0);
+    assert!(committed.is_none_or(|o| o <= 5), "offsets of the open window were committed: {committed:?}");
+
+    broker.produce("waudit", 1, &second);
+    let _p = start(free_port());
+    let docs = broker.read_all("walerts", WAIT, |docs| !docs.is_empty());
+    let log = || std::fs::read_to_string(dir.path().join("crowsnest.log")).unwrap_or_default();
+    assert_eq!(docs.len(), 1, "one alert: {docs:?}\n{}", log());
+    let got: serde_json::Value = serde_json::from_slice(&docs[0]).unwrap();
+    assert_eq!(got["id"], expected[0]["id"], "the same alert id as the file replay");
+    assert_eq!(got["count"], 20, "the window was rebuilt from the replayed offsets");
+    // Nothing else arrives (the first run never alerted: its window was still open).
+    let more = broker.read_all("walerts", Duration::from_secs(3), |docs| docs.len() > 1);
+    assert_eq!(more.len(), 1, "{more:?}");
 }

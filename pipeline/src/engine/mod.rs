@@ -61,7 +61,12 @@ impl Default for EngineOptions {
 struct StreamClock {
     newest: i64,
     seen: Instant,
+    /// The source reported undelivered messages: the stream is slow, not quiet.
+    backlog: bool,
 }
+
+/// A stream with a backlog stays active this many idle timeouts (it may be stuck for good).
+const BACKLOG_PATIENCE: u32 = 10;
 
 /// A DataFusion context with Crowsnest's tables (empty), the JSON functions, the window markers
 /// and the list functions: what rules are planned against, and what hunts run in.
@@ -317,7 +322,7 @@ impl Engine {
         self.max_event_time = self.max_event_time.max(newest);
         if newest > i64::MIN {
             let key = stream.unwrap_or(&self.default_stream);
-            let clock = self.clocks.entry(key.clone()).or_insert(StreamClock { newest, seen: Instant::now() });
+            let clock = self.clocks.entry(key.clone()).or_insert(StreamClock { newest, seen: Instant::now(), backlog: false });
             clock.newest = clock.newest.max(newest);
             clock.seen = Instant::now();
         }
@@ -392,15 +397,33 @@ impl Engine {
     /// A stream (partition) was assigned: until it delivers data or goes idle, it holds the
     /// watermark where it is.
     pub fn open_stream(&mut self, stream: &Arc<str>) {
-        let clock = self.clocks.entry(stream.clone()).or_insert(StreamClock { newest: i64::MIN, seen: Instant::now() });
+        let clock = self.clocks.entry(stream.clone()).or_insert(StreamClock { newest: i64::MIN, seen: Instant::now(), backlog: false });
         clock.seen = Instant::now();
     }
 
-    /// The minimum newest time over streams heard from within the idle timeout (over all
-    /// streams when every one is idle); it never moves back.
+    /// Which streams have messages their source has not delivered yet (a lagging partition):
+    /// such a stream is slow, not idle, and keeps holding the watermark back — for up to ten
+    /// idle timeouts, so a partition stuck for good cannot stall every alert.
+    pub fn note_backlog(&mut self, streams: &[Arc<str>]) {
+        for (name, clock) in self.clocks.iter_mut() {
+            clock.backlog = streams.contains(name);
+        }
+    }
+
+    /// The minimum newest time over active streams (over all streams when every one is idle);
+    /// it never moves back. Active: heard from within the idle timeout, or with a backlog.
     fn advance_base(&mut self) {
         let now = Instant::now();
-        let active = self.clocks.values().filter(|c| now.duration_since(c.seen) < self.idle_timeout).map(|c| c.newest).min();
+        let patience = self.idle_timeout * BACKLOG_PATIENCE;
+        let active = self
+            .clocks
+            .values()
+            .filter(|c| {
+                let quiet = now.duration_since(c.seen);
+                quiet < self.idle_timeout || (c.backlog && quiet < patience)
+            })
+            .map(|c| c.newest)
+            .min();
         let candidate = active.or_else(|| self.clocks.values().map(|c| c.newest).max()).unwrap_or(i64::MIN);
         self.base = self.base.max(candidate);
     }

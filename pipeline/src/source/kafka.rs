@@ -70,6 +70,8 @@ struct Ownership {
     committed: HashMap<PartitionKey, i64>,
     /// Partitions assigned since the source last looked: each is announced to the pipeline.
     newly_assigned: Vec<PartitionKey>,
+    /// Consumer lag per partition, from librdkafka's statistics.
+    lag: HashMap<PartitionKey, i64>,
 }
 
 pub struct SourceContext {
@@ -79,13 +81,16 @@ pub struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
+        let mut lag = HashMap::new();
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {
                     self.metrics.kafka_consumer_lag.with_label_values(&[topic.as_str(), &p.to_string()]).set(part.consumer_lag);
+                    lag.insert((topic.clone(), *p), part.consumer_lag);
                 }
             }
         }
+        self.owned.lock().expect("ownership lock").lag = lag;
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -444,6 +449,15 @@ struct KafkaCommitter {
 }
 
 impl OffsetCommitter for KafkaCommitter {
+    fn streams_with_backlog(&self) -> Vec<Arc<str>> {
+        let own = self.owned.lock().expect("ownership lock");
+        own.lag
+            .iter()
+            .filter(|(key, &lag)| lag > 0 && own.assigned.contains(*key))
+            .map(|((topic, partition), _)| Arc::from(format!("kafka:{topic}/{partition}")))
+            .collect()
+    }
+
     fn commit(&self, offsets: &[SourceOffsets], wait: bool) -> Result<()> {
         let mut own = self.owned.lock().expect("ownership lock");
         let mut tpl = TopicPartitionList::new();

@@ -50,6 +50,11 @@ pub trait OffsetCommitter: Send {
     /// Partitions this consumer no longer owns are left alone. `wait`: block until the broker
     /// confirms (at shutdown); otherwise the commit is sent in the background.
     fn commit(&self, offsets: &[SourceOffsets], wait: bool) -> anyhow::Result<()>;
+    /// Streams (partitions) known to hold messages not yet delivered: slow, not idle, so they
+    /// keep holding the watermark back (see `Engine::note_backlog`).
+    fn streams_with_backlog(&self) -> Vec<Arc<str>> {
+        Vec::new()
+    }
 }
 
 pub trait Source: Send {
