@@ -190,6 +190,42 @@ enum RulesCommand {
         #[arg(long)]
         show_alerts: bool,
     },
+    /// Check every rule's metadata, catalog names, test cases and SQL (columns, lists, entities).
+    Lint {
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+    /// Which MITRE techniques, Threat Matrix cells and hardening controls the rules cover.
+    Coverage {
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+    /// Run one rule over recorded input and show what it would have fired, per day.
+    Backtest {
+        /// The rule id.
+        rule: String,
+        /// Input files (as for replay); `-` is stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        rules: RulesArg,
+        /// Print the alerts as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "1m")]
+        allowed_lateness: String,
+        /// Decode threads (default: cores, at most 8).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Convert Sigma rules (logsource product: kubernetes, service: audit) into Crowsnest rules.
+    ImportSigma {
+        /// A Sigma rule file, or a directory searched for *.yml/*.yaml.
+        path: PathBuf,
+        /// Where the converted rules are written (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -217,6 +253,28 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
         Command::Validate(a) => validate(&a).map(|_| ExitCode::SUCCESS),
         Command::Rules { command: RulesCommand::List { rules } } => rules_list(&rules).map(|_| ExitCode::SUCCESS),
         Command::Rules { command: RulesCommand::Test { ids, rules, show_alerts } } => rules_test(&ids, &rules, show_alerts),
+        Command::Rules { command: RulesCommand::Lint { rules } } => rules_lint(&rules),
+        Command::Rules { command: RulesCommand::Coverage { rules } } => {
+            print!("{}", crate::rules::coverage::Coverage::of(&rules.load()?).render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules { command: RulesCommand::Backtest { rule, files, rules, json, allowed_lateness, workers } } => {
+            let opts = EngineOptions {
+                allowed_lateness: parse_duration(&allowed_lateness).context("--allowed-lateness")?,
+                ..EngineOptions::default()
+            };
+            let b = crate::backtest::run(rules.load()?, &rule, &files, &opts, workers)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                for a in &b.alerts {
+                    writeln!(out, "{a}")?;
+                }
+            } else {
+                write!(out, "{}", b.render())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules { command: RulesCommand::ImportSigma { path, out } } => import_sigma(&path, &out),
         Command::Schema { table, json, write_dir } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Gen { events, seed, rate, out, start, no_attacks } => {
             let mut opts = gen::GenOptions { events, seed, events_per_second: rate, attacks: !no_attacks, ..gen::GenOptions::default() };
@@ -502,6 +560,51 @@ fn rules_test(ids: &[String], rules: &RulesArg, show: bool) -> Result<std::proce
     }
     writeln!(out, "rules: {passed} passed, {failed} failed")?;
     Ok(if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+fn rules_lint(rules: &RulesArg) -> Result<std::process::ExitCode> {
+    use crate::rules::lint::{lint, Level};
+    let set = rules.load()?;
+    let findings = lint(&set);
+    let mut out = std::io::stdout().lock();
+    for r in &set.rules {
+        let mine: Vec<_> = findings.iter().filter(|f| f.rule_id == r.id).collect();
+        if !mine.is_empty() {
+            writeln!(out, "{} ({})", r.id, r.path.display())?;
+            for f in mine {
+                writeln!(out, "  {f}")?;
+            }
+        }
+    }
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    let warnings = findings.len() - errors;
+    writeln!(out, "lint: {} rules, {errors} error(s), {warnings} warning(s)", set.rules.len())?;
+    Ok(if errors == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+fn import_sigma(path: &Path, out_dir: &Path) -> Result<std::process::ExitCode> {
+    let results = crate::rules::sigma::import_path(path, out_dir)?;
+    let mut out = std::io::stdout().lock();
+    let mut converted = 0;
+    for r in &results {
+        match &r.outcome {
+            Ok(written) => {
+                converted += 1;
+                writeln!(out, "converted  {} -> {}", r.source.display(), written.display())?;
+            }
+            Err(why) => writeln!(out, "skipped    {}: {why}", r.source.display())?,
+        }
+    }
+    writeln!(out, "import-sigma: {converted} of {} converted into {}", results.len(), out_dir.display())?;
+    if converted > 0 {
+        writeln!(
+            out,
+            "run them with --rules {}; add test cases and check them with `crowsnest rules lint --rules {}` before relying on them",
+            out_dir.parent().filter(|p| out_dir.ends_with("rules") && !p.as_os_str().is_empty()).unwrap_or(out_dir).display(),
+            out_dir.parent().filter(|p| out_dir.ends_with("rules") && !p.as_os_str().is_empty()).unwrap_or(out_dir).display()
+        )?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn schema(table: Option<&str>, json: bool, write_dir: Option<&Path>) -> Result<()> {

@@ -13,6 +13,7 @@
 //! - [`tables`], [`alert`], [`deadletter`], [`redact`], [`metrics`] — shared vocabulary
 
 pub mod alert;
+pub mod backtest;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;

@@ -8,4 +8,5 @@ mod engine;
 mod equivalence;
 mod kafka;
 mod replay;
+mod rules_tools;
 mod service;

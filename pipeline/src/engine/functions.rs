@@ -99,6 +99,9 @@ enum ListOp {
 pub struct ListFn {
     name: &'static str,
     op: ListOp,
+    /// The `any_*_outside` forms: true when some element does NOT match (an image outside the
+    /// allowed registries), where the plain forms are true when some element does.
+    outside: bool,
     lists: Arc<Lists>,
     signature: Signature,
 }
@@ -116,25 +119,43 @@ impl Hash for ListFn {
 }
 
 /// Names of the list functions; the engine checks their list arguments at plan time.
-pub const LIST_FUNCTIONS: &[&str] = &["in_list", "starts_with_any", "path_under", "ip_in_list"];
+pub const LIST_FUNCTIONS: &[&str] =
+    &["in_list", "starts_with_any", "path_under", "ip_in_list", "any_outside_list", "any_without_prefix", "any_ip_outside_list"];
 
 impl ListFn {
     pub fn all(lists: Arc<Lists>) -> Vec<ScalarUDF> {
-        [("in_list", ListOp::Exact), ("starts_with_any", ListOp::Prefix), ("path_under", ListOp::Path), ("ip_in_list", ListOp::Ip)]
-            .into_iter()
-            .map(|(name, op)| {
-                ScalarUDF::new_from_impl(ListFn { name, op, lists: lists.clone(), signature: Signature::any(2, Volatility::Immutable) })
+        [
+            ("in_list", ListOp::Exact, false),
+            ("starts_with_any", ListOp::Prefix, false),
+            ("path_under", ListOp::Path, false),
+            ("ip_in_list", ListOp::Ip, false),
+            ("any_outside_list", ListOp::Exact, true),
+            ("any_without_prefix", ListOp::Prefix, true),
+            ("any_ip_outside_list", ListOp::Ip, true),
+        ]
+        .into_iter()
+        .map(|(name, op, outside)| {
+            ScalarUDF::new_from_impl(ListFn {
+                name,
+                op,
+                outside,
+                lists: lists.clone(),
+                signature: Signature::any(2, Volatility::Immutable),
             })
-            .collect()
+        })
+        .collect()
     }
 
     fn test(&self, list: &List, s: &str) -> bool {
-        match self.op {
+        let hit = match self.op {
             ListOp::Exact => list.contains(s),
             ListOp::Prefix => list.any_prefix_of(s),
             ListOp::Path => list.path_under(s),
+            // Something that is not an address is neither inside nor outside a range.
+            ListOp::Ip if self.outside && s.trim().parse::<std::net::IpAddr>().is_err() => return false,
             ListOp::Ip => list.contains_ip(s),
-        }
+        };
+        hit != self.outside
     }
 
     fn test_strings(&self, list: &List, arr: &ArrayRef) -> Result<BooleanArray> {

@@ -2,7 +2,11 @@
 //! loading, validation and the durations they are written with. Planning the SQL is the
 //! engine's job; this module only knows the file formats.
 
+pub mod catalog;
+pub mod coverage;
+pub mod lint;
 pub mod lists;
+pub mod sigma;
 pub mod testing;
 
 use std::collections::{BTreeMap, HashSet};
@@ -51,8 +55,12 @@ pub struct Rule {
     pub severity: Severity,
     #[serde(default)]
     pub mitre: Vec<String>,
+    /// Cells of Microsoft's Threat Matrix for Kubernetes ("Tactic - Technique"; see catalog).
     #[serde(default)]
     pub threat_matrix: Vec<String>,
+    /// The hardening controls (catalog::CONTROLS ids) this rule watches.
+    #[serde(default)]
+    pub controls: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]

@@ -113,3 +113,22 @@ impl Sink for JsonLinesFile {
         Ok(())
     }
 }
+
+/// Keeps what it is sent, for commands that look at the alerts after the run (backtest).
+#[derive(Default, Clone)]
+pub struct MemorySink {
+    pub records: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Sink for MemorySink {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    fn send(&mut self, records: &[Record]) -> Result<()> {
+        self.records.lock().expect("memory sink lock").extend(records.iter().map(|r| r.json.clone()));
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
