@@ -14,9 +14,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::scalar_to_json;
 use crate::rules::FirstSeenSpec;
 
 /// (entity, value) pairs a rule keeps by default.
@@ -60,6 +63,19 @@ impl FirstSeen {
             bail!("first_seen: the value {:?} cannot also be in `by`", spec.value);
         }
         Ok(FirstSeen { spec: spec.clone(), seen: HashMap::new(), pairs: 0, bytes: 0, evictions: 0 })
+    }
+
+    /// [`FirstSeen::observe`] on row `row` of a rule's evaluated SELECT list (`names` gives the
+    /// output names of `columns`). Only the columns it needs are converted: a first-sighting
+    /// rule passes few of the rows it sees.
+    pub fn observe_row(&mut self, names: &[String], columns: &[ArrayRef], row: usize, t: i64) -> datafusion::common::Result<bool> {
+        let mut fields = Map::new();
+        for c in self.spec.by.iter().chain([&self.spec.value]) {
+            if let Some(i) = names.iter().position(|n| n == c) {
+                fields.insert(c.clone(), scalar_to_json(&ScalarValue::try_from_array(&columns[i], row)?));
+            }
+        }
+        Ok(self.observe(&fields, t))
     }
 
     pub fn live_pairs(&self) -> usize {

@@ -533,14 +533,15 @@ impl CompiledRule {
         let ids = meta.audit_id.map(|c| rows.column(c).as_string::<i32>().clone());
         let clusters = meta.cluster.map(|c| rows.column(c).as_string::<i32>().clone());
         let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        let names: Vec<String> = self.plan.projection.iter().map(|(n, _)| n.clone()).collect();
         for i in 0..rows.num_rows() {
-            let (fields, entities) = self.fields_and_entities(&columns, i)?;
             let t = times.value(i);
             if let Some(history) = self.first_seen.as_mut() {
-                if !history.observe(&fields, t) {
+                if !history.observe_row(&names, &columns, i, t)? {
                     continue;
                 }
             }
+            let (fields, entities) = self.fields_and_entities(&columns, i)?;
             let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
             let anchor = audit_id.clone().unwrap_or_else(|| t.to_string());
             alerts.push(Alert {

@@ -183,8 +183,14 @@ impl CompiledSequence {
         let times = rows.column(schema.index_of("event_time")?).as_primitive::<TimestampNanosecondType>();
         let ids = schema.index_of("audit_id").ok().map(|c| rows.column(c).as_string::<i32>().clone());
         let clusters = schema.index_of("cluster").ok().map(|c| rows.column(c).as_string::<i32>().clone());
+        let names: Vec<String> = plan.projection.iter().map(|(n, _)| n.clone()).collect();
         let mut out = Vec::with_capacity(rows.num_rows());
         for i in 0..rows.num_rows() {
+            if let Some(history) = first_seen.as_mut() {
+                if !history.observe_row(&names, &columns, i, times.value(i))? {
+                    continue;
+                }
+            }
             let mut fields = Map::new();
             for ((name, _), col) in plan.projection.iter().zip(&columns) {
                 fields.insert(name.clone(), scalar_to_json(&ScalarValue::try_from_array(col, i)?));
@@ -194,11 +200,6 @@ impl CompiledSequence {
                 continue; // nothing to correlate on
             }
             let key = serde_json::to_string(&key)?;
-            if let Some(history) = first_seen.as_mut() {
-                if !history.observe(&fields, times.value(i)) {
-                    continue;
-                }
-            }
             let valid =
                 |a: &Option<datafusion::arrow::array::StringArray>| a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
             out.push((indices[i], key, Occurrence { time: times.value(i), audit_id: valid(&ids), cluster: valid(&clusters), fields }));
