@@ -102,6 +102,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Time the engine took (all rules), part of `elapsed`.
     pub engine_time: Duration,
+    /// The rules that took longest, with their time (for the summary).
+    pub slowest_rules: Vec<(String, Duration)>,
     pub rule_errors: u64,
     pub rules: usize,
     /// Events stamped far in the future (kept, but not allowed to move the watermark).
@@ -129,6 +131,10 @@ impl Summary {
         ));
         s.push_str(&format!("events by table:    {KUBE_AUDIT} {}\n", self.decode.total_events()));
         s.push_str(&format!("time in rules:      {:.2}s ({} rules)\n", self.engine_time.as_secs_f64(), self.rules));
+        if self.engine_time > Duration::from_secs(1) && !self.slowest_rules.is_empty() {
+            let top: Vec<String> = self.slowest_rules.iter().map(|(id, t)| format!("{id} {:.2}s", t.as_secs_f64())).collect();
+            s.push_str(&format!("  slowest:          {}\n", top.join(", ")));
+        }
         let join = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
         if !self.decode.events.is_empty() {
             s.push_str(&format!("  by category:      {}\n", join(&self.decode.events)));
@@ -464,6 +470,10 @@ fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary
     summary.late_events = 0;
     summary.evictions = 0;
     summary.rule_errors = 0;
+    let mut busy: Vec<(String, Duration)> = engine.stats().map(|(r, s)| (r.id.clone(), s.busy)).collect();
+    busy.sort_by(|a, b| b.1.cmp(&a.1));
+    busy.truncate(if std::env::var_os("CROWSNEST_ALL_RULE_TIMES").is_some() { usize::MAX } else { 3 });
+    summary.slowest_rules = busy;
     for (rule, s) in engine.stats() {
         let id = rule.id.as_str();
         let set = |c: &prometheus::IntCounterVec, v: u64| {

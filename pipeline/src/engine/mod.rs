@@ -33,7 +33,7 @@ use crate::rules::{Lists, Rule, RuleSet};
 use crate::tables;
 use first_seen::FirstSeen;
 use functions::{ListFn, WindowFn};
-use plan::{plan_rule, PhysExpr, RulePlan, Shape};
+use plan::{plan_rule, PhysExpr, RulePlan, Selection, Shape};
 use sequence::CompiledSequence;
 use window::{MetaColumns, WindowState};
 
@@ -102,6 +102,8 @@ pub struct RuleStats {
     pub evictions: u64,
     /// Approximate bytes of the rule's window state.
     pub state_bytes: usize,
+    /// Time spent evaluating the rule.
+    pub busy: Duration,
 }
 
 impl RuleStats {
@@ -329,17 +331,21 @@ impl Engine {
         self.advance_base();
         let mut alerts = Vec::new();
         for r in &mut self.rules {
+            let started = Instant::now();
             let watermark = self.base.saturating_sub(r.lateness);
             if let Err(e) = r.process(batch, watermark, &mut alerts, &mut self.late) {
                 r.stats.failed_on_batch(&r.rule.id, batch.num_rows(), e);
             }
+            r.stats.busy += started.elapsed();
         }
         for s in &mut self.sequences {
+            let started = Instant::now();
             let before = s.pruned_to();
             let watermark = self.base.saturating_sub(s.lateness);
             if let Err(e) = s.process(batch, watermark, &mut alerts) {
                 s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e);
             }
+            s.stats.busy += started.elapsed();
             let late = s.take_late_rows();
             if !late.is_empty() {
                 match datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(late)) {
@@ -466,7 +472,7 @@ impl CompiledRule {
     fn smoke_test(&mut self, schema: &Schema) -> Result<()> {
         let empty = RecordBatch::new_empty(Arc::new(schema.clone()));
         if let Some(p) = &self.plan.predicate {
-            p.evaluate(&empty).context("evaluating the WHERE clause")?;
+            p.check(&empty).context("evaluating the WHERE clause")?;
         }
         match &self.plan.shape {
             Shape::SingleEvent => {
@@ -487,33 +493,29 @@ impl CompiledRule {
     }
 
     fn process(&mut self, full: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>, late: &mut Vec<LateRows>) -> Result<()> {
-        let batch = &full.project(&self.plan.columns)?;
+        let batch = full.project(&self.plan.columns)?;
         let meta = self.meta;
-        let mask = match &self.plan.predicate {
-            Some(p) => Some(p.evaluate(batch)?.into_array(batch.num_rows())?.as_boolean().clone()),
-            None => None,
+        let selected = match &self.plan.predicate {
+            Some(p) => p.select(&batch)?,
+            None => Selection { indices: (0..batch.num_rows() as u32).collect(), rows: batch },
         };
-        let matches = mask.as_ref().map_or(batch.num_rows(), |m| m.true_count());
+        let matches = selected.rows.num_rows();
         self.stats.matches += matches as u64;
         match &self.plan.shape {
             Shape::SingleEvent => {
                 if matches > 0 {
-                    let rows = match &mask {
-                        Some(m) => filter_record_batch(batch, m)?,
-                        None => batch.clone(),
-                    };
-                    self.single_event_alerts(&rows, meta, alerts)?;
+                    self.single_event_alerts(&selected.rows, meta, alerts)?;
                 }
             }
             Shape::Windowed(plan) => {
                 let state = self.window.as_mut().expect("windowed rules have state");
                 if matches > 0 {
-                    let late_rows = late_rows(plan, state, batch, mask.as_ref(), meta.event_time);
+                    let late_rows = late_rows(plan, state, &selected, meta.event_time);
                     if !late_rows.is_empty() {
                         let rows = datafusion::arrow::compute::take_record_batch(full, &UInt32Array::from(late_rows))?;
                         late.push(LateRows { rule_id: self.rule.id.clone(), closed_until: state.closed_until, rows });
                     }
-                    let touched = state.update(plan, batch, mask.as_ref(), meta)?;
+                    let touched = state.update(plan, &selected.rows, None, meta)?;
                     if self.rule.early {
                         // Fire as soon as HAVING holds, once per window and key.
                         if let Some(crossed) = state.peek(plan, &touched)? {
@@ -543,7 +545,12 @@ impl CompiledRule {
             }
             let (fields, entities) = self.fields_and_entities(&columns, i)?;
             let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
-            let anchor = audit_id.clone().unwrap_or_else(|| t.to_string());
+            // With suppression, one alert per entities and (aligned) period: its id names the
+            // period, so whichever of its events arrives first, the id is the same.
+            let anchor = match self.rule.suppress {
+                Some(p) if p > 0 => format!("period:{}", t.div_euclid(p)),
+                _ => audit_id.clone().unwrap_or_else(|| t.to_string()),
+            };
             alerts.push(Alert {
                 id: alert_id(&self.rule.id, &entities, &anchor),
                 first_seen: format_nanos(t),
@@ -645,22 +652,13 @@ impl CompiledRule {
     }
 }
 
-/// Rows of `batch` the rule matched whose every window has already fired.
-fn late_rows(
-    plan: &plan::WindowedPlan,
-    state: &WindowState,
-    batch: &RecordBatch,
-    mask: Option<&BooleanArray>,
-    time_col: usize,
-) -> Vec<u32> {
+/// Rows (of the input batch) the rule matched whose every window has already fired.
+fn late_rows(plan: &plan::WindowedPlan, state: &WindowState, selected: &Selection, time_col: usize) -> Vec<u32> {
     if state.closed_until == i64::MIN {
         return Vec::new();
     }
-    let times = batch.column(time_col).as_primitive::<TimestampNanosecondType>();
-    (0..batch.num_rows())
-        .filter(|&i| mask.is_none_or(|m| m.is_valid(i) && m.value(i)) && state.is_late(plan, times.value(i)))
-        .map(|i| i as u32)
-        .collect()
+    let times = selected.rows.column(time_col).as_primitive::<TimestampNanosecondType>();
+    (0..selected.rows.num_rows()).filter(|&i| state.is_late(plan, times.value(i))).map(|i| selected.indices[i]).collect()
 }
 
 fn evaluate_all(exprs: &[(String, PhysExpr)], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
@@ -166,12 +165,10 @@ impl CompiledSequence {
     fn occurrences(&mut self, k: usize, full: &RecordBatch) -> Result<Vec<(u32, String, Occurrence)>> {
         let Step { plan, first_seen } = &mut self.steps[k];
         let batch = full.project(&plan.columns)?;
-        let (rows, indices): (RecordBatch, Vec<u32>) = match &plan.predicate {
+        let (rows, indices) = match &plan.predicate {
             Some(p) => {
-                let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
-                let mask = mask.as_boolean();
-                let indices = (0..mask.len()).filter(|&i| mask.is_valid(i) && mask.value(i)).map(|i| i as u32).collect();
-                (filter_record_batch(&batch, mask)?, indices)
+                let s = p.select(&batch)?;
+                (s.rows, s.indices)
             }
             None => (batch.clone(), (0..batch.num_rows() as u32).collect()),
         };

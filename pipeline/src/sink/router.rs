@@ -1,6 +1,11 @@
 //! Between the engine and the sinks: drops alerts already delivered (same deterministic id:
 //! an exec logged at two stages, a replay) and alerts suppressed by their rule's `suppress`
 //! period for the same entities.
+//!
+//! Suppression periods are aligned to multiples of the period in event time (UTC): one alert
+//! per rule, entities and period. Aligned, the outcome does not depend on arrival order (a Kafka
+//! topic's partitions interleave differently on every run), and neither does the alert id,
+//! which for single-event rules is derived from the period (see the engine).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -12,8 +17,8 @@ pub struct AlertRouter {
     capacity: usize,
     /// Per rule id, the suppression period in nanoseconds of event time.
     periods: HashMap<String, i64>,
-    /// Entity key → event time until which alerts are suppressed.
-    suppressed_until: HashMap<String, i64>,
+    /// (entity key, start of the aligned period) pairs that already alerted.
+    alerted: HashSet<(String, i64)>,
     pub duplicates: u64,
     pub suppressed: u64,
 }
@@ -25,7 +30,7 @@ impl AlertRouter {
             order: VecDeque::new(),
             capacity,
             periods,
-            suppressed_until: HashMap::new(),
+            alerted: HashSet::new(),
             duplicates: 0,
             suppressed: 0,
         }
@@ -35,27 +40,27 @@ impl AlertRouter {
     pub fn route(&mut self, alerts: Vec<Alert>) -> Vec<Alert> {
         let mut out = Vec::with_capacity(alerts.len());
         for a in alerts {
+            if let Some(&period) = self.periods.get(&a.rule_id) {
+                let first = parse_time(&a.first_seen).unwrap_or(a.last_seen_nanos);
+                let period_start = first - first.rem_euclid(period.max(1));
+                if !self.alerted.insert((entity_key(&a.rule_id, &a.entities), period_start)) {
+                    self.suppressed += 1;
+                    continue;
+                }
+            }
             if self.recent_ids.contains(&a.id) {
                 self.duplicates += 1;
                 continue;
             }
-            if let Some(&period) = self.periods.get(&a.rule_id) {
-                let key = entity_key(&a.rule_id, &a.entities);
-                let first = parse_time(&a.first_seen).unwrap_or(a.last_seen_nanos);
-                if self.suppressed_until.get(&key).is_some_and(|&until| first < until) {
-                    self.suppressed += 1;
-                    continue;
-                }
-                self.suppressed_until.insert(key, a.last_seen_nanos.saturating_add(period));
-            }
             self.remember(a.id.clone());
             out.push(a);
         }
-        // Suppression entries of the past are dead weight: drop them now and then.
-        if self.suppressed_until.len() > self.capacity {
-            let newest = self.suppressed_until.values().copied().max().unwrap_or(i64::MIN);
-            let horizon = self.periods.values().copied().max().unwrap_or(0);
-            self.suppressed_until.retain(|_, until| *until > newest.saturating_sub(horizon));
+        // Periods long past are dead weight: past the cap, drop the older half.
+        if self.alerted.len() > self.capacity {
+            let mut starts: Vec<i64> = self.alerted.iter().map(|(_, p)| *p).collect();
+            let mid = starts.len() / 2;
+            let (_, &mut cutoff, _) = starts.select_nth_unstable(mid);
+            self.alerted.retain(|(_, p)| *p > cutoff);
         }
         out
     }
