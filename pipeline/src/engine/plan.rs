@@ -17,12 +17,11 @@
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use datafusion::arrow::array::{new_null_array, Array, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{filter, take_record_batch};
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::{DFSchema, ScalarValue, TableReference};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -30,7 +29,6 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 // Deprecated in favour of LoweredAggregateBuilder, which is not re-exported by `datafusion`;
 // this wrapper does the same with the default planning context.
@@ -104,16 +102,18 @@ pub enum Shape {
 /// A WHERE clause as its conjuncts, cheapest first, applied one after another to the rows the
 /// previous ones kept. Most rules start with a selective comparison (`verb = 'create' AND
 /// resource = 'pods'`), so their regular expressions, JSON functions and list lookups run on a
-/// handful of rows instead of the whole batch: with 40 rules this is most of the engine's time.
+/// handful of rows instead of the whole batch. Each conjunct is planned over only the columns
+/// it reads, and sees only those, taken for the surviving rows: a request body is copied only
+/// for the conjunct that reads it, and only for the rows still in the running.
 pub struct Predicate {
-    conjuncts: Vec<PhysExpr>,
-    /// Per conjunct: which input columns the conjuncts after it read. Only those are carried
-    /// from one step to the next; the rest (request bodies, mostly) are taken once, at the end,
-    /// for the rows that passed.
-    needed_after: Vec<Vec<bool>>,
-    /// The input schema with every field nullable: the intermediate batches hold null
-    /// placeholders for the columns no later conjunct reads.
-    loose: SchemaRef,
+    conjuncts: Vec<Conjunct>,
+}
+
+struct Conjunct {
+    expr: PhysExpr,
+    /// The input columns it reads, and their schema (what `expr` was planned against).
+    columns: Vec<usize>,
+    schema: SchemaRef,
 }
 
 /// The rows of a batch a predicate kept, and where they were in it.
@@ -124,66 +124,71 @@ pub struct Selection {
 }
 
 impl Predicate {
-    fn plan(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<Predicate> {
+    fn plan(e: &Expr, schema: &DFSchema, table: &TableReference, ctx: &SessionContext) -> Result<Predicate> {
         let mut parts: Vec<(usize, &Expr)> = split_conjunction(e).into_iter().map(|c| (cost(c), c)).collect();
         // Stable: among equally cheap conjuncts the author's order stands.
         parts.sort_by_key(|(c, _)| *c);
-        let conjuncts: Vec<PhysExpr> = parts.into_iter().map(|(_, c)| physical(c, schema, ctx)).collect::<Result<_>>()?;
-        let width = schema.fields().len();
-        let mut needed_after = vec![vec![false; width]; conjuncts.len()];
-        for k in (0..conjuncts.len().saturating_sub(1)).rev() {
-            needed_after[k] = needed_after[k + 1].clone();
-            for c in collect_columns(&conjuncts[k + 1]) {
-                needed_after[k][c.index()] = true;
-            }
+        let mut conjuncts = Vec::new();
+        for (_, c) in parts {
+            let mut columns: Vec<usize> =
+                c.column_refs().into_iter().map(|col| schema.index_of_column(col)).collect::<datafusion::common::Result<_>>()?;
+            columns.sort_unstable();
+            columns.dedup();
+            let sub = Arc::new(schema.as_arrow().project(&columns)?);
+            let sub_df = DFSchema::try_from_qualified_schema(table.clone(), &sub)?;
+            conjuncts.push(Conjunct { expr: physical(c, &sub_df, ctx)?, columns, schema: sub });
         }
-        let loose =
-            Arc::new(Schema::new(schema.as_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
-        Ok(Predicate { conjuncts, needed_after, loose })
+        Ok(Predicate { conjuncts })
     }
 
     /// Evaluates every conjunct on `batch` (start-up checks: an empty batch).
     pub fn check(&self, batch: &RecordBatch) -> Result<()> {
         for c in &self.conjuncts {
-            c.evaluate(batch)?;
+            c.expr.evaluate(&c.input(batch, None)?)?;
         }
         Ok(())
     }
 
     /// The rows for which every conjunct is true (NULL counts as false, as in WHERE).
     pub fn select(&self, batch: &RecordBatch) -> Result<Selection> {
-        let mut rows = batch.clone();
-        let mut indices: Option<Vec<u32>> = None;
-        for (k, c) in self.conjuncts.iter().enumerate() {
-            if rows.num_rows() == 0 {
+        let mut indices: Option<UInt32Array> = None;
+        for c in &self.conjuncts {
+            let input = c.input(batch, indices.as_ref())?;
+            let rows = input.num_rows();
+            if rows == 0 {
                 break;
             }
-            let mask = c.evaluate(&rows)?.into_array(rows.num_rows())?;
+            let mask = c.expr.evaluate(&input)?.into_array(rows)?;
             let mask = mask.as_boolean();
-            let kept = mask.true_count();
-            if kept == rows.num_rows() {
+            if mask.true_count() == rows {
                 continue;
             }
-            let positions = (0..mask.len()).filter(|&i| mask.is_valid(i) && mask.value(i));
+            let positions = (0..rows).filter(|&i| mask.is_valid(i) && mask.value(i));
             indices = Some(match &indices {
                 None => positions.map(|i| i as u32).collect(),
-                Some(prev) => positions.map(|i| prev[i]).collect(),
+                Some(prev) => positions.map(|i| prev.value(i)).collect(),
             });
-            let columns = rows
-                .columns()
-                .iter()
-                .zip(&self.needed_after[k])
-                .map(|(col, &needed)| if needed { Ok(filter(col, mask)?) } else { Ok(new_null_array(col.data_type(), kept)) })
-                .collect::<Result<Vec<_>>>()?;
-            rows = RecordBatch::try_new(self.loose.clone(), columns)?;
         }
         Ok(match indices {
             None => Selection { indices: (0..batch.num_rows() as u32).collect(), rows: batch.clone() },
-            Some(indices) => {
-                let rows = take_record_batch(batch, &UInt32Array::from(indices.clone()))?;
-                Selection { rows, indices }
-            }
+            Some(indices) => Selection { rows: take_record_batch(batch, &indices)?, indices: indices.values().to_vec() },
         })
+    }
+}
+
+impl Conjunct {
+    /// The conjunct's columns of `batch`, for the rows `indices` names (all when None).
+    fn input(&self, batch: &RecordBatch, indices: Option<&UInt32Array>) -> Result<RecordBatch> {
+        let rows = indices.map_or(batch.num_rows(), |i| i.len());
+        let columns = self
+            .columns
+            .iter()
+            .map(|&c| match indices {
+                None => Ok(batch.column(c).clone()),
+                Some(ix) => Ok(take(batch.column(c), ix, None)?),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))?)
     }
 }
 
@@ -367,7 +372,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
     let predicate = match where_expr {
         Some(f) => {
             check_list_args(&f.predicate, lists)?;
-            Some(Predicate::plan(&f.predicate, table_schema, ctx)?)
+            Some(Predicate::plan(&f.predicate, table_schema, &scan.table_name, ctx)?)
         }
         None => None,
     };
