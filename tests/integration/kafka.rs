@@ -217,6 +217,12 @@ fn a_poison_message_goes_to_dead_letters_and_does_not_block_its_partition() {
 }
 
 /// The value of a metric without labels (or summed over its labels) in a /metrics page.
+/// `DIR/rules/rules/rule.yaml` holding `yaml`: a rule directory for `--rules rules`.
+fn rule_dir(dir: &Path, yaml: &str) {
+    std::fs::create_dir_all(dir.join("rules/rules")).unwrap();
+    std::fs::write(dir.join("rules/rules/rule.yaml"), yaml).unwrap();
+}
+
 fn metric(page: &str, name: &str) -> Option<f64> {
     let values: Vec<f64> =
         page.lines().filter(|l| l.split(['{', ' ']).next() == Some(name)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
@@ -230,12 +236,10 @@ fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
     let dir = tempfile::tempdir().unwrap();
     // A rule that alerts on every event: thousands of alerts, far more than the stdout pipe
     // holds while nobody reads it — the stalled sink.
-    std::fs::create_dir_all(dir.path().join("rules/rules")).unwrap();
-    std::fs::write(
-        dir.path().join("rules/rules/every-event.yaml"),
+    rule_dir(
+        dir.path(),
         "id: T-ALL\ntitle: every event\nseverity: low\nentities: [user_name]\nquery: SELECT user_name, verb FROM kube_audit\n",
-    )
-    .unwrap();
+    );
     // About 30 MB: twice what the pipeline may hold in flight with librdkafka's prefetch cut
     // to 2 MB (a dozen 1 MiB chunks between reader, decoders and engine).
     assert!(run(&["gen", "--events", "20000", "--seed", "61", "--no-attacks", "--out", "in.jsonl"], dir.path()).status.success());
@@ -305,14 +309,13 @@ fn audit_line(n: u32, user: &str, code: u16, t: &str) -> Vec<u8> {
 #[test]
 fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_the_same_alert() {
     let dir = tempfile::tempdir().unwrap();
-    // 15 denials in a 10-minute window: 10 before the kill, 10 after. Had the offsets of the
-    // first 10 been committed, the restarted pipeline would count only 10 and never alert.
-    std::fs::create_dir_all(dir.path().join("rules/rules")).unwrap();
-    std::fs::write(
-        dir.path().join("rules/rules/denied.yaml"),
+    // 20 denials in a 10-minute window, threshold 15: 10 before the kill, 10 after. Had the
+    // offsets of the first 10 been committed, the restarted pipeline would count only 10 and
+    // never alert.
+    rule_dir(
+        dir.path(),
         "id: W-1\ntitle: denied\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS denied FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 15\n",
-    )
-    .unwrap();
+    );
     let t = |s: u32| format!("2026-11-01T{:02}:{:02}:{:02}.000000Z", 8 + s / 3600, (s / 60) % 60, s % 60);
     // Before the window: benign traffic, whose offsets may be committed.
     let mut first: Vec<Vec<u8>> =

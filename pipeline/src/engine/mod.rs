@@ -357,42 +357,27 @@ impl Engine {
         alerts
     }
 
+    /// Every first-sighting history: its rule, its step (for sequences), the history.
+    fn histories(&mut self) -> impl Iterator<Item = (&str, Option<usize>, &mut FirstSeen)> {
+        let rules = self.rules.iter_mut().filter_map(|r| r.first_seen.as_mut().map(|f| (r.rule.id.as_str(), None, f)));
+        let steps = self.sequences.iter_mut().flat_map(|s| s.histories().map(|(id, step, f)| (id, Some(step), f)));
+        rules.chain(steps)
+    }
+
     /// Loads the first-sighting histories saved in `dir` (see [`Engine::save_state`]).
     pub fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
-        for r in &mut self.rules {
-            if let Some(f) = r.first_seen.as_mut() {
-                f.load(dir, &r.rule.id, None)?;
-            }
-        }
-        for s in &mut self.sequences {
-            let id = s.rule.id.clone();
-            for (step, f) in s.histories() {
-                f.load(dir, &id, Some(step))?;
-            }
-        }
-        Ok(())
+        self.histories().try_for_each(|(id, step, f)| f.load(dir, id, step))
     }
 
     /// Saves the first-sighting histories to `dir`, so a restart keeps its baselines. Window
     /// and sequence state need no saving: a restart rebuilds them from the source offsets.
     pub fn save_state(&mut self, dir: &std::path::Path) -> Result<()> {
-        for r in &self.rules {
-            if let Some(f) = &r.first_seen {
-                f.save(dir, &r.rule.id, None)?;
-            }
-        }
-        for s in &mut self.sequences {
-            let id = s.rule.id.clone();
-            for (step, f) in s.histories() {
-                f.save(dir, &id, Some(step))?;
-            }
-        }
-        Ok(())
+        self.histories().try_for_each(|(id, step, f)| f.save(dir, id, step))
     }
 
     /// Whether any rule keeps first-sighting history (worth a state directory).
     pub fn has_history(&mut self) -> bool {
-        self.rules.iter().any(|r| r.first_seen.is_some()) || self.sequences.iter_mut().any(|s| s.histories().next().is_some())
+        self.histories().next().is_some()
     }
 
     /// The late events since the last call.

@@ -100,8 +100,10 @@ impl CompiledSequence {
     }
 
     /// First-sighting histories of the steps that have one, by step index.
-    pub fn histories(&mut self) -> impl Iterator<Item = (usize, &mut FirstSeen)> {
-        self.steps.iter_mut().enumerate().filter_map(|(i, s)| s.first_seen.as_mut().map(|f| (i, f)))
+    /// With the rule id, borrowed apart from the steps.
+    pub fn histories(&mut self) -> impl Iterator<Item = (&str, usize, &mut FirstSeen)> + '_ {
+        let id = self.rule.id.as_str();
+        self.steps.iter_mut().enumerate().filter_map(move |(i, s)| s.first_seen.as_mut().map(|f| (id, i, f)))
     }
 
     /// Counters, with the live keys and the first-sighting state included.
