@@ -370,3 +370,18 @@ fn an_idle_partition_stops_holding_the_watermark_unless_it_has_a_backlog() {
         }
     }
 }
+
+#[test]
+fn array_agg_in_a_window_keeps_a_bounded_sample() {
+    let rule = "id: A-1\ntitle: agg\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, array_agg(DISTINCT namespace) AS namespaces, array_agg(verb) AS verbs, count(*) AS n FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 1\n";
+    // denied(…, n) puts event n in namespace ns{n % 7}: 7 distinct namespaces over 300 events.
+    let docs: Vec<String> = (0..300).map(|n| denied("mallory", n % 600, n)).collect();
+    let (alerts, _) = run(rule, &docs, 60);
+    assert_eq!(alerts.len(), 1);
+    let a = &alerts[0];
+    assert_eq!(a.fields["n"], json!(300));
+    let mut ns: Vec<&str> = a.fields["namespaces"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, vec!["ns0", "ns1", "ns2", "ns3", "ns4", "ns5", "ns6"], "DISTINCT keeps each value once");
+    assert_eq!(a.fields["verbs"].as_array().unwrap().len(), crowsnest::engine::functions::ARRAY_AGG_LIMIT, "bounded");
+}

@@ -267,3 +267,82 @@ impl datafusion::logical_expr::Accumulator for DistinctStrings {
         Ok(())
     }
 }
+
+/// Values `array_agg` keeps per group: an alert shows a sample, and a key that sees millions of
+/// values (an attacker's doing, or a badly chosen column) must not grow one group without end.
+pub const ARRAY_AGG_LIMIT: usize = 100;
+
+/// `array_agg(x)` / `array_agg(DISTINCT x)` in a windowed rule: the first
+/// [`ARRAY_AGG_LIMIT`] values (distinct ones, with DISTINCT) in arrival order.
+#[derive(Debug)]
+pub struct BoundedArrayAgg {
+    distinct: bool,
+    data_type: DataType,
+    values: Vec<ScalarValue>,
+    bytes: usize,
+}
+
+impl BoundedArrayAgg {
+    pub fn new(distinct: bool, data_type: DataType) -> Self {
+        BoundedArrayAgg { distinct, data_type, values: Vec::new(), bytes: 0 }
+    }
+
+    fn push_all(&mut self, array: &dyn Array) -> Result<()> {
+        for i in 0..array.len() {
+            if self.values.len() >= ARRAY_AGG_LIMIT {
+                break;
+            }
+            let v = ScalarValue::try_from_array(array, i)?;
+            if self.distinct && (v.is_null() || self.values.contains(&v)) {
+                continue;
+            }
+            self.bytes += v.size();
+            self.values.push(v);
+        }
+        Ok(())
+    }
+}
+
+impl datafusion::logical_expr::Accumulator for BoundedArrayAgg {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        match values.first() {
+            Some(v) => self.push_all(v.as_ref()),
+            None => Ok(()),
+        }
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        if self.values.is_empty() {
+            // As DataFusion's array_agg: NULL for a group without values.
+            return ScalarValue::try_new_null(&self.list_type());
+        }
+        Ok(ScalarValue::List(ScalarValue::new_list_nullable(&self.values, &self.data_type)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.bytes
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(&self.values, &self.data_type))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let Some(lists) = states.first() else {
+            return Ok(());
+        };
+        let lists = lists.as_list::<i32>();
+        for i in 0..lists.len() {
+            if lists.is_valid(i) {
+                self.push_all(lists.value(i).as_ref())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BoundedArrayAgg {
+    fn list_type(&self) -> DataType {
+        DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new_list_field(self.data_type.clone(), true)))
+    }
+}

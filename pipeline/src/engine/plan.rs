@@ -76,6 +76,9 @@ pub struct Aggregate {
     /// `count(DISTINCT string)`: counted with [`super::functions::DistinctStrings`], which
     /// costs a few hundred bytes per group where DataFusion's accumulator preallocates ~8 KB.
     pub distinct_strings: bool,
+    /// `array_agg(x)`: kept with [`super::functions::BoundedArrayAgg`] (DISTINCT or not, and
+    /// the element type), at most ARRAY_AGG_LIMIT values per group.
+    pub bounded_array_agg: Option<(bool, datafusion::arrow::datatypes::DataType)>,
     /// Arguments, evaluated on the filtered input.
     pub args: Vec<PhysExpr>,
     /// `FILTER (WHERE …)` of this aggregate, if any.
@@ -414,7 +417,10 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                     && expr.is_distinct()
                     && args.len() == 1
                     && args[0].data_type(table_schema.as_arrow())? == datafusion::arrow::datatypes::DataType::Utf8;
-                aggregates.push(Aggregate { expr, distinct_strings, args, filter });
+                let bounded_array_agg = (expr.fun().name() == "array_agg" && args.len() == 1)
+                    .then(|| args[0].data_type(table_schema.as_arrow()).map(|t| (expr.is_distinct(), t)))
+                    .transpose()?;
+                aggregates.push(Aggregate { expr, distinct_strings, bounded_array_agg, args, filter });
             }
             let having = match having_expr {
                 Some(f) => {

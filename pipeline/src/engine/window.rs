@@ -475,5 +475,8 @@ fn new_accumulator(a: &super::plan::Aggregate) -> datafusion::common::Result<Box
     if a.distinct_strings {
         return Ok(Box::new(super::functions::DistinctStrings::default()));
     }
+    if let Some((distinct, t)) = &a.bounded_array_agg {
+        return Ok(Box::new(super::functions::BoundedArrayAgg::new(*distinct, t.clone())));
+    }
     a.expr.create_accumulator()
 }
