@@ -436,8 +436,11 @@ fn checkpoint(
             return Ok(());
         }
     }
-    // Every alert so far is delivered: the histories that decided them may be saved.
-    save_state(engine, control)?;
+    // Every alert so far is delivered: the histories that decided them may be saved. A failure
+    // costs baselines after a restart, not data: say so and go on.
+    if let Err(e) = save_state(engine, control) {
+        log::warn!("{e:#}; first-sighting histories stay in memory until the next checkpoint");
+    }
     let oldest = engine.oldest_open_window();
     let safe = checkpoints.release(oldest);
     log::debug!(

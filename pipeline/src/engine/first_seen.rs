@@ -36,6 +36,9 @@ pub struct FirstSeen {
     /// Approximate heap bytes of `seen`.
     pub bytes: usize,
     pub evictions: u64,
+    /// Pairs were added or dropped since the last save (newer times alone do not count: they
+    /// only refine `forget` and eviction order, not worth rewriting the file every checkpoint).
+    dirty: bool,
 }
 
 /// What a state file holds.
@@ -62,7 +65,7 @@ impl FirstSeen {
         if spec.by.contains(&spec.value) {
             bail!("first_seen: the value {:?} cannot also be in `by`", spec.value);
         }
-        Ok(FirstSeen { spec: spec.clone(), seen: HashMap::new(), pairs: 0, bytes: 0, evictions: 0 })
+        Ok(FirstSeen { spec: spec.clone(), seen: HashMap::new(), pairs: 0, bytes: 0, evictions: 0, dirty: false })
     }
 
     /// [`FirstSeen::observe`] on row `row` of a rule's evaluated SELECT list (`names` gives the
@@ -114,6 +117,7 @@ impl FirstSeen {
                 self.bytes += value.len() + PAIR_OVERHEAD;
                 history.insert(value, t);
                 self.pairs += 1;
+                self.dirty = true;
                 had_history
             }
         };
@@ -146,6 +150,7 @@ impl FirstSeen {
         });
         self.pairs -= dropped;
         self.evictions += dropped as u64;
+        self.dirty = true;
         self.bytes = self.bytes.saturating_sub(freed);
     }
 
@@ -159,7 +164,10 @@ impl FirstSeen {
 
     /// Writes the history to `DIR/first-seen/RULE[.stepN].json` (whole, then renamed, so a
     /// crash leaves the previous file).
-    pub fn save(&self, dir: &Path, rule_id: &str, step: Option<usize>) -> Result<()> {
+    pub fn save(&mut self, dir: &Path, rule_id: &str, step: Option<usize>) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
         let path = Self::file(dir, rule_id, step);
         let parent = path.parent().expect("has a folder");
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -174,6 +182,7 @@ impl FirstSeen {
         let file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         serde_json::to_writer(std::io::BufWriter::new(file), &saved).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        self.dirty = false;
         Ok(())
     }
 

@@ -99,8 +99,7 @@ impl CompiledSequence {
         })
     }
 
-    /// First-sighting histories of the steps that have one, by step index.
-    /// With the rule id, borrowed apart from the steps.
+    /// The first-sighting histories of the steps that have one: rule id, step index, history.
     pub fn histories(&mut self) -> impl Iterator<Item = (&str, usize, &mut FirstSeen)> + '_ {
         let id = self.rule.id.as_str();
         self.steps.iter_mut().enumerate().filter_map(move |(i, s)| s.first_seen.as_mut().map(|f| (id, i, f)))
