@@ -255,17 +255,18 @@ impl datafusion::logical_expr::Accumulator for DistinctStrings {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(lists) = states.first() else {
-            return Ok(());
-        };
-        let lists = lists.as_list::<i32>();
-        for i in 0..lists.len() {
-            if lists.is_valid(i) {
-                self.insert_all(lists.value(i).as_ref())?;
-            }
-        }
-        Ok(())
+        each_state_list(states, |values| self.insert_all(values))
     }
+}
+
+/// Calls `f` on every list of the first `state()` column (what `merge_batch` gets back from
+/// accumulators whose state is one list of values).
+fn each_state_list(states: &[ArrayRef], mut f: impl FnMut(&dyn Array) -> Result<()>) -> Result<()> {
+    let Some(lists) = states.first() else {
+        return Ok(());
+    };
+    let lists = lists.as_list::<i32>();
+    (0..lists.len()).filter(|&i| lists.is_valid(i)).try_for_each(|i| f(lists.value(i).as_ref()))
 }
 
 /// Values `array_agg` keeps per group: an alert shows a sample, and a key that sees millions of
@@ -328,16 +329,7 @@ impl datafusion::logical_expr::Accumulator for BoundedArrayAgg {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let Some(lists) = states.first() else {
-            return Ok(());
-        };
-        let lists = lists.as_list::<i32>();
-        for i in 0..lists.len() {
-            if lists.is_valid(i) {
-                self.push_all(lists.value(i).as_ref())?;
-            }
-        }
-        Ok(())
+        each_state_list(states, |values| self.push_all(values))
     }
 }
 
