@@ -597,11 +597,11 @@ fn import_sigma(path: &Path, out_dir: &Path) -> Result<std::process::ExitCode> {
     }
     writeln!(out, "import-sigma: {converted} of {} converted into {}", results.len(), out_dir.display())?;
     if converted > 0 {
+        // --out DIR/rules makes DIR a rule directory; any other folder is one by itself.
+        let dir = out_dir.parent().filter(|p| out_dir.ends_with("rules") && !p.as_os_str().is_empty()).unwrap_or(out_dir).display();
         writeln!(
             out,
-            "run them with --rules {}; add test cases and check them with `crowsnest rules lint --rules {}` before relying on them",
-            out_dir.parent().filter(|p| out_dir.ends_with("rules") && !p.as_os_str().is_empty()).unwrap_or(out_dir).display(),
-            out_dir.parent().filter(|p| out_dir.ends_with("rules") && !p.as_os_str().is_empty()).unwrap_or(out_dir).display()
+            "run them with --rules {dir}; add test cases and check them with `crowsnest rules lint --rules {dir}` before relying on them"
         )?;
     }
     Ok(std::process::ExitCode::SUCCESS)

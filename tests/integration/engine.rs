@@ -234,6 +234,18 @@ fn session_windows_run_while_events_keep_coming_within_the_gap() {
 
 const SEQUENCE_RULE: &str = "id: SQ-1\ntitle: seq\nseverity: high\nentities: [user_name]\nsequence:\n  by: [user_name]\n  within: 5m\n  steps:\n    - SELECT user_name, namespace AS first_ns FROM kube_audit WHERE response_code = 403 AND namespace = 'ns1'\n    - SELECT user_name, namespace AS then_ns FROM kube_audit WHERE response_code = 403 AND namespace = 'ns2'\n";
 
+/// SEQUENCE_RULE as an absence: ns1 not followed by ns2 within 5 minutes.
+fn absence_rule() -> String {
+    SEQUENCE_RULE.replace("  within: 5m\n", "  within: 5m\n  absent: true\n")
+}
+
+/// An engine with no allowed lateness (the watermark is the newest event) and a router, for
+/// feeding events one batch at a time.
+fn streaming(rule: &str) -> (Engine, AlertRouter) {
+    let engine = Engine::new(&rule_set(rule), &EngineOptions { allowed_lateness: 0, ..EngineOptions::default() }).unwrap();
+    (engine, AlertRouter::new(Default::default(), 1000))
+}
+
 #[test]
 fn a_sequence_matches_in_event_time_order_whatever_the_arrival_order() {
     // denied(…, n) puts the event in namespace ns{n % 7}: n = 1 → ns1, n = 2 → ns2.
@@ -255,10 +267,7 @@ fn a_sequence_matches_in_event_time_order_whatever_the_arrival_order() {
 
 #[test]
 fn an_absence_alerts_when_the_watermark_passes_the_span_and_state_is_released() {
-    let rule = SEQUENCE_RULE.replace("  within: 5m\n", "  within: 5m\n  absent: true\n");
-    let set = rule_set(&rule);
-    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 0, ..EngineOptions::default() }).unwrap();
-    let mut router = AlertRouter::new(Default::default(), 1000);
+    let (mut engine, mut router) = streaming(&absence_rule());
     assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 10, 1)).is_empty(), "the span is still open");
     assert!(evaluate_one(&mut engine, &mut router, &denied("eve", 10, 1)).is_empty());
     // eve's second step comes in time; then an event at 8:00 closes both spans.
@@ -273,10 +282,7 @@ fn an_absence_alerts_when_the_watermark_passes_the_span_and_state_is_released() 
 
 #[test]
 fn a_late_first_step_of_an_absence_is_counted_and_written_out_not_alerted() {
-    let rule = SEQUENCE_RULE.replace("  within: 5m\n", "  within: 5m\n  absent: true\n");
-    let set = rule_set(&rule);
-    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 0, ..EngineOptions::default() }).unwrap();
-    let mut router = AlertRouter::new(Default::default(), 1000);
+    let (mut engine, mut router) = streaming(&absence_rule());
     // mallory's first step at 0:10 and its second at 2:00 arrive in time: nothing pending.
     assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 10, 1)).is_empty());
     assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 120, 2)).is_empty());
@@ -299,9 +305,7 @@ fn a_late_first_step_of_an_absence_is_counted_and_written_out_not_alerted() {
 
 #[test]
 fn a_late_step_still_completes_a_chain_and_is_counted() {
-    let set = rule_set(SEQUENCE_RULE);
-    let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: 0, ..EngineOptions::default() }).unwrap();
-    let mut router = AlertRouter::new(Default::default(), 1000);
+    let (mut engine, mut router) = streaming(SEQUENCE_RULE);
     // The second step at 3:00 moves the watermark there; the first, at 2:50, is 10 s late.
     assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 180, 2)).is_empty());
     let fired = evaluate_one(&mut engine, &mut router, &denied("mallory", 170, 1));

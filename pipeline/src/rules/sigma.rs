@@ -429,21 +429,21 @@ impl<'a> Condition<'a> {
     }
 
     fn or(&mut self) -> Result<String, String> {
-        let mut parts = vec![self.and()?];
-        while self.peek().is_some_and(|t| t.eq_ignore_ascii_case("or")) {
-            self.pos += 1;
-            parts.push(self.and()?);
-        }
-        Ok(if parts.len() == 1 { parts.remove(0) } else { format!("({})", parts.join(" OR ")) })
+        self.joined("or", " OR ", Self::and)
     }
 
     fn and(&mut self) -> Result<String, String> {
-        let mut parts = vec![self.not()?];
-        while self.peek().is_some_and(|t| t.eq_ignore_ascii_case("and")) {
+        self.joined("and", " AND ", Self::not)
+    }
+
+    /// `operand (keyword operand)*` as SQL joined by `sql_op` (one operand: itself).
+    fn joined(&mut self, keyword: &str, sql_op: &str, operand: fn(&mut Self) -> Result<String, String>) -> Result<String, String> {
+        let mut parts = vec![operand(self)?];
+        while self.peek().is_some_and(|t| t.eq_ignore_ascii_case(keyword)) {
             self.pos += 1;
-            parts.push(self.not()?);
+            parts.push(operand(self)?);
         }
-        Ok(if parts.len() == 1 { parts.remove(0) } else { format!("({})", parts.join(" AND ")) })
+        Ok(if parts.len() == 1 { parts.remove(0) } else { format!("({})", parts.join(sql_op)) })
     }
 
     fn not(&mut self) -> Result<String, String> {
