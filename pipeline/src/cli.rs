@@ -55,7 +55,7 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
-    /// Print a table's schema (kube_audit, alerts).
+    /// Print a table's schema (kube_audit, the Container Insights tables, alerts).
     Schema {
         /// Table name; omit with --write-dir.
         table: Option<String>,

@@ -23,10 +23,12 @@ pub enum Reason {
     TooLarge,
     /// Nesting deeper than the parser's limit.
     TooDeep,
+    /// A Log Analytics record whose `Type` is not a table Crowsnest decodes.
+    UnknownTable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::InvalidJson,
         Reason::Truncated,
         Reason::WrongShape,
@@ -35,6 +37,7 @@ impl Reason {
         Reason::InvalidTimestamp,
         Reason::TooLarge,
         Reason::TooDeep,
+        Reason::UnknownTable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Reason {
             Reason::InvalidTimestamp => "invalid_timestamp",
             Reason::TooLarge => "too_large",
             Reason::TooDeep => "too_deep",
+            Reason::UnknownTable => "unknown_table",
         }
     }
 

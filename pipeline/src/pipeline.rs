@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::alert::Alert;
@@ -32,12 +32,13 @@ use crate::checkpoint::Checkpoints;
 use crate::deadletter::{DeadLetter, Reason};
 use crate::decode::dedup::Deduplicator;
 use crate::decode::time::format_nanos;
-use crate::decode::{DecodeStats, Decoder, Origin};
+use crate::decode::{DecodeStats, Decoder, Origin, TableBatch};
 use crate::engine::{Engine, LateRows};
 use crate::metrics::Metrics;
 use crate::sink::router::AlertRouter;
 use crate::sink::{Record, Sink};
 use crate::source::{Chunk, OffsetCommitter, Source, SourceOffsets};
+use crate::tables::insights::InsightsTable;
 use crate::tables::{audit_col, KUBE_AUDIT};
 
 /// Where results go.
@@ -129,7 +130,8 @@ impl Summary {
             self.events_per_second(),
             self.bytes_read as f64 / 1e6 / secs.max(1e-9)
         ));
-        s.push_str(&format!("events by table:    {KUBE_AUDIT} {}\n", self.decode.total_events()));
+        let tables: Vec<String> = self.decode.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        s.push_str(&format!("events by table:    {}\n", if tables.is_empty() { "none".to_string() } else { tables.join(", ") }));
         s.push_str(&format!("time in rules:      {:.2}s ({} rules)\n", self.engine_time.as_secs_f64(), self.rules));
         if self.engine_time > Duration::from_secs(1) && !self.slowest_rules.is_empty() {
             let top: Vec<String> = self.slowest_rules.iter().map(|(id, t)| format!("{id} {:.2}s", t.as_secs_f64())).collect();
@@ -143,7 +145,10 @@ impl Summary {
             s.push_str(&format!("skipped (not audit): {}\n", join(&self.decode.skipped)));
         }
         if self.duplicate_events > 0 {
-            s.push_str(&format!("duplicate events:   {} (same auditID and stage)\n", self.duplicate_events));
+            s.push_str(&format!(
+                "duplicate events:   {} (audit: same auditID and stage; Container Insights: same record)\n",
+                self.duplicate_events
+            ));
         }
         s.push_str(&format!("alerts:             {}", self.alerts));
         if self.alerts_suppressed + self.alerts_duplicate > 0 {
@@ -194,7 +199,7 @@ impl Summary {
 
 struct Decoded {
     seq: u64,
-    batch: Option<RecordBatch>,
+    batches: Vec<TableBatch>,
     dead: Vec<DeadLetter>,
     stats: DecodeStats,
     offsets: Option<SourceOffsets>,
@@ -204,7 +209,7 @@ struct Decoded {
 }
 
 /// Decodes a chunk with a worker's decoder (kept across chunks so its buffers are reused).
-fn decode_chunk(d: &mut Decoder, chunk: &Chunk) -> (Option<RecordBatch>, Vec<DeadLetter>, DecodeStats) {
+fn decode_chunk(d: &mut Decoder, chunk: &Chunk) -> (Vec<TableBatch>, Vec<DeadLetter>, DecodeStats) {
     for doc in &chunk.docs {
         let origin = Origin { source: &chunk.source, unit: chunk.unit, index: doc.index };
         let bytes = &chunk.buf[doc.start..doc.end];
@@ -219,8 +224,8 @@ fn decode_chunk(d: &mut Decoder, chunk: &Chunk) -> (Option<RecordBatch>, Vec<Dea
             None => d.decode(origin, bytes),
         }
     }
-    let batch = d.finish();
-    (batch, std::mem::take(&mut d.dead_letters), std::mem::take(&mut d.stats))
+    let batches = d.finish();
+    (batches, std::mem::take(&mut d.dead_letters), std::mem::take(&mut d.stats))
 }
 
 /// Runs sources to their end (or until `control.stop`), then fires every open window and
@@ -293,10 +298,10 @@ pub fn run(
                 loop {
                     let next = rx.lock().expect("lock").recv();
                     let Ok((seq, chunk)) = next else { break };
-                    let (batch, dead, stats) = decode_chunk(&mut decoder, &chunk);
+                    let (batches, dead, stats) = decode_chunk(&mut decoder, &chunk);
                     let stream = (chunk.offsets.is_some() || chunk.opens_stream).then(|| chunk.source.clone());
                     let opens_stream = chunk.opens_stream;
-                    if tx.send(Decoded { seq, batch, dead, stats, offsets: chunk.offsets, stream, opens_stream }).is_err() {
+                    if tx.send(Decoded { seq, batches, dead, stats, offsets: chunk.offsets, stream, opens_stream }).is_err() {
                         break;
                     }
                 }
@@ -506,7 +511,8 @@ fn handle(
     summary: &mut Summary,
 ) -> Result<()> {
     for (cat, n) in &d.stats.events {
-        metrics.events_decoded.with_label_values(&[KUBE_AUDIT, cat]).inc_by(*n);
+        let table = InsightsTable::by_la_name(cat).map_or(KUBE_AUDIT, |t| t.name);
+        metrics.events_decoded.with_label_values(&[table, cat]).inc_by(*n);
     }
     for (cat, n) in &d.stats.skipped {
         metrics.records_skipped.with_label_values(&[cat]).inc_by(*n);
@@ -533,11 +539,11 @@ fn handle(
         engine.open_stream(stream);
     }
     let mut newest_event = i64::MIN;
-    if let Some(batch) = d.batch {
-        let batch = dedup.apply(batch)?;
+    for TableBatch { table, batch } in d.batches {
+        let batch = dedup.apply(table, batch)?;
         let t = Instant::now();
-        let alerts = engine.process_from(&batch, d.stream.as_ref());
-        newest_event = engine.last_batch_max_time();
+        let alerts = engine.process_from(table, &batch, d.stream.as_ref());
+        newest_event = newest_event.max(engine.last_batch_max_time());
         summary.engine_time += t.elapsed();
         let newest = engine.max_event_time();
         if newest > i64::MIN {

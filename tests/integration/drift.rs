@@ -7,10 +7,22 @@ fn published_schemas_match_the_code() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["schema", "--write-dir", dir.path().to_str().unwrap()], dir.path());
     assert!(out.status.success());
-    for table in ["kube_audit", "alerts"] {
-        let fresh = std::fs::read_to_string(dir.path().join(format!("{table}.json"))).unwrap();
-        let committed = std::fs::read_to_string(repo_root().join("schemas").join(format!("{table}.json"))).unwrap_or_default();
-        assert_eq!(committed, fresh, "schemas/{table}.json is stale: run `crowsnest schema --write-dir schemas`");
+    let names = |d: &std::path::Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect()
+    };
+    let fresh_files = names(dir.path());
+    for table in ["kube_audit", "alerts", "container_log", "kube_events", "kube_pod_inventory", "kube_node_inventory", "insights_metrics"] {
+        assert!(fresh_files.contains(&format!("{table}.json")), "no schema written for {table}");
+    }
+    assert_eq!(names(&repo_root().join("schemas")), fresh_files, "schemas/ holds exactly the generated table schemas");
+    for file in &fresh_files {
+        let fresh = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let committed = std::fs::read_to_string(repo_root().join("schemas").join(file)).unwrap_or_default();
+        assert_eq!(committed, fresh, "schemas/{file} is stale: run `crowsnest schema --write-dir schemas`");
     }
 }
 

@@ -7,6 +7,7 @@ use crowsnest::engine::{Engine, EngineOptions};
 use crowsnest::rules::testing::evaluate;
 use crowsnest::rules::RuleSet;
 use crowsnest::sink::router::AlertRouter;
+use crowsnest::tables::KUBE_AUDIT;
 use serde_json::{json, Value};
 
 fn rule_set(rule_yaml: &str) -> RuleSet {
@@ -41,7 +42,7 @@ fn evaluate_one(engine: &mut Engine, router: &mut AlertRouter, doc: &str) -> Vec
     let mut d = crowsnest::decode::Decoder::new();
     d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: 1 }, doc.as_bytes());
     assert!(d.dead_letters.is_empty());
-    router.route(engine.process(&d.finish().unwrap()))
+    router.route(engine.process(KUBE_AUDIT, &d.finish_audit().unwrap()))
 }
 
 const HOP_RULE: &str = "id: H-1\ntitle: hop\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, HOP(event_time, INTERVAL '1 minute', INTERVAL '3 minutes') HAVING count(*) >= 3\n";
@@ -346,7 +347,7 @@ fn first_seen_alerts_on_a_new_value_of_a_known_entity_and_keeps_its_history_acro
 fn batch_of(doc: &str) -> datafusion::arrow::array::RecordBatch {
     let mut d = crowsnest::decode::Decoder::new();
     d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: 1 }, doc.as_bytes());
-    d.finish().unwrap()
+    d.finish_audit().unwrap()
 }
 
 #[test]
@@ -358,10 +359,10 @@ fn an_idle_partition_stops_holding_the_watermark_unless_it_has_a_backlog() {
         let mut engine = Engine::new(&rule_set(TUMBLE_RULE), &opts).unwrap();
         // Partition 1 delivered up to 8:00:05; partition 0 goes on to 8:03 with two denials in
         // the 8:00 window, which cannot fire while partition 1 holds the watermark at 8:00:05.
-        assert!(engine.process_from(&batch_of(&denied("carol", 5, 20)), Some(&p1)).is_empty());
-        assert!(engine.process_from(&batch_of(&denied("mallory", 10, 1)), Some(&p0)).is_empty());
-        assert!(engine.process_from(&batch_of(&denied("mallory", 20, 2)), Some(&p0)).is_empty());
-        assert!(engine.process_from(&batch_of(&denied("eve", 180, 3)), Some(&p0)).is_empty(), "partition 1 holds the window");
+        assert!(engine.process_from(KUBE_AUDIT, &batch_of(&denied("carol", 5, 20)), Some(&p1)).is_empty());
+        assert!(engine.process_from(KUBE_AUDIT, &batch_of(&denied("mallory", 10, 1)), Some(&p0)).is_empty());
+        assert!(engine.process_from(KUBE_AUDIT, &batch_of(&denied("mallory", 20, 2)), Some(&p0)).is_empty());
+        assert!(engine.process_from(KUBE_AUDIT, &batch_of(&denied("eve", 180, 3)), Some(&p0)).is_empty(), "partition 1 holds the window");
         // Both go quiet past the idle timeout; partition 1 may still have unread messages.
         engine.note_backlog(if backlog { std::slice::from_ref(&p1) } else { &[] });
         std::thread::sleep(idle * 2);

@@ -13,6 +13,7 @@ use crowsnest::engine::{scalar_to_json, Engine, EngineOptions};
 // Seeded, so a failure names its seed.
 use crowsnest::gen::Rng;
 use crowsnest::rules::RuleSet;
+use crowsnest::tables::KUBE_AUDIT;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::catalog::MemTable;
@@ -53,7 +54,7 @@ fn decode(docs: &[&str]) -> RecordBatch {
         d.decode(Origin { source: "t", unit: "line", index: i as u64 + 1 }, doc.as_bytes());
     }
     assert!(d.dead_letters.is_empty());
-    d.finish().unwrap()
+    d.finish_audit().unwrap()
 }
 
 /// A windowed rule and the batch SQL that must give the same rows. `{T}` in the batch SQL is
@@ -163,7 +164,7 @@ fn stream_rows(case: &Case, arrival: &[&str], rng: &mut Rng, lateness: i64) -> (
     let mut at = 0;
     while at < arrival.len() {
         let n = (1 + rng.below(60) as usize).min(arrival.len() - at);
-        alerts.extend(engine.process(&decode(&arrival[at..at + n])));
+        alerts.extend(engine.process(KUBE_AUDIT, &decode(&arrival[at..at + n])));
         at += n;
     }
     alerts.extend(engine.finish());

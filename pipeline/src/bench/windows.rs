@@ -15,6 +15,7 @@ use crate::decode::{Decoder, Origin};
 use crate::engine::{Engine, EngineOptions};
 use crate::gen::Rng;
 use crate::rules::RuleSet;
+use crate::tables::KUBE_AUDIT;
 
 const RULES: &[(&str, &str)] = &[
     ("W-01", "SELECT user_name, count(*) AS n FROM kube_audit GROUP BY user_name, TUMBLE(event_time, INTERVAL '5 minutes') HAVING count(*) >= 12"),
@@ -52,11 +53,11 @@ fn batches(events: u64, keys: u64, seed: u64) -> Vec<RecordBatch> {
         );
         decoder.decode(Origin { source: "bench", unit: "event", index: i }, doc.as_bytes());
         if (i + 1) % 8192 == 0 {
-            out.extend(decoder.finish());
+            out.extend(decoder.finish_audit());
             decoder = Decoder::new();
         }
     }
-    out.extend(decoder.finish());
+    out.extend(decoder.finish_audit());
     out
 }
 
@@ -77,7 +78,7 @@ pub fn run(events: u64, keys: u64, seed: u64) -> Result<()> {
     let mut per_rule: Vec<(String, usize, usize)> = engine.stats().map(|(r, _)| (r.id.clone(), 0, 0)).collect();
     let started = Instant::now();
     for b in &input {
-        alerts += engine.process(b).len();
+        alerts += engine.process(KUBE_AUDIT, b).len();
         let (mut groups, mut bytes) = (0, 0);
         for (i, (_, s)) in engine.stats().enumerate() {
             if s.live_groups > per_rule[i].1 {

@@ -17,8 +17,15 @@ pub type Str<'a> = Cow<'a, str>;
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent<'a> {
+    /// Envelope records, each read as an [`EnvelopeRecord`] or a Container Insights record.
     #[serde(borrow, default)]
-    pub records: Option<Vec<EnvelopeRecord<'a>>>,
+    pub records: Option<Vec<&'a RawValue>>,
+    /// A Log Analytics record's table (Container Insights); audit Events have none.
+    #[serde(borrow, default, rename = "Type")]
+    pub la_type: Option<Str<'a>>,
+    /// A Log Analytics record's time: with or without `Type`, it marks one.
+    #[serde(borrow, default, rename = "TimeGenerated")]
+    pub time_generated: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub items: Option<Vec<AuditEvent<'a>>>,
     #[serde(borrow, default)]
@@ -63,6 +70,11 @@ pub struct AuditEvent<'a> {
 pub struct EnvelopeRecord<'a> {
     #[serde(borrow, default)]
     pub category: Option<Str<'a>>,
+    /// Set by Log Analytics data export (Container Insights), not by diagnostic settings.
+    #[serde(borrow, default, rename = "Type")]
+    pub la_type: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "TimeGenerated")]
+    pub time_generated: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "resourceId")]
     pub resource_id: Option<Str<'a>>,
     #[serde(borrow, default)]

@@ -1,6 +1,9 @@
-//! Drops repeats of the same (auditID, stage): Event Hubs and Kafka deliver at least once, and
-//! AKS may export a record twice. Memory is bounded: two generations of hashes, the older one
-//! dropped when the newer fills, so a repeat is caught within the last 1–2 × `capacity` events.
+//! Drops repeats: Event Hubs and Kafka deliver at least once, AKS may export an audit record
+//! twice, and Log Analytics data export may redeliver records for hours. An audit event is a
+//! repeat when its (auditID, stage) was seen; a Container Insights record, which has no id, when
+//! a record of the same table had every column equal. Memory is bounded: two generations of
+//! hashes, the older one dropped when the newer fills, so a repeat is caught within the last
+//! 1–2 × `capacity` events.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -54,17 +57,30 @@ impl Deduplicator {
         }
     }
 
-    /// The batch without rows already seen.
-    pub fn apply(&mut self, batch: RecordBatch) -> datafusion::common::Result<RecordBatch> {
-        let ids = batch.column(self.audit_id_col).as_string::<i32>();
-        let stages = batch.column(self.stage_col).as_string::<i32>();
+    /// The batch of `table` without rows already seen.
+    pub fn apply(&mut self, table: &str, batch: RecordBatch) -> datafusion::common::Result<RecordBatch> {
+        let mut keys = vec![0u64; batch.num_rows()];
+        if table == crate::tables::KUBE_AUDIT {
+            let ids = batch.column(self.audit_id_col).as_string::<i32>();
+            let stages = batch.column(self.stage_col).as_string::<i32>();
+            for (i, key) in keys.iter_mut().enumerate() {
+                let mut h = self.hasher.build_hasher();
+                ids.value(i).hash(&mut h);
+                (stages.is_valid(i).then(|| stages.value(i))).hash(&mut h);
+                *key = h.finish();
+            }
+        } else {
+            // DataFusion's row hashing, seeded from this run's random aHash keys.
+            let state = datafusion::common::hash_utils::RandomState::with_seed(self.hasher.hash_one(table));
+            datafusion::common::hash_utils::create_hashes(batch.columns(), &state, &mut keys)?;
+            let salt = self.hasher.hash_one(table);
+            for key in keys.iter_mut() {
+                *key = key.rotate_left(17) ^ salt;
+            }
+        }
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut dropped = 0;
-        for i in 0..batch.num_rows() {
-            let mut h = self.hasher.build_hasher();
-            ids.value(i).hash(&mut h);
-            (stages.is_valid(i).then(|| stages.value(i))).hash(&mut h);
-            let key = h.finish();
+        for key in keys {
             let seen = self.previous.contains(&key) || !self.current.insert(key);
             if seen {
                 dropped += 1;
@@ -102,14 +118,28 @@ mod tests {
     #[test]
     fn drops_repeats_within_two_generations() {
         let mut d = Deduplicator::new(3, 0, 1);
-        let out =
-            d.apply(batch(&["a", "a", "b", "a"], &["ResponseStarted", "ResponseComplete", "ResponseComplete", "ResponseStarted"])).unwrap();
+        let out = d
+            .apply(
+                "kube_audit",
+                batch(&["a", "a", "b", "a"], &["ResponseStarted", "ResponseComplete", "ResponseComplete", "ResponseStarted"]),
+            )
+            .unwrap();
         assert_eq!(out.num_rows(), 3, "same id at another stage is kept, the repeat dropped");
         // The first generation rotated out after 3 keys; "a"/ResponseStarted is in the previous one.
-        assert_eq!(d.apply(batch(&["c", "a"], &["x", "ResponseStarted"])).unwrap().num_rows(), 1);
+        assert_eq!(d.apply("kube_audit", batch(&["c", "a"], &["x", "ResponseStarted"])).unwrap().num_rows(), 1);
         assert_eq!(d.dropped, 2);
         // Two generations later it is forgotten: memory stays bounded.
-        d.apply(batch(&["f", "g", "h", "i", "j", "k", "l"], &["x"; 7])).unwrap();
-        assert_eq!(d.apply(batch(&["a"], &["ResponseStarted"])).unwrap().num_rows(), 1);
+        d.apply("kube_audit", batch(&["f", "g", "h", "i", "j", "k", "l"], &["x"; 7])).unwrap();
+        assert_eq!(d.apply("kube_audit", batch(&["a"], &["ResponseStarted"])).unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn other_tables_drop_rows_equal_in_every_column() {
+        let mut d = Deduplicator::new(100, 0, 1);
+        let out = d.apply("container_log", batch(&["a", "a", "a"], &["x", "y", "x"])).unwrap();
+        assert_eq!(out.num_rows(), 2, "the third row repeats the first in every column");
+        // The same values in another table are another record.
+        assert_eq!(d.apply("kube_events", batch(&["a"], &["x"])).unwrap().num_rows(), 1);
+        assert_eq!(d.dropped, 1);
     }
 }

@@ -16,6 +16,11 @@ pub struct FastRecord<'a> {
     pub resource_id: Option<&'a str>,
     pub time: Option<&'a str>,
     pub log: Option<Range<usize>>,
+    /// `Type`: a Log Analytics (Container Insights) record; `TimeGenerated` marks one too.
+    pub la_type: Option<&'a str>,
+    pub time_generated: bool,
+    /// The record's own text: a Container Insights record is decoded from it.
+    pub text: &'a str,
 }
 
 /// Nesting allowed inside a skipped value; with the envelope's own levels this stays under
@@ -271,10 +276,15 @@ impl<'a> Scanner<'a> {
     }
 
     fn record(&mut self, logs: &mut Vec<u8>) -> Option<FastRecord<'a>> {
-        let mut rec = FastRecord { category: None, resource_id: None, time: None, log: None };
+        let mut rec =
+            FastRecord { category: None, resource_id: None, time: None, log: None, la_type: None, time_generated: false, text: "" };
+        self.ws();
+        let start = self.i;
         self.eat(b'{')?;
+        let text = |sc: &Self| std::str::from_utf8(&sc.s[start..sc.i]).ok();
         if self.peek()? == b'}' {
             self.i += 1;
+            rec.text = text(self)?;
             return Some(rec);
         }
         loop {
@@ -310,10 +320,16 @@ impl<'a> Scanner<'a> {
                         }
                     }
                 }
-                "category" | "resourceId" | "time" => return None, // duplicate: let serde say so
+                "Type" if rec.la_type.is_none() => rec.la_type = Some(self.plain_str()?),
+                "TimeGenerated" => {
+                    rec.time_generated = true;
+                    self.skip_value()?
+                }
+                "category" | "resourceId" | "time" | "Type" => return None, // duplicate: let serde say so
                 _ => self.skip_value()?,
             }
             if !self.more(b'}')? {
+                rec.text = text(self)?;
                 return Some(rec);
             }
         }

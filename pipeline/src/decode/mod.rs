@@ -1,10 +1,13 @@
-//! Decoding: bytes of one input document (a line, a Kafka message, a whole file) into
-//! `kube_audit` rows, detecting the shape on the way:
+//! Decoding: bytes of one input document (a line, a Kafka message, a whole file) into rows of
+//! `kube_audit` and of the Container Insights tables, detecting the shape on the way:
 //!
 //! - an AKS diagnostic-settings envelope `{"records":[…]}` whose audit records carry the Event
 //!   as a JSON *string* in `properties.log` (categories kube-audit, kube-audit-admin, guard);
 //!   records of other categories (kube-apiserver, cluster-autoscaler…) are counted and skipped;
-//! - one audit.k8s.io/v1 Event, an EventList, or a JSON array of either.
+//! - a Log Analytics data-export envelope `{"records":[…]}` of Container Insights records
+//!   (their `Type` names the table; see [`insights`]) — one envelope may mix both kinds;
+//! - one audit.k8s.io/v1 Event, an EventList, one Container Insights record, or a JSON array
+//!   of any of these.
 //!
 //! Nothing here fails the batch: a document or record that cannot become a row becomes a
 //! [`DeadLetter`] with its reason.
@@ -13,6 +16,7 @@ pub mod audit;
 pub mod builder;
 pub mod dedup;
 pub mod envelope;
+pub mod insights;
 pub mod time;
 
 use std::collections::BTreeMap;
@@ -22,6 +26,7 @@ use datafusion::arrow::array::RecordBatch;
 use crate::deadletter::{nests_deeper_than, DeadLetter, Reason, MAX_DEPTH};
 use audit::AuditEvent;
 use builder::{AuditBatchBuilder, EnvelopeContext};
+use insights::InsightsDecoder;
 
 /// The label under which events without an AKS envelope are counted.
 pub const RAW_CATEGORY: &str = "raw";
@@ -30,8 +35,11 @@ pub const RAW_CATEGORY: &str = "raw";
 #[derive(Debug, Default, Clone)]
 pub struct DecodeStats {
     pub documents: u64,
-    /// Events decoded, by category (`raw` for events without an envelope).
+    /// Events decoded, by category (`raw` for audit events without an envelope; the Log
+    /// Analytics table name for Container Insights records).
     pub events: BTreeMap<String, u64>,
+    /// Events decoded, by table.
+    pub tables: BTreeMap<String, u64>,
     /// Envelope records skipped because their category holds no audit events.
     pub skipped: BTreeMap<String, u64>,
 }
@@ -44,6 +52,9 @@ impl DecodeStats {
         }
         for (k, v) in &other.skipped {
             *self.skipped.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.tables {
+            *self.tables.entry(k.clone()).or_default() += v;
         }
     }
 
@@ -66,6 +77,7 @@ fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
 #[derive(Default)]
 pub struct Decoder {
     builder: AuditBatchBuilder,
+    insights: InsightsDecoder,
     pub stats: DecodeStats,
     pub dead_letters: Vec<DeadLetter>,
     /// Reused for unescaping `properties.log` on the serde path.
@@ -74,6 +86,13 @@ pub struct Decoder {
     fast_logs: Vec<u8>,
     /// Skip the fast path (tests compare the two).
     serde_only: bool,
+}
+
+/// Rows of one table.
+#[derive(Debug, Clone)]
+pub struct TableBatch {
+    pub table: &'static str,
+    pub batch: RecordBatch,
 }
 
 /// Where a document came from, for dead letters.
@@ -100,12 +119,14 @@ impl Decoder {
     }
 
     fn dead(&mut self, origin: Origin<'_>, position: String, reason: Reason, detail: impl Into<String>, input: &[u8]) {
-        // A document nested past the parser's limit fails as some other shape error first.
-        let reason = if matches!(reason, Reason::WrongShape | Reason::InvalidJson) && nests_deeper_than(input, MAX_DEPTH) {
-            Reason::TooDeep
-        } else {
-            reason
-        };
+        // A document nested past the parser's limit may fail as another error first (skipping
+        // a value as raw text has no depth limit: it runs into the end of an unclosed document).
+        let reason =
+            if matches!(reason, Reason::WrongShape | Reason::InvalidJson | Reason::Truncated) && nests_deeper_than(input, MAX_DEPTH) {
+                Reason::TooDeep
+            } else {
+                reason
+            };
         self.dead_letters.push(DeadLetter::new(origin.source, position, reason, detail, input));
     }
 
@@ -130,10 +151,13 @@ impl Decoder {
         }
         self.stats.documents += 1;
         if text.starts_with('[') {
-            match serde_json::from_str::<Vec<AuditEvent<'_>>>(text) {
+            match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
                 Ok(docs) => {
                     for (i, doc) in docs.iter().enumerate() {
-                        self.dispatch(origin, Some(i), doc, bytes);
+                        match serde_json::from_str::<AuditEvent<'_>>(doc.get()) {
+                            Ok(ev) => self.dispatch(origin, Some(i), &ev, doc.get()),
+                            Err(e) => self.dead(origin, origin.record(i), Reason::of_json_error(&e), e.to_string(), doc.get().as_bytes()),
+                        }
                     }
                 }
                 Err(e) => self.dead(origin, origin.position(), Reason::of_json_error(&e), e.to_string(), bytes),
@@ -144,20 +168,27 @@ impl Decoder {
             return;
         }
         match serde_json::from_str::<AuditEvent<'_>>(text) {
-            Ok(doc) => self.dispatch(origin, None, &doc, bytes),
+            Ok(doc) => self.dispatch(origin, None, &doc, text),
             Err(e) => self.dead(origin, origin.position(), Reason::of_json_error(&e), e.to_string(), bytes),
         }
     }
 
-    fn dispatch(&mut self, origin: Origin<'_>, element: Option<usize>, doc: &AuditEvent<'_>, bytes: &[u8]) {
+    /// One document (or element of a top-level array) and its text.
+    fn dispatch(&mut self, origin: Origin<'_>, element: Option<usize>, doc: &AuditEvent<'_>, text: &str) {
+        let bytes = text.as_bytes();
         let position = || match element {
             Some(i) => origin.record(i),
             None => origin.position(),
         };
         if let Some(records) = &doc.records {
             for (r, rec) in records.iter().enumerate() {
-                self.envelope_record(origin, r, rec);
+                match serde_json::from_str::<audit::EnvelopeRecord<'_>>(rec.get()) {
+                    Ok(parsed) => self.envelope_record(origin, r, &parsed, rec.get()),
+                    Err(e) => self.dead(origin, origin.record(r), Reason::of_json_error(&e), e.to_string(), rec.get().as_bytes()),
+                }
             }
+        } else if doc.la_type.is_some() || doc.time_generated.is_some() {
+            self.insights_record(origin, position(), doc.la_type.as_deref(), text);
         } else if doc.kind.as_deref() == Some("EventList") || doc.items.is_some() {
             for (i, ev) in doc.items.iter().flatten().enumerate() {
                 self.event(origin, origin.record(i), ev, EnvelopeContext::default(), bytes);
@@ -169,7 +200,7 @@ impl Decoder {
                 origin,
                 position(),
                 Reason::WrongShape,
-                "neither an AKS envelope (records), an audit Event (auditID) nor an EventList (items)",
+                "neither an envelope (records), an audit Event (auditID), an EventList (items) nor a Container Insights record (Type, TimeGenerated)",
                 bytes,
             );
         }
@@ -179,8 +210,20 @@ impl Decoder {
         match self.builder.append(ev, env) {
             Ok(()) => {
                 count(&mut self.stats.events, env.category.unwrap_or(RAW_CATEGORY));
+                count(&mut self.stats.tables, crate::tables::KUBE_AUDIT);
             }
             Err((reason, detail)) => self.dead(origin, position, reason, detail, input),
+        }
+    }
+
+    /// A Container Insights record: `text` is its JSON object.
+    fn insights_record(&mut self, origin: Origin<'_>, position: String, la_type: Option<&str>, text: &str) {
+        match self.insights.append(la_type, text) {
+            Ok(table) => {
+                count(&mut self.stats.events, table.la_name);
+                count(&mut self.stats.tables, table.name);
+            }
+            Err((reason, detail)) => self.dead(origin, position, reason, detail, text.as_bytes()),
         }
     }
 
@@ -198,8 +241,11 @@ impl Decoder {
         is_audit
     }
 
-    /// An envelope record as serde read it (the fallback path).
-    fn envelope_record(&mut self, origin: Origin<'_>, r: usize, rec: &audit::EnvelopeRecord<'_>) {
+    /// An envelope record as serde read it (the fallback path); `text` is the record's JSON.
+    fn envelope_record(&mut self, origin: Origin<'_>, r: usize, rec: &audit::EnvelopeRecord<'_>, text: &str) {
+        if rec.la_type.is_some() || (rec.time_generated.is_some() && rec.category.is_none()) {
+            return self.insights_record(origin, origin.record(r), rec.la_type.as_deref(), text);
+        }
         let category = rec.category.as_deref().unwrap_or("");
         let raw = rec.properties.as_ref().and_then(|p| p.log).map(|l| l.get());
         if !self.is_audit_record(category, raw.is_some_and(|l| l.as_bytes().get(1) == Some(&b'{'))) {
@@ -254,6 +300,10 @@ impl Decoder {
             for (r, rec) in records.iter().enumerate() {
                 // SAFETY: `text` is valid UTF-8 (checked in `decode`), and the scanner copies runs
                 // of it cut only at ASCII bytes, plus chars it encodes itself: the result is UTF-8.
+                if rec.la_type.is_some() || (rec.time_generated && rec.category.is_none()) {
+                    self.insights_record(origin, origin.record(r), rec.la_type, rec.text);
+                    continue;
+                }
                 let log = rec.log.clone().map(|range| unsafe { std::str::from_utf8_unchecked(&logs[range]) });
                 let log_is_json = log.is_some_and(|l| l.starts_with('{'));
                 let category = rec.category.unwrap_or("");
@@ -273,12 +323,19 @@ impl Decoder {
     }
 
     pub fn pending_rows(&self) -> usize {
-        self.builder.len()
+        self.builder.len() + self.insights.len()
     }
 
-    /// The rows decoded since the last call, if any.
-    pub fn finish(&mut self) -> Option<RecordBatch> {
-        (!self.builder.is_empty()).then(|| self.builder.finish())
+    /// The rows decoded since the last call: a batch per table that has any, `kube_audit` first.
+    pub fn finish(&mut self) -> Vec<TableBatch> {
+        let audit = (!self.builder.is_empty()).then(|| TableBatch { table: crate::tables::KUBE_AUDIT, batch: self.builder.finish() });
+        audit.into_iter().chain(self.insights.finish().into_iter().map(|(table, batch)| TableBatch { table, batch })).collect()
+    }
+
+    /// The `kube_audit` rows decoded since the last call, if any (tests and benchmarks of audit
+    /// input; other tables' rows are dropped).
+    pub fn finish_audit(&mut self) -> Option<RecordBatch> {
+        self.finish().into_iter().find(|b| b.table == crate::tables::KUBE_AUDIT).map(|b| b.batch)
     }
 }
 
@@ -300,7 +357,7 @@ mod tests {
                 d.decode(Origin { source: "t", unit: "line", index: i as u64 + 1 }, line);
             }
             let dead: Vec<String> = d.dead_letters.iter().map(|x| format!("{:?} {} {}", x.reason, x.position, x.detail)).collect();
-            (d.finish().unwrap(), format!("{:?}", d.stats), dead)
+            (d.finish_audit().unwrap(), format!("{:?}", d.stats), dead)
         };
         let (fast, fast_stats, fast_dead) = run(false);
         let (slow, slow_stats, slow_dead) = run(true);

@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::{Schema, TimestampNanosecondType};
 use datafusion::catalog::MemTable;
 use datafusion::common::ScalarValue;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use serde_json::{Map, Value};
 
 use crate::alert::{alert_id, Alert, MAX_SAMPLE_IDS};
@@ -73,7 +73,11 @@ const BACKLOG_PATIENCE: u32 = 10;
 pub fn session_context(lists: Arc<Lists>) -> Result<SessionContext> {
     // Rules are planned, never optimized as whole queries: the optimizer would reshape the plan
     // (push filters into scans, rewrite aggregates) that the engine takes apart.
-    let state = SessionStateBuilder::new().with_default_features().with_optimizer_rules(vec![]).build();
+    // Identifiers keep their case: the Container Insights tables use Log Analytics' column
+    // names (TimeGenerated, PodName), written in SQL as in KQL. Function names still match in
+    // any case.
+    let config = SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+    let state = SessionStateBuilder::new().with_config(config).with_default_features().with_optimizer_rules(vec![]).build();
     let mut ctx = SessionContext::new_with_state(state);
     datafusion_functions_json::register_all(&mut ctx)?;
     ctx.register_udf(WindowFn::tumble());
@@ -82,9 +86,9 @@ pub fn session_context(lists: Arc<Lists>) -> Result<SessionContext> {
     for f in ListFn::all(lists) {
         ctx.register_udf(f);
     }
-    for name in [tables::KUBE_AUDIT] {
-        let schema = tables::schema_of(name).expect("known table");
-        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    for table in tables::event_tables() {
+        let schema = tables::schema_of(table.name).expect("known table");
+        ctx.register_table(table.name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
     }
     Ok(ctx)
 }
@@ -120,6 +124,8 @@ impl RuleStats {
 
 struct CompiledRule {
     rule: Rule,
+    /// The table the rule reads: it runs on that table's batches only.
+    table: &'static str,
     plan: RulePlan,
     window: Option<WindowState>,
     /// Single-event rules with `first_seen`: the histories that decide which matches alert.
@@ -145,8 +151,6 @@ pub struct Engine {
     sequences: Vec<CompiledSequence>,
     /// Late events since the last [`Engine::take_late`].
     late: Vec<LateRows>,
-    /// Position of event_time in the input batches.
-    event_time: usize,
     /// Newest event time seen over all streams (for metrics).
     max_event_time: i64,
     clocks: HashMap<Arc<str>, StreamClock>,
@@ -169,7 +173,6 @@ impl Engine {
     pub fn new(set: &RuleSet, opts: &EngineOptions) -> Result<Engine> {
         let lists = Arc::new(set.lists.clone());
         let ctx = session_context(lists.clone())?;
-        let schema = tables::kube_audit_schema();
         let mut rules = Vec::new();
         let mut sequences = Vec::new();
         let mut problems = Vec::new();
@@ -188,12 +191,10 @@ impl Engine {
         if !problems.is_empty() {
             bail!("{} rule(s) do not plan:\n  {}", problems.len(), problems.join("\n  "));
         }
-        let event_time = schema.index_of("event_time").expect("every table has event_time");
         Ok(Engine {
             rules,
             sequences,
             late: Vec::new(),
-            event_time,
             max_event_time: i64::MIN,
             clocks: HashMap::new(),
             default_stream: Arc::from(""),
@@ -206,9 +207,7 @@ impl Engine {
 
     fn compile(rule: &Rule, ctx: &SessionContext, lists: &Lists, opts: &EngineOptions) -> Result<CompiledRule> {
         let plan = plan_rule(rule, ctx, lists)?;
-        if plan.table != tables::KUBE_AUDIT {
-            bail!("table {} is not one the engine reads yet (kube_audit)", plan.table);
-        }
+        let table = plan.table;
         let input = plan.input_schema.clone();
         if matches!(plan.shape, Shape::SingleEvent) && (rule.early || rule.max_groups.is_some()) {
             bail!("early and max_groups apply to windowed rules (GROUP BY … TUMBLE/HOP) only");
@@ -225,11 +224,11 @@ impl Engine {
             }
             (Some(_), Shape::Windowed(_)) => bail!("first_seen applies to single-event rules and sequence steps"),
         };
-        let idx = |n: &str| input.index_of(n).ok();
-        let meta = MetaColumns { event_time: idx("event_time").expect("always read"), audit_id: idx("audit_id"), cluster: idx("cluster") };
+        let meta = MetaColumns::of(&table, &input);
         let mut compiled = CompiledRule {
             lateness: rule.allowed_lateness.unwrap_or(opts.allowed_lateness),
             rule: rule.clone(),
+            table: table.name,
             plan,
             window,
             first_seen,
@@ -297,16 +296,21 @@ impl Engine {
             .unwrap_or(i64::MAX)
     }
 
-    /// Runs every rule over a `kube_audit` batch from files or stdin. See [`Engine::process_from`].
-    pub fn process(&mut self, batch: &RecordBatch) -> Vec<Alert> {
-        self.process_from(batch, None)
+    /// Runs the rules of `table` over a batch of it from files or stdin. See [`Engine::process_from`].
+    pub fn process(&mut self, table: &str, batch: &RecordBatch) -> Vec<Alert> {
+        self.process_from(table, batch, None)
     }
 
-    /// Runs every rule over a `kube_audit` batch from `stream` (a Kafka partition) and returns
-    /// the alerts that fired: single-event matches, and windows the advancing watermark closed.
-    /// A rule that fails on this batch is counted and logged; the others still run.
-    pub fn process_from(&mut self, batch: &RecordBatch, stream: Option<&Arc<str>>) -> Vec<Alert> {
-        let times = batch.column(self.event_time).as_primitive::<TimestampNanosecondType>();
+    /// Runs the rules that read `table` over a batch of it from `stream` (a Kafka partition)
+    /// and returns the alerts that fired: single-event matches, and windows the advancing
+    /// watermark closed (in every rule: the watermark is one for all tables). A rule that fails
+    /// on this batch is counted and logged; the others still run.
+    pub fn process_from(&mut self, table: &str, batch: &RecordBatch, stream: Option<&Arc<str>>) -> Vec<Alert> {
+        let Some(time_column) = tables::event_table(table).and_then(|t| batch.schema().index_of(t.time_column).ok()) else {
+            log::error!("a batch of {table}, which is not an event table with a time column, was skipped");
+            return Vec::new();
+        };
+        let times = batch.column(time_column).as_primitive::<TimestampNanosecondType>();
         // An event stamped in the future (a skewed clock, a forged record) must not drag the
         // watermark ahead and close every open window: only plausible times advance it.
         let limit = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).saturating_add(MAX_FUTURE_SKEW);
@@ -333,7 +337,9 @@ impl Engine {
         for r in &mut self.rules {
             let started = Instant::now();
             let watermark = self.base.saturating_sub(r.lateness);
-            if let Err(e) = r.process(batch, watermark, &mut alerts, &mut self.late) {
+            let result =
+                if r.table == table { r.process(batch, watermark, &mut alerts, &mut self.late) } else { r.fire(watermark, &mut alerts) };
+            if let Err(e) = result {
                 r.stats.failed_on_batch(&r.rule.id, batch.num_rows(), e);
             }
             r.stats.busy += started.elapsed();
@@ -342,7 +348,7 @@ impl Engine {
             let started = Instant::now();
             let before = s.pruned_to();
             let watermark = self.base.saturating_sub(s.lateness);
-            if let Err(e) = s.process(batch, watermark, &mut alerts) {
+            if let Err(e) = s.process(table, batch, watermark, &mut alerts) {
                 s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e);
             }
             s.stats.busy += started.elapsed();

@@ -8,7 +8,7 @@
 //!   Filter (HAVING)               -> threshold on each fired window
 //!     Aggregate (GROUP BY …, TUMBLE/HOP) -> keys, window, DataFusion accumulators
 //!       Filter (WHERE)            -> per-batch predicate
-//!         TableScan kube_audit
+//!         TableScan (kube_audit, container_log, …)
 //! ```
 //!
 //! Single-event rules are Projection → Filter → TableScan. Anything else (joins, subqueries,
@@ -37,6 +37,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
 use super::functions::{interval_nanos, LIST_FUNCTIONS};
 use crate::rules::{Lists, Rule};
+use crate::tables::{self, Table};
 
 pub type PhysExpr = Arc<dyn PhysicalExpr>;
 
@@ -215,12 +216,11 @@ fn cost(e: &Expr) -> usize {
     cost
 }
 
-/// Columns every rule reads, because every alert carries them.
-pub const ALWAYS_READ: &[&str] = &["event_time", "audit_id", "cluster"];
-
 /// A rule, planned.
 pub struct RulePlan {
-    pub table: String,
+    /// The table it reads; every rule reads that table's time, id and cluster columns too,
+    /// because every alert carries them.
+    pub table: Table,
     /// The table columns the rule reads, in table order: each batch is projected to these.
     pub columns: Vec<usize>,
     /// The schema of the projected batch, which every expression below is planned against.
@@ -269,7 +269,7 @@ fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
     problem.map_or(Ok(()), Err)
 }
 
-fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
+fn window_of(e: &Expr, time_column: &str) -> Result<Option<WindowSpec>> {
     let Expr::ScalarFunction(f) = e else {
         return Ok(None);
     };
@@ -280,10 +280,10 @@ fn window_of(e: &Expr) -> Result<Option<WindowSpec>> {
             None => bail!("{}(): missing window size", f.func.name()),
         }
     };
-    let is_event_time = matches!(f.args.first(), Some(Expr::Column(c)) if c.name == "event_time");
+    let is_event_time = matches!(f.args.first(), Some(Expr::Column(c)) if c.name == time_column);
     match f.func.name() {
         "tumble" | "hop" | "session" if !is_event_time => {
-            bail!("{}() windows are over event_time: write {}(event_time, …)", f.func.name(), f.func.name())
+            bail!("{}() windows are over the table's event time: write {}({time_column}, …)", f.func.name(), f.func.name())
         }
         "tumble" => {
             let w = lit(1)?;
@@ -350,7 +350,8 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
     let LogicalPlan::TableScan(scan) = node else {
         bail!("a rule reads one table directly: joins, subqueries and nested SELECTs are not supported (found {})", node.display());
     };
-    let table = scan.table_name.table().to_string();
+    let table = tables::event_table(scan.table_name.table())
+        .ok_or_else(|| anyhow!("{} is not an event table rules can read", scan.table_name.table()))?;
     let full_schema = node.schema();
 
     // Plan against only the columns the rule reads (plus those every alert carries): DataFusion
@@ -361,7 +362,9 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
         Some(a) => exprs_over_table.extend(a.group_expr.iter().chain(&a.aggr_expr)),
         None => exprs_over_table.extend(&proj.expr),
     }
-    let mut used: std::collections::BTreeSet<usize> = ALWAYS_READ.iter().filter_map(|n| full_schema.as_arrow().index_of(n).ok()).collect();
+    let always_read = [Some(table.time_column), table.id_column, Some(table.cluster_column)];
+    let mut used: std::collections::BTreeSet<usize> =
+        always_read.iter().flatten().filter_map(|n| full_schema.as_arrow().index_of(n).ok()).collect();
     for e in &exprs_over_table {
         for c in e.column_refs() {
             used.insert(full_schema.index_of_column(c).with_context(|| format!("column {c}"))?);
@@ -390,7 +393,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 if matches!(g, Expr::GroupingSet(_)) {
                     bail!("GROUPING SETS, CUBE and ROLLUP are not supported in rules");
                 }
-                match window_of(g)? {
+                match window_of(g, table.time_column)? {
                     Some(w) if window.is_some() => {
                         bail!("only one TUMBLE, HOP or SESSION per GROUP BY (second at position {i}: {w:?})")
                     }
@@ -402,7 +405,8 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 }
             }
             let Some((window_pos, window)) = window else {
-                bail!("a GROUP BY rule needs a window over event time: add TUMBLE(event_time, INTERVAL '5 minutes'), HOP(event_time, slide, width) or SESSION(event_time, gap) to the GROUP BY");
+                let t = table.time_column;
+                bail!("a GROUP BY rule needs a window over event time: add TUMBLE({t}, INTERVAL '5 minutes'), HOP({t}, slide, width) or SESSION({t}, gap) to the GROUP BY");
             };
             let mut aggregates = Vec::new();
             for e in &a.aggr_expr {

@@ -1,7 +1,9 @@
 //! Sequence rules: ordered steps by the same key within a time span ("a privileged pod is
 //! created, then exec'd into within 10 minutes"), and absence ("A not followed by B within T").
 //!
-//! Each step is a single-event query planned like any rule. Per key the operator keeps the
+//! Each step is a single-event query planned like any rule, over any table: "exec into a pod
+//! (kube_audit), then a miner's name in that pod's log (container_log)" is one sequence whose
+//! steps select the same key columns under the same names. Per key the operator keeps the
 //! recent occurrences of each step (a few per step, never the events themselves), so events may
 //! arrive in any order within the allowed lateness: a chain is looked for whenever a step
 //! occurs, in event-time order. Occurrences older than the watermark minus the span can no
@@ -18,6 +20,7 @@ use serde_json::{Map, Value};
 
 use super::first_seen::FirstSeen;
 use super::plan::{plan_rule, RulePlan, Shape};
+use super::window::MetaColumns;
 use super::{evaluate_all, scalar_to_json, RuleStats};
 use crate::alert::{alert_id, Alert};
 use crate::decode::time::format_nanos;
@@ -140,9 +143,12 @@ impl CompiledSequence {
     /// its row kept for the late-events output. A late occurrence still completes chains (a
     /// chain found is real; one may be missed), but a late first step of an absence rule is
     /// not held: its second step may have come and gone, and alerting on it could be false.
-    pub fn process(&mut self, batch: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
+    pub fn process(&mut self, table: &str, batch: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
         self.late_rows.clear();
         for k in 0..self.steps.len() {
+            if self.steps[k].plan.table.name != table {
+                continue;
+            }
             for (row, key, occ) in self.occurrences(k, batch)? {
                 self.stats.matches += 1;
                 let late = occ.time < self.pruned_to;
@@ -177,10 +183,10 @@ impl CompiledSequence {
             return Ok(Vec::new());
         }
         let columns = evaluate_all(&plan.projection, &rows)?;
-        let schema = &plan.input_schema;
-        let times = rows.column(schema.index_of("event_time")?).as_primitive::<TimestampNanosecondType>();
-        let ids = schema.index_of("audit_id").ok().map(|c| rows.column(c).as_string::<i32>().clone());
-        let clusters = schema.index_of("cluster").ok().map(|c| rows.column(c).as_string::<i32>().clone());
+        let meta = MetaColumns::of(&plan.table, &plan.input_schema);
+        let times = rows.column(meta.event_time).as_primitive::<TimestampNanosecondType>();
+        let ids = meta.audit_id.map(|c| rows.column(c).as_string::<i32>().clone());
+        let clusters = meta.cluster.map(|c| rows.column(c).as_string::<i32>().clone());
         let names: Vec<String> = plan.projection.iter().map(|(n, _)| n.clone()).collect();
         let mut out = Vec::with_capacity(rows.num_rows());
         for i in 0..rows.num_rows() {

@@ -77,8 +77,22 @@ pub struct WindowState {
 #[derive(Clone, Copy)]
 pub struct MetaColumns {
     pub event_time: usize,
+    /// The table's event id (audit_id), if it has one.
     pub audit_id: Option<usize>,
     pub cluster: Option<usize>,
+}
+
+impl MetaColumns {
+    /// Where `table`'s time, id and cluster columns are in `schema` (a rule's projected input,
+    /// which always has the time column).
+    pub fn of(table: &crate::tables::Table, schema: &Schema) -> MetaColumns {
+        let idx = |n: &str| schema.index_of(n).ok();
+        MetaColumns {
+            event_time: idx(table.time_column).expect("every rule reads its table's time column"),
+            audit_id: table.id_column.and_then(idx),
+            cluster: idx(table.cluster_column),
+        }
+    }
 }
 
 impl WindowState {

@@ -111,8 +111,8 @@ pub fn evaluate(engine: &mut Engine, router: &mut AlertRouter, docs: &[String]) 
         bail!("test input is not valid ({} at {}: {})", dl.reason.as_str(), dl.position, dl.detail);
     }
     let mut alerts = Vec::new();
-    if let Some(batch) = decoder.finish() {
-        alerts.extend(router.route(engine.process(&batch)));
+    for b in decoder.finish() {
+        alerts.extend(router.route(engine.process(b.table, &b.batch)));
     }
     alerts.extend(router.route(engine.finish()));
     Ok(alerts)

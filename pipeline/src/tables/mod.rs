@@ -4,6 +4,8 @@
 //! columns), the lake and the alert sinks. `schemas/*.json` is generated from this file by
 //! `crowsnest schema TABLE --json`; a test fails when the committed files drift.
 
+pub mod insights;
+
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -15,7 +17,47 @@ pub const KUBE_AUDIT: &str = "kube_audit";
 pub const ALERTS: &str = "alerts";
 
 /// Every table `crowsnest schema` knows, in display order.
-pub const TABLE_NAMES: &[&str] = &[KUBE_AUDIT, ALERTS];
+pub const TABLE_NAMES: &[&str] = &[
+    KUBE_AUDIT,
+    insights::CONTAINER_LOG.name,
+    insights::KUBE_EVENTS.name,
+    insights::KUBE_POD_INVENTORY.name,
+    insights::KUBE_NODE_INVENTORY.name,
+    insights::INSIGHTS_METRICS.name,
+    insights::CONTAINER_INVENTORY.name,
+    ALERTS,
+];
+
+/// An event table: what rules read, and the columns every alert takes from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    pub name: &'static str,
+    /// The event time: what windows, sequences and the watermark go by.
+    pub time_column: &'static str,
+    /// What identifies one event (the alert's sample of ids), if the table has it.
+    pub id_column: Option<&'static str>,
+    /// The cluster the event came from.
+    pub cluster_column: &'static str,
+}
+
+/// The audit table.
+pub const KUBE_AUDIT_TABLE: Table =
+    Table { name: KUBE_AUDIT, time_column: "event_time", id_column: Some("audit_id"), cluster_column: "cluster" };
+
+/// Every event table rules can read.
+pub fn event_tables() -> impl Iterator<Item = Table> {
+    std::iter::once(KUBE_AUDIT_TABLE).chain(insights::ALL.iter().map(|t| Table {
+        name: t.name,
+        time_column: insights::TIME_GENERATED,
+        id_column: None,
+        cluster_column: "_ResourceId",
+    }))
+}
+
+/// The event table named `name`.
+pub fn event_table(name: &str) -> Option<Table> {
+    event_tables().find(|t| t.name == name)
+}
 
 /// The UTC nanosecond timestamp type used for every event time.
 pub fn timestamp_type() -> DataType {
@@ -202,7 +244,7 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
     match table {
         KUBE_AUDIT => Some(kube_audit_schema()),
         ALERTS => Some(alert_schema()),
-        _ => None,
+        other => insights::ALL.iter().find(|t| t.name == other).map(|t| t.schema()),
     }
 }
 
