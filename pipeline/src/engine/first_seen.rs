@@ -5,7 +5,9 @@
 //!
 //! An entity seen for the first time passes nothing: its first value is its baseline, not an
 //! anomaly. That is what keeps a cold start (a new deployment, a restart without saved state)
-//! from alerting on everything, without a time-based learning period. `forget` lets a value
+//! from alerting on everything. Where an entity has many normal values from the start (the
+//! images of a cluster), `learn` extends the baseline to every value seen within that long of
+//! the entity's first sighting. `forget` lets a value
 //! not seen for that long count as new again. State is bounded by `max_pairs`: beyond it the
 //! pairs seen least recently are dropped (and counted). With a state directory the history is
 //! saved at every checkpoint and loaded at start-up.
@@ -32,6 +34,8 @@ pub struct FirstSeen {
     spec: FirstSeenSpec,
     /// Entity key (the `by` values as JSON) → its history.
     seen: HashMap<String, History>,
+    /// With `learn`: entity key → event time its learning period ends (dropped once over).
+    learning: HashMap<String, i64>,
     pairs: usize,
     /// Approximate heap bytes of `seen`.
     pub bytes: usize,
@@ -49,6 +53,8 @@ struct Saved {
     by: Vec<String>,
     value: String,
     seen: HashMap<String, History>,
+    #[serde(default)]
+    learning: HashMap<String, i64>,
 }
 
 /// Bytes one (entity, value) pair costs besides its strings: hash-map slots and the time.
@@ -65,7 +71,7 @@ impl FirstSeen {
         if spec.by.contains(&spec.value) {
             bail!("first_seen: the value {:?} cannot also be in `by`", spec.value);
         }
-        Ok(FirstSeen { spec: spec.clone(), seen: HashMap::new(), pairs: 0, bytes: 0, evictions: 0, dirty: false })
+        Ok(FirstSeen { spec: spec.clone(), seen: HashMap::new(), learning: HashMap::new(), pairs: 0, bytes: 0, evictions: 0, dirty: false })
     }
 
     /// [`FirstSeen::observe`] on row `row` of a rule's evaluated SELECT list (`names` gives the
@@ -101,6 +107,21 @@ impl FirstSeen {
         let forget = self.spec.forget;
         let is_new_entity = !self.seen.contains_key(&key);
         let key_len = key.len();
+        let learning = match self.spec.learn {
+            Some(learn) if is_new_entity => {
+                self.learning.insert(key.clone(), t.saturating_add(learn));
+                true
+            }
+            Some(_) => match self.learning.get(&key) {
+                Some(&until) if t < until => true,
+                Some(_) => {
+                    self.learning.remove(&key);
+                    false
+                }
+                None => false,
+            },
+            None => false,
+        };
         let history = self.seen.entry(key).or_default();
         if is_new_entity {
             self.bytes += key_len + PAIR_OVERHEAD;
@@ -113,7 +134,7 @@ impl FirstSeen {
             }
             None => {
                 // New for this entity: an anomaly only if the entity has a baseline.
-                let had_history = !history.is_empty();
+                let had_history = !history.is_empty() && !learning;
                 self.bytes += value.len() + PAIR_OVERHEAD;
                 history.insert(value, t);
                 self.pairs += 1;
@@ -148,6 +169,8 @@ impl FirstSeen {
             }
             !history.is_empty()
         });
+        let seen = &self.seen;
+        self.learning.retain(|key, _| seen.contains_key(key));
         self.pairs -= dropped;
         self.evictions += dropped as u64;
         self.dirty = true;
@@ -177,6 +200,7 @@ impl FirstSeen {
             by: self.spec.by.clone(),
             value: self.spec.value.clone(),
             seen: self.seen.clone(),
+            learning: self.learning.clone(),
         };
         let tmp = path.with_extension("json.tmp");
         let file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
@@ -212,6 +236,7 @@ impl FirstSeen {
         self.bytes =
             saved.seen.iter().map(|(k, h)| k.len() + PAIR_OVERHEAD + h.keys().map(|v| v.len() + PAIR_OVERHEAD).sum::<usize>()).sum();
         self.seen = saved.seen;
+        self.learning = saved.learning;
         log::info!("rule {rule_id}: loaded {} first-sighting pairs from {}", self.pairs, path.display());
         Ok(())
     }
@@ -222,7 +247,7 @@ mod tests {
     use super::*;
 
     fn spec(forget: Option<i64>, max_pairs: usize) -> FirstSeenSpec {
-        FirstSeenSpec { by: vec!["account".into()], value: "ip".into(), forget, max_pairs }
+        FirstSeenSpec { by: vec!["account".into()], value: "ip".into(), forget, max_pairs, learn: None }
     }
 
     fn row(account: &str, ip: &str) -> Map<String, Value> {
@@ -238,6 +263,17 @@ mod tests {
         assert!(!f.observe(&row("sa", "198.51.100.7"), 4), "only once");
         assert!(!f.observe(&row("other", "198.51.100.7"), 5));
         assert_eq!(f.live_pairs(), 3);
+    }
+
+    #[test]
+    fn values_within_the_learning_period_are_baseline() {
+        let learn = FirstSeenSpec { learn: Some(100), ..spec(None, 100) };
+        let mut f = FirstSeen::new(&learn, &["account".into(), "ip".into()]).unwrap();
+        assert!(!f.observe(&row("sa", "a"), 1000));
+        assert!(!f.observe(&row("sa", "b"), 1050), "still learning");
+        assert!(f.observe(&row("sa", "c"), 1101), "learning is over");
+        assert!(!f.observe(&row("sa", "b"), 1200), "learnt");
+        assert!(f.learning.is_empty(), "an entity's learning period is dropped once over");
     }
 
     #[test]
@@ -271,7 +307,7 @@ mod tests {
         let mut g = FirstSeen::new(&spec(None, 100), &cols).unwrap();
         g.load(dir.path(), "R-1", None).unwrap();
         assert!(g.observe(&row("sa", "10.9.9.9"), 2), "the loaded history is the baseline");
-        let other = FirstSeenSpec { by: vec!["ip".into()], value: "account".into(), forget: None, max_pairs: 100 };
+        let other = FirstSeenSpec { by: vec!["ip".into()], value: "account".into(), forget: None, max_pairs: 100, learn: None };
         let mut h = FirstSeen::new(&other, &cols).unwrap();
         h.load(dir.path(), "R-1", None).unwrap();
         assert_eq!(h.live_pairs(), 0);

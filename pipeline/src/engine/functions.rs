@@ -92,6 +92,8 @@ enum ListOp {
     Prefix,
     Path,
     Ip,
+    /// The entries are regular expressions.
+    Regex,
 }
 
 /// A list function; it holds the lists, loaded once.
@@ -119,8 +121,20 @@ impl Hash for ListFn {
 }
 
 /// Names of the list functions; the engine checks their list arguments at plan time.
-pub const LIST_FUNCTIONS: &[&str] =
-    &["in_list", "starts_with_any", "path_under", "ip_in_list", "any_outside_list", "any_without_prefix", "any_ip_outside_list"];
+pub const LIST_FUNCTIONS: &[&str] = &[
+    "in_list",
+    "starts_with_any",
+    "path_under",
+    "ip_in_list",
+    "matches_any",
+    "any_outside_list",
+    "any_without_prefix",
+    "any_ip_outside_list",
+    "first_match",
+];
+
+/// List functions whose list holds regular expressions (checked to compile at plan time).
+pub const PATTERN_FUNCTIONS: &[&str] = &["matches_any", "first_match"];
 
 impl ListFn {
     pub fn all(lists: Arc<Lists>) -> Vec<ScalarUDF> {
@@ -129,6 +143,7 @@ impl ListFn {
             ("starts_with_any", ListOp::Prefix, false),
             ("path_under", ListOp::Path, false),
             ("ip_in_list", ListOp::Ip, false),
+            ("matches_any", ListOp::Regex, false),
             ("any_outside_list", ListOp::Exact, true),
             ("any_without_prefix", ListOp::Prefix, true),
             ("any_ip_outside_list", ListOp::Ip, true),
@@ -143,6 +158,7 @@ impl ListFn {
                 signature: Signature::any(2, Volatility::Immutable),
             })
         })
+        .chain([ScalarUDF::new_from_impl(FirstMatch { lists: lists.clone(), signature: Signature::any(2, Volatility::Immutable) })])
         .collect()
     }
 
@@ -154,6 +170,7 @@ impl ListFn {
             // Something that is not an address is neither inside nor outside a range.
             ListOp::Ip if self.outside && s.trim().parse::<std::net::IpAddr>().is_err() => return false,
             ListOp::Ip => list.contains_ip(s),
+            ListOp::Regex => list.patterns().is_ok_and(|p| p.is_match(s)),
         };
         hit != self.outside
     }
@@ -182,15 +199,7 @@ impl ScalarUDFImpl for ListFn {
         }
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let name = match &args.args[1] {
-            ColumnarValue::Scalar(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => {
-                s.clone()
-            }
-            _ => return exec_err!("{}(): the list name must be a string literal", self.name),
-        };
-        let Some(list) = self.lists.get(&name) else {
-            return exec_err!("{}(): no list named {name:?}", self.name);
-        };
+        let list = list_argument(self.name, &self.lists, &args)?;
         let arr = args.args[0].to_array(args.number_rows)?;
         let out = match arr.data_type() {
             DataType::Null => BooleanArray::from(vec![false; arr.len()]),
@@ -206,6 +215,62 @@ impl ScalarUDFImpl for ListFn {
             }
             _ => self.test_strings(list, &arr)?,
         };
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// The list a list function's second argument names.
+fn list_argument<'l>(function: &str, lists: &'l Lists, args: &ScalarFunctionArgs) -> Result<&'l List> {
+    let name = match &args.args[1] {
+        ColumnarValue::Scalar(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => s,
+        _ => return exec_err!("{function}(): the list name must be a string literal"),
+    };
+    match lists.get(name) {
+        Some(list) => Ok(list),
+        None => exec_err!("{function}(): no list named {name:?}"),
+    }
+}
+
+/// `first_match(text, 'list')`: the first entry of a list of regular expressions that matches
+/// the text (NULL when none does), so an alert says which pattern fired.
+#[derive(Debug)]
+pub struct FirstMatch {
+    lists: Arc<Lists>,
+    signature: Signature,
+}
+
+impl PartialEq for FirstMatch {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.lists, &other.lists)
+    }
+}
+impl Eq for FirstMatch {}
+impl Hash for FirstMatch {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        "first_match".hash(state)
+    }
+}
+
+impl ScalarUDFImpl for FirstMatch {
+    fn name(&self) -> &str {
+        "first_match"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match args {
+            [DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8] => {
+                Ok(DataType::Utf8)
+            }
+            _ => plan_err!("first_match(text, 'list name') takes a string and a list name, got {args:?}"),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let list = list_argument("first_match", &self.lists, &args)?;
+        let arr = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
+        let out: datafusion::arrow::array::StringArray =
+            arr.as_string::<i32>().iter().map(|s| s.and_then(|s| list.first_match(s))).collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }

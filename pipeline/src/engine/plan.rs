@@ -35,7 +35,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 #[allow(deprecated)]
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
-use super::functions::{interval_nanos, LIST_FUNCTIONS};
+use super::functions::{interval_nanos, LIST_FUNCTIONS, PATTERN_FUNCTIONS};
 use crate::rules::{Lists, Rule};
 use crate::tables::{self, Table};
 
@@ -255,7 +255,13 @@ fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
         if let Expr::ScalarFunction(f) = node {
             if LIST_FUNCTIONS.contains(&f.func.name()) {
                 match f.args.get(1) {
-                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) if lists.get(name).is_some() => {}
+                    Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) if lists.get(name).is_some() => {
+                        if PATTERN_FUNCTIONS.contains(&f.func.name()) {
+                            if let Err(e) = lists.get(name).expect("checked").patterns() {
+                                problem = Some(anyhow!("{}(): list {name:?}: {e}", f.func.name()));
+                            }
+                        }
+                    }
                     Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) => {
                         let known: Vec<&str> = lists.lists.keys().map(String::as_str).collect();
                         problem = Some(anyhow!("{}(): there is no list {name:?} (lists: {})", f.func.name(), known.join(", ")));

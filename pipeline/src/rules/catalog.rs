@@ -55,7 +55,7 @@ pub const THREAT_MATRIX: &[&str] = &[
     "Impact - Denial of service",
 ];
 
-/// The controls AKS hardening guidance asks a detection pack to watch (issue 5), by id.
+/// The controls AKS hardening guidance asks a detection pack to watch (issues 5 and 6), by id.
 pub const CONTROLS: &[(&str, &str)] = &[
     ("privileged-pods", "privileged containers"),
     ("host-pid", "pods sharing the host PID namespace"),
@@ -89,6 +89,12 @@ pub const CONTROLS: &[(&str, &str)] = &[
     ("failed-auth-bursts", "bursts of failed authentication or authorization (windowed)"),
     ("discovery-sweeps", "discovery sweeps (windowed)"),
     ("missing-limits", "pods without resource limits"),
+    // Container Insights (issue 6): what happened in the containers and on the nodes.
+    ("container-log-threats", "reverse shells, crypto miners, scripts piped into a shell in container logs"),
+    ("crash-oom-bursts", "OOMKilled and CrashLoopBackOff bursts (windowed)"),
+    ("new-images", "first sighting of an image in a cluster (stateful)"),
+    ("node-notready-flapping", "nodes flapping NotReady (windowed)"),
+    ("system-pod-restarts", "pods restarting in kube-system (windowed)"),
 ];
 
 pub fn is_threat_matrix_cell(s: &str) -> bool {

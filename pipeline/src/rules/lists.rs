@@ -1,6 +1,6 @@
-//! Named lists (allowed registries, system identities, sensitive paths, authorized ranges…)
-//! that rules use through the `in_list`, `starts_with_any`, `path_under` and `ip_in_list`
-//! functions. Lists come from `detections/lists/*.yaml`; a config may add or replace entries.
+//! Named lists (allowed registries, system identities, sensitive paths, authorized ranges,
+//! suspicious log patterns…) that rules use through the `in_list`, `starts_with_any`,
+//! `path_under`, `ip_in_list`, `matches_any` and `first_match` functions. Lists come from `detections/lists/*.yaml`; a config may add or replace entries.
 
 use std::collections::BTreeMap;
 
@@ -27,13 +27,36 @@ pub struct List {
     pub values: Vec<String>,
     exact: HashSet<String>,
     cidrs: Vec<(IpAddr, u8)>,
+    /// The values as regular expressions, compiled on first use (only some lists are patterns).
+    patterns: std::sync::OnceLock<Result<regex::RegexSet, String>>,
 }
 
 impl List {
     pub fn new(description: String, values: Vec<String>) -> List {
         let exact = values.iter().cloned().collect();
         let cidrs = values.iter().filter_map(|v| parse_cidr(v)).collect();
-        List { description, values, exact, cidrs }
+        List { description, values, exact, cidrs, patterns: Default::default() }
+    }
+
+    /// The values as one set of regular expressions; an error names the first that is not one.
+    pub fn patterns(&self) -> Result<&regex::RegexSet, &str> {
+        self.patterns
+            .get_or_init(|| {
+                for (i, v) in self.values.iter().enumerate() {
+                    if let Err(e) = regex::Regex::new(v) {
+                        return Err(format!("entry {} ({v:?}) is not a regular expression: {e}", i + 1));
+                    }
+                }
+                regex::RegexSet::new(&self.values).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The first entry (in list order) that, as a regular expression, matches `s`.
+    pub fn first_match(&self, s: &str) -> Option<&str> {
+        let set = self.patterns().ok()?;
+        set.matches(s).iter().next().map(|i| self.values[i].as_str())
     }
 
     pub fn contains(&self, s: &str) -> bool {
@@ -132,6 +155,11 @@ mod tests {
         let ips = List::new(String::new(), vec!["10.0.0.0/8".into(), "2001:db8::/32".into(), "198.51.100.7".into()]);
         assert!(ips.contains_ip("10.1.2.3") && ips.contains_ip("2001:db8::1") && ips.contains_ip("198.51.100.7"));
         assert!(!ips.contains_ip("11.0.0.1") && !ips.contains_ip("198.51.100.8") && !ips.contains_ip("junk"));
+        let pats = List::new(String::new(), vec![r"(?i)stratum\+tcp://".into(), r"xmrig".into()]);
+        assert_eq!(pats.first_match("xmrig -o stratum+TCP://pool:3333"), Some(r"(?i)stratum\+tcp://"));
+        assert_eq!(pats.first_match("GET /health 200"), None);
+        let bad = List::new(String::new(), vec!["ok".into(), "(unclosed".into()]);
+        assert!(bad.patterns().unwrap_err().starts_with("entry 2"));
         let reg = List::new(String::new(), vec!["mcr.microsoft.com/".into()]);
         assert!(reg.any_prefix_of("mcr.microsoft.com/oss/kube-proxy:v1") && !reg.any_prefix_of("docker.io/x"));
     }

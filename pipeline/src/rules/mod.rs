@@ -150,6 +150,10 @@ pub struct FirstSeenSpec {
     /// A value not seen for this long counts as new again.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub forget: Option<i64>,
+    /// For this long after an entity is first seen, its new values are baseline too (a cluster
+    /// runs dozens of images from the start; only those after the first hour are news).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub learn: Option<i64>,
     /// (entity, value) pairs kept at most; the least recently seen go first.
     #[serde(default = "default_max_pairs")]
     pub max_pairs: usize,

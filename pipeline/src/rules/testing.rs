@@ -23,7 +23,8 @@ pub struct TestCase {
     /// Entity values every alert must have.
     #[serde(default)]
     pub entities: Option<Map<String, Value>>,
-    /// Wrap the events in AKS diagnostic-settings records.
+    /// Wrap the events in `{"records":[…]}` envelopes: audit events as AKS diagnostic-settings
+    /// records, Container Insights records (with `Type`) as Log Analytics data export sends them.
     #[serde(default)]
     pub envelope: bool,
     pub events: Vec<serde_yaml::Value>,
@@ -53,7 +54,10 @@ fn shift_time(ev: &mut Value, key: &str, by: i64) -> Result<()> {
 pub fn expand_events(case: &TestCase) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for item in &case.events {
-        let v: Value = serde_json::to_value(item).context("event is not representable as JSON")?;
+        // YAML merge keys (`<<: *base`) let a case vary one field of another's event.
+        let mut item = item.clone();
+        item.apply_merge().context("a `<<:` merge in an event")?;
+        let v: Value = serde_json::to_value(&item).context("event is not representable as JSON")?;
         let is_repeat = v.get("repeat").is_some() && v.get("event").is_some();
         if !is_repeat {
             out.push(v);
@@ -69,13 +73,15 @@ pub fn expand_events(case: &TestCase) -> Result<Vec<Value>> {
             replace_index(&mut ev, i);
             shift_time(&mut ev, "requestReceivedTimestamp", every * i as i64)?;
             shift_time(&mut ev, "stageTimestamp", every * i as i64)?;
+            shift_time(&mut ev, "TimeGenerated", every * i as i64)?;
             out.push(ev);
         }
     }
     Ok(out)
 }
 
-/// One JSON line per event, or AKS envelope lines of up to 5 records.
+/// One JSON line per event, or envelope lines of up to 5 records (audit and Container Insights
+/// records may share one, as they may share a topic).
 pub fn to_documents(events: &[Value], envelope: bool) -> Vec<String> {
     if !envelope {
         return events.iter().map(Value::to_string).collect();
@@ -86,6 +92,14 @@ pub fn to_documents(events: &[Value], envelope: bool) -> Vec<String> {
             let records: Vec<Value> = chunk
                 .iter()
                 .map(|ev| {
+                    if ev.get("Type").is_some() {
+                        // Data export carries the cluster as _ResourceId (in lower case).
+                        let mut rec = ev.clone();
+                        if let Some(obj) = rec.as_object_mut() {
+                            obj.entry("_ResourceId").or_insert_with(|| TEST_CLUSTER.to_lowercase().into());
+                        }
+                        return rec;
+                    }
                     let time = ev.get("stageTimestamp").cloned().unwrap_or(Value::Null);
                     json!({
                         "time": time,
