@@ -84,6 +84,9 @@ enum Command {
         /// Background traffic only, no attack scenarios.
         #[arg(long)]
         no_attacks: bool,
+        /// Audit records only, no Container Insights records (the audit records stay the same).
+        #[arg(long)]
+        no_insights: bool,
     },
     /// Measure replay throughput against serde_json::Value parsing (and DuckDB when available).
     Bench(bench::BenchArgs),
@@ -276,8 +279,15 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
         }
         Command::Rules { command: RulesCommand::ImportSigma { path, out } } => import_sigma(&path, &out),
         Command::Schema { table, json, write_dir } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
-        Command::Gen { events, seed, rate, out, start, no_attacks } => {
-            let mut opts = gen::GenOptions { events, seed, events_per_second: rate, attacks: !no_attacks, ..gen::GenOptions::default() };
+        Command::Gen { events, seed, rate, out, start, no_attacks, no_insights } => {
+            let mut opts = gen::GenOptions {
+                events,
+                seed,
+                events_per_second: rate,
+                attacks: !no_attacks,
+                insights: !no_insights,
+                ..gen::GenOptions::default()
+            };
             if let Some(s) = start {
                 let nanos =
                     crate::decode::time::parse_rfc3339_nanos(&s).with_context(|| format!("--start {s:?} is not an RFC 3339 time"))?;
@@ -648,8 +658,8 @@ fn generate(opts: &gen::GenOptions, out: Option<&Path>) -> Result<()> {
     };
     let attacks = stats.attack_events.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
     eprintln!(
-        "generated {} audit events and {} other records in {} lines ({} bytes); attacks: {attacks}",
-        stats.audit_events, stats.other_records, stats.lines, stats.bytes
+        "generated {} audit events, {} Container Insights records and {} other records in {} lines ({} bytes); attacks: {attacks}",
+        stats.audit_events, stats.insights_records, stats.other_records, stats.lines, stats.bytes
     );
     Ok(())
 }

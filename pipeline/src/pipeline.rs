@@ -539,11 +539,12 @@ fn handle(
         engine.open_stream(stream);
     }
     let mut newest_event = i64::MIN;
-    for TableBatch { table, batch } in d.batches {
-        let batch = dedup.apply(table, batch)?;
+    if !d.batches.is_empty() {
+        let batches =
+            d.batches.into_iter().map(|b| Ok(TableBatch { batch: dedup.apply(b.table, b.batch)?, ..b })).collect::<Result<Vec<_>>>()?;
         let t = Instant::now();
-        let alerts = engine.process_from(table, &batch, d.stream.as_ref());
-        newest_event = newest_event.max(engine.last_batch_max_time());
+        let alerts = engine.process_chunk(&batches, d.stream.as_ref());
+        newest_event = engine.last_batch_max_time();
         summary.engine_time += t.elapsed();
         let newest = engine.max_event_time();
         if newest > i64::MIN {

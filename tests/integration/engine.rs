@@ -320,7 +320,8 @@ const FIRST_SEEN_RULE: &str = "id: FS-1\ntitle: new namespace for a user\nseveri
 fn first_seen_alerts_on_a_new_value_of_a_known_entity_and_keeps_its_history_across_runs() {
     let dir = tempfile::tempdir().unwrap();
     let set = rule_set(FIRST_SEEN_RULE);
-    let opts = EngineOptions::default();
+    // No lateness: each event is decided as soon as it is in (the watermark is its time).
+    let opts = EngineOptions { allowed_lateness: 0, ..EngineOptions::default() };
     let mut engine = Engine::new(&set, &opts).unwrap();
     let mut router = AlertRouter::new(Default::default(), 1000);
     // n % 7 is the namespace: n = 1, 8 → ns1; n = 2 → ns2.
@@ -342,6 +343,23 @@ fn first_seen_alerts_on_a_new_value_of_a_known_entity_and_keeps_its_history_acro
     // Without the saved history, eve's ns4 would be her baseline.
     let mut cold = Engine::new(&set, &opts).unwrap();
     assert!(evaluate_one(&mut cold, &mut AlertRouter::new(Default::default(), 1000), &denied("eve", 60, 4)).is_empty());
+}
+
+#[test]
+fn first_sightings_are_decided_in_event_time_order_not_arrival_order() {
+    // Within the allowed lateness, mallory's ns2 (8:00:30) arrives before her ns1 (8:00:10):
+    // ns1 is still her baseline and ns2 the news, as if they had come in time order.
+    let mut engine = Engine::new(&rule_set(FIRST_SEEN_RULE), &EngineOptions::default()).unwrap();
+    let mut router = AlertRouter::new(Default::default(), 1000);
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 30, 2)).is_empty(), "undecided until the watermark passes");
+    assert!(evaluate_one(&mut engine, &mut router, &denied("mallory", 10, 1)).is_empty());
+    let fired = router.route(engine.finish());
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].entities["namespace"], json!("ns2"));
+    // Checkpoints keep the offsets of undecided events: the oldest one holds them.
+    let mut engine = Engine::new(&rule_set(FIRST_SEEN_RULE), &EngineOptions::default()).unwrap();
+    evaluate_one(&mut engine, &mut AlertRouter::new(Default::default(), 1000), &denied("mallory", 30, 2));
+    assert_ne!(engine.oldest_open_window(), i64::MAX);
 }
 
 fn batch_of(doc: &str) -> datafusion::arrow::array::RecordBatch {

@@ -23,18 +23,20 @@ fn bundled_sample_fires_every_rule_as_its_scenarios_say() {
     assert!(out.status.success(), "{stderr}");
     let alerts = stdout_alerts(&out);
     let rules = by_rule(&alerts);
-    // One scenario per rule, except exec (CN-AUDIT-004): the exec-into-pod scenario, and the
-    // privileged-pod scenario's shell into its pod (which also makes the CN-AUDIT-009 sequence).
+    // One scenario per rule, except exec (CN-AUDIT-004): the exec-into-pod scenario, the
+    // privileged-pod scenario's shell into its pod (which also makes the CN-AUDIT-009 sequence),
+    // and the crypto-miner scenario's shell, whose pod's log then shows three suspicious lines
+    // (CN-CI-001: curl | sh, XMRig, its pool) and so completes the cross-table CN-CI-010.
     // The hygiene rules see each of mallory's three hand-made pods (debug-shell, node-debugger,
     // log-collector): root allowed (020), docker.io images (025), the default service account's
     // token mounted (027), no limits (028). The token-theft scenario's TokenRequest (045), and
     // the three identities calling from outside the authorized ranges (047): mallory, the stolen
-    // CI token, and the anonymous lister.
+    // CI token, and the anonymous lister. One Container Insights scenario per CN-CI rule.
     let expected = [
         ("CN-AUDIT-001", 1),
         ("CN-AUDIT-002", 1),
         ("CN-AUDIT-003", 1),
-        ("CN-AUDIT-004", 2),
+        ("CN-AUDIT-004", 3),
         ("CN-AUDIT-005", 1),
         ("CN-AUDIT-006", 1),
         ("CN-AUDIT-007", 1),
@@ -48,6 +50,13 @@ fn bundled_sample_fires_every_rule_as_its_scenarios_say() {
         ("CN-AUDIT-028", 3),
         ("CN-AUDIT-045", 1),
         ("CN-AUDIT-047", 3),
+        ("CN-CI-001", 3),
+        ("CN-CI-002", 1),
+        ("CN-CI-003", 1),
+        ("CN-CI-004", 1),
+        ("CN-CI-005", 1),
+        ("CN-CI-006", 1),
+        ("CN-CI-010", 1),
     ];
     for (id, n) in expected {
         assert_eq!(rules.get(id), Some(&n), "{id} fires {n} time(s) on the sample; got {rules:?}\n{stderr}");
@@ -73,11 +82,11 @@ fn bundled_sample_fires_every_rule_as_its_scenarios_say() {
         ] {
             assert!(a.get(key).is_some(), "alert lacks {key}: {a}");
         }
-        assert!(a["cluster"].as_str().unwrap().contains("/MANAGEDCLUSTERS/"), "{a}");
+        assert!(a["cluster"].as_str().unwrap().to_uppercase().contains("/MANAGEDCLUSTERS/"), "{a}");
     }
     // The summary is on stderr, nothing but alerts on stdout.
     assert!(stderr.contains("crowsnest summary") && stderr.contains("events/s") && stderr.contains("dead letters:"), "{stderr}");
-    assert!(stderr.contains("kube_audit"), "{stderr}");
+    assert!(stderr.contains("kube_audit 3000") && stderr.contains("container_log "), "{stderr}");
     assert!(!dir.path().join("dead-letters.jsonl").exists(), "the sample is clean: no dead-letter file");
 }
 

@@ -47,9 +47,10 @@ fn backtest_runs_one_rule_and_counts_its_alerts_per_day() {
     let out = run(&["rules", "backtest", "CN-AUDIT-004", "d1.jsonl", "d2.jsonl"], dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    // Each day has the exec-into-pod scenario and the privileged pod's exec: 2 alerts a day.
-    assert!(text.contains("2026-11-01   2") && text.contains("2026-11-02   2"), "{text}");
-    assert!(text.contains("CN-AUDIT-004") && text.contains("4 alert(s)"), "{text}");
+    // Each day has the exec-into-pod scenario, the privileged pod's exec and the crypto-miner's
+    // exec: 3 alerts a day.
+    assert!(text.contains("2026-11-01   3") && text.contains("2026-11-02   3"), "{text}");
+    assert!(text.contains("CN-AUDIT-004") && text.contains("6 alert(s)"), "{text}");
     // --json gives the same alerts as a replay of the same files, for that rule only.
     let json_out = run(&["rules", "backtest", "CN-AUDIT-004", "d1.jsonl", "d2.jsonl", "--json"], dir.path());
     let backtest: Vec<String> = stdout_alerts(&json_out).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();

@@ -11,6 +11,10 @@
 //! not seen for that long count as new again. State is bounded by `max_pairs`: beyond it the
 //! pairs seen least recently are dropped (and counted). With a state directory the history is
 //! saved at every checkpoint and loaded at start-up.
+//!
+//! A single-event rule decides novelty in event-time order, for the matches the watermark has
+//! passed (so within the allowed lateness, how partitions interleave does not change what is
+//! new); a sequence step decides in arrival order.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 
 use crate::alert::{alert_id, Alert, MAX_SAMPLE_IDS};
 use crate::decode::time::format_nanos;
+use crate::decode::TableBatch;
 use crate::rules::{Lists, Rule, RuleSet};
 use crate::tables;
 use first_seen::FirstSeen;
@@ -122,8 +123,19 @@ impl RuleStats {
     }
 }
 
+/// A row a single-event rule matched, with what its alert needs.
+struct Match {
+    t: i64,
+    fields: Map<String, Value>,
+    entities: Map<String, Value>,
+    audit_id: Option<String>,
+    cluster: Option<String>,
+}
+
 struct CompiledRule {
     rule: Rule,
+    /// First-sighting rules: matches waiting for the watermark, to be decided in time order.
+    pending: Vec<Match>,
     /// The table the rule reads: it runs on that table's batches only.
     table: &'static str,
     plan: RulePlan,
@@ -232,6 +244,7 @@ impl Engine {
             plan,
             window,
             first_seen,
+            pending: Vec::new(),
             meta,
             stats: RuleStats::default(),
         };
@@ -289,38 +302,52 @@ impl Engine {
             .iter()
             .filter_map(|r| match (&r.plan.shape, &r.window) {
                 (Shape::Windowed(plan), Some(state)) => state.oldest_start(plan),
-                _ => None,
+                _ => r.pending.iter().map(|m| m.t).min(),
             })
             .chain(self.sequences.iter().filter_map(CompiledSequence::oldest))
             .min()
             .unwrap_or(i64::MAX)
     }
 
-    /// Runs the rules of `table` over a batch of it from files or stdin. See [`Engine::process_from`].
+    /// Runs the rules of `table` over a batch of it from files or stdin. See [`Engine::process_chunk`].
     pub fn process(&mut self, table: &str, batch: &RecordBatch) -> Vec<Alert> {
         self.process_from(table, batch, None)
     }
 
-    /// Runs the rules that read `table` over a batch of it from `stream` (a Kafka partition)
-    /// and returns the alerts that fired: single-event matches, and windows the advancing
-    /// watermark closed (in every rule: the watermark is one for all tables). A rule that fails
-    /// on this batch is counted and logged; the others still run.
+    /// [`Engine::process_chunk`] with one table's batch.
     pub fn process_from(&mut self, table: &str, batch: &RecordBatch, stream: Option<&Arc<str>>) -> Vec<Alert> {
-        let Some(time_column) = tables::event_table(table).and_then(|t| batch.schema().index_of(t.time_column).ok()) else {
-            log::error!("a batch of {table}, which is not an event table with a time column, was skipped");
+        let Some(table) = tables::event_table(table) else {
+            log::error!("a batch of {table}, which is not an event table, was skipped");
             return Vec::new();
         };
-        let times = batch.column(time_column).as_primitive::<TimestampNanosecondType>();
+        self.process_chunk(&[TableBatch { table: table.name, batch: batch.clone() }], stream)
+    }
+
+    /// Runs every rule over the batches of one chunk of input from `stream` (a Kafka partition;
+    /// None for files and stdin), each rule over its own table's batch, and returns the alerts
+    /// that fired: single-event matches, and windows the advancing watermark closed.
+    ///
+    /// The batches of a chunk (one per table) arrived together, so all of them are taken in
+    /// before the watermark moves to the chunk's newest time; otherwise one table's batch would
+    /// carry the watermark past the events of the next, and make them late. A rule that fails
+    /// on a batch is counted and logged; the others still run.
+    pub fn process_chunk(&mut self, batches: &[TableBatch], stream: Option<&Arc<str>>) -> Vec<Alert> {
         // An event stamped in the future (a skewed clock, a forged record) must not drag the
         // watermark ahead and close every open window: only plausible times advance it.
         let limit = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).saturating_add(MAX_FUTURE_SKEW);
         let mut future = 0;
         let mut newest = i64::MIN;
-        for &t in times.values() {
-            if t > limit {
-                future += 1;
-            } else if t > newest {
-                newest = t;
+        for b in batches {
+            let Some(time_column) = tables::event_table(b.table).and_then(|t| b.batch.schema().index_of(t.time_column).ok()) else {
+                log::error!("a batch of {}, which is not an event table with a time column, was skipped", b.table);
+                continue;
+            };
+            for &t in b.batch.column(time_column).as_primitive::<TimestampNanosecondType>().values() {
+                if t > limit {
+                    future += 1;
+                } else if t > newest {
+                    newest = t;
+                }
             }
         }
         self.future_events += future;
@@ -332,34 +359,34 @@ impl Engine {
             clock.newest = clock.newest.max(newest);
             clock.seen = Instant::now();
         }
-        self.advance_base();
         let mut alerts = Vec::new();
-        for r in &mut self.rules {
-            let started = Instant::now();
-            let watermark = self.base.saturating_sub(r.lateness);
-            let result =
-                if r.table == table { r.process(batch, watermark, &mut alerts, &mut self.late) } else { r.fire(watermark, &mut alerts) };
-            if let Err(e) = result {
-                r.stats.failed_on_batch(&r.rule.id, batch.num_rows(), e);
+        // Every batch in, with the windows and sequence state as the previous chunk left them…
+        for TableBatch { table, batch } in batches {
+            for r in self.rules.iter_mut().filter(|r| r.table == *table) {
+                let started = Instant::now();
+                if let Err(e) = r.process(batch, &mut alerts, &mut self.late) {
+                    r.stats.failed_on_batch(&r.rule.id, batch.num_rows(), e);
+                }
+                r.stats.busy += started.elapsed();
             }
-            r.stats.busy += started.elapsed();
-        }
-        for s in &mut self.sequences {
-            let started = Instant::now();
-            let before = s.pruned_to();
-            let watermark = self.base.saturating_sub(s.lateness);
-            if let Err(e) = s.process(table, batch, watermark, &mut alerts) {
-                s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e);
-            }
-            s.stats.busy += started.elapsed();
-            let late = s.take_late_rows();
-            if !late.is_empty() {
-                match datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(late)) {
-                    Ok(rows) => self.late.push(LateRows { rule_id: s.rule.id.clone(), closed_until: before, rows }),
-                    Err(e) => s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e.into()),
+            for s in &mut self.sequences {
+                let started = Instant::now();
+                if let Err(e) = s.process(table, batch, &mut alerts) {
+                    s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e);
+                }
+                s.stats.busy += started.elapsed();
+                let late = s.take_late_rows();
+                if !late.is_empty() {
+                    match datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(late)) {
+                        Ok(rows) => self.late.push(LateRows { rule_id: s.rule.id.clone(), closed_until: s.pruned_to(), rows }),
+                        Err(e) => s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e.into()),
+                    }
                 }
             }
         }
+        // …then the watermark moves, and what it closes fires.
+        self.advance_base();
+        alerts.extend(self.fire_windows(false));
         alerts
     }
 
@@ -483,7 +510,9 @@ impl CompiledRule {
         Ok(())
     }
 
-    fn process(&mut self, full: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>, late: &mut Vec<LateRows>) -> Result<()> {
+    /// Takes in a batch of the rule's table: single-event alerts now, window state updated
+    /// (windows fire in [`Engine::fire_windows`], once the whole chunk is in).
+    fn process(&mut self, full: &RecordBatch, alerts: &mut Vec<Alert>, late: &mut Vec<LateRows>) -> Result<()> {
         let batch = full.project(&self.plan.columns)?;
         let meta = self.meta;
         let selected = match &self.plan.predicate {
@@ -514,7 +543,6 @@ impl CompiledRule {
                         }
                     }
                 }
-                self.fire(watermark, alerts)?;
             }
         }
         Ok(())
@@ -526,40 +554,70 @@ impl CompiledRule {
         let ids = meta.audit_id.map(|c| rows.column(c).as_string::<i32>().clone());
         let clusters = meta.cluster.map(|c| rows.column(c).as_string::<i32>().clone());
         let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
-        let names: Vec<String> = self.plan.projection.iter().map(|(n, _)| n.clone()).collect();
         for i in 0..rows.num_rows() {
             let t = times.value(i);
-            if let Some(history) = self.first_seen.as_mut() {
-                if !history.observe_row(&names, &columns, i, t)? {
-                    continue;
-                }
-            }
             let (fields, entities) = self.fields_and_entities(&columns, i)?;
-            let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
-            // With suppression, one alert per entities and (aligned) period: its id names the
-            // period, so whichever of its events arrives first, the id is the same.
-            let anchor = match self.rule.suppress {
-                Some(p) if p > 0 => format!("period:{}", t.div_euclid(p)),
-                _ => audit_id.clone().unwrap_or_else(|| t.to_string()),
-            };
-            alerts.push(Alert {
-                id: alert_id(&self.rule.id, &entities, &anchor),
-                first_seen: format_nanos(t),
-                last_seen: format_nanos(t),
-                window_start: None,
-                window_end: None,
-                count: 1,
+            let row = Match {
+                t,
+                fields,
+                entities,
+                audit_id: ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string()),
                 cluster: clusters.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string()),
-                audit_ids: audit_id.into_iter().collect(),
-                last_seen_nanos: t,
-                ..self.alert_header(entities, fields, &now)
-            });
-            self.stats.alerts += 1;
+            };
+            if self.first_seen.is_some() {
+                // Novelty is decided in event-time order once the watermark passes (see `fire`).
+                self.pending.push(row);
+            } else {
+                alerts.push(self.single_event_alert(row, &now));
+            }
         }
         Ok(())
     }
 
+    fn single_event_alert(&mut self, m: Match, now: &str) -> Alert {
+        // With suppression, one alert per entities and (aligned) period: its id names the
+        // period, so whichever of its events arrives first, the id is the same.
+        let anchor = match self.rule.suppress {
+            Some(p) if p > 0 => format!("period:{}", m.t.div_euclid(p)),
+            _ => m.audit_id.clone().unwrap_or_else(|| m.t.to_string()),
+        };
+        self.stats.alerts += 1;
+        Alert {
+            id: alert_id(&self.rule.id, &m.entities, &anchor),
+            first_seen: format_nanos(m.t),
+            last_seen: format_nanos(m.t),
+            window_start: None,
+            window_end: None,
+            count: 1,
+            cluster: m.cluster,
+            audit_ids: m.audit_id.into_iter().collect(),
+            last_seen_nanos: m.t,
+            ..self.alert_header(m.entities, m.fields, now)
+        }
+    }
+
+    /// First sightings: the matches the watermark has passed, in event-time order, through the
+    /// history. Deciding in arrival order would make the outcome depend on how partitions
+    /// interleave (a value seen at 08:00 on one partition and at 12:00 on another).
+    fn decide_first_sightings(&mut self, watermark: i64, alerts: &mut Vec<Alert>) {
+        if self.pending.is_empty() || self.pending.iter().all(|m| m.t > watermark) {
+            return;
+        }
+        let (mut due, keep): (Vec<Match>, Vec<Match>) = std::mem::take(&mut self.pending).into_iter().partition(|m| m.t <= watermark);
+        self.pending = keep;
+        due.sort_by_key(|m| m.t); // stable: equal times keep their arrival order
+        let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        for m in due {
+            let novel = self.first_seen.as_mut().is_some_and(|h| h.observe(&m.fields, m.t));
+            if novel {
+                let alert = self.single_event_alert(m, &now);
+                alerts.push(alert);
+            }
+        }
+    }
+
     fn fire(&mut self, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
+        self.decide_first_sightings(watermark, alerts);
         let (Shape::Windowed(plan), Some(state)) = (&self.plan.shape, self.window.as_mut()) else {
             return Ok(());
         };

@@ -135,15 +135,14 @@ impl CompiledSequence {
         self.state.values().flatten().flatten().map(|o| o.time).min()
     }
 
-    /// Adds the batch's occurrences of every step and emits the chains they complete; then
-    /// drops what the watermark has made useless (and, for absence, alerts on the first steps
-    /// whose span passed without the second).
+    /// Adds the batch's occurrences of every step that reads `table` and emits the chains they
+    /// complete. [`CompiledSequence::advance`] then drops what the watermark made useless.
     ///
     /// An occurrence older than the watermark state was pruned to is late: it is counted and
     /// its row kept for the late-events output. A late occurrence still completes chains (a
     /// chain found is real; one may be missed), but a late first step of an absence rule is
     /// not held: its second step may have come and gone, and alerting on it could be false.
-    pub fn process(&mut self, table: &str, batch: &RecordBatch, watermark: i64, alerts: &mut Vec<Alert>) -> Result<()> {
+    pub fn process(&mut self, table: &str, batch: &RecordBatch, alerts: &mut Vec<Alert>) -> Result<()> {
         self.late_rows.clear();
         for k in 0..self.steps.len() {
             if self.steps[k].plan.table.name != table {
@@ -164,7 +163,6 @@ impl CompiledSequence {
         }
         self.late_rows.sort_unstable();
         self.late_rows.dedup();
-        self.advance(watermark, alerts);
         Ok(())
     }
 

@@ -125,9 +125,7 @@ pub fn evaluate(engine: &mut Engine, router: &mut AlertRouter, docs: &[String]) 
         bail!("test input is not valid ({} at {}: {})", dl.reason.as_str(), dl.position, dl.detail);
     }
     let mut alerts = Vec::new();
-    for b in decoder.finish() {
-        alerts.extend(router.route(engine.process(b.table, &b.batch)));
-    }
+    alerts.extend(router.route(engine.process_chunk(&decoder.finish(), None)));
     alerts.extend(router.route(engine.finish()));
     Ok(alerts)
 }

@@ -1,7 +1,11 @@
 //! `crowsnest gen`: seeded, realistic AKS kube-audit records, as AKS diagnostic settings send
 //! them to Event Hubs (`{"records":[…]}` lines, the audit Event as a JSON string in
-//! `properties.log`), with named attack scenarios woven in. Used for the bundled sample, the
-//! tests and the benchmarks. The same (events, seed, rate) always gives the same bytes.
+//! `properties.log`), Container Insights records beside them as Log Analytics data export
+//! sends them (see [`insights`]), with named attack scenarios woven in. Used for the bundled
+//! sample, the tests and the benchmarks. The same (events, seed, rate) always gives the same
+//! bytes, and the audit records do not depend on whether Container Insights records are on.
+
+mod insights;
 
 use std::io::{self, Write};
 
@@ -19,12 +23,14 @@ pub struct GenOptions {
     pub events_per_second: f64,
     /// Mix in the attack scenarios (off: background traffic only).
     pub attacks: bool,
+    /// Write Container Insights records too (beside, not instead of, the audit events).
+    pub insights: bool,
 }
 
 impl Default for GenOptions {
     fn default() -> Self {
         // 2026-11-01T08:00:00Z
-        GenOptions { events: 10_000, seed: 1, start_unix_secs: 1_793_520_000, events_per_second: 100.0, attacks: true }
+        GenOptions { events: 10_000, seed: 1, start_unix_secs: 1_793_520_000, events_per_second: 100.0, attacks: true, insights: true }
     }
 }
 
@@ -32,6 +38,8 @@ impl Default for GenOptions {
 pub struct GenStats {
     pub audit_events: u64,
     pub other_records: u64,
+    /// Container Insights records (data-export lines of their own).
+    pub insights_records: u64,
     pub lines: u64,
     pub bytes: u64,
     pub attack_events: Vec<(&'static str, u64)>,
@@ -48,7 +56,20 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("forbidden-burst", "a stolen service-account token (default/compromised-app) draws 30 403s in 90 s"),
     ("secrets-sweep", "mallory reads secrets in 8 namespaces within 3 minutes"),
     ("token-theft", "mallory requests a token for ci/deployer and uses it from her own address 5 minutes later"),
+    // Container Insights (the audit half of crypto-miner is the exec).
+    ("crypto-miner", "mallory execs into web/frontend-7c5d9f6b8-m4q2x; a minute later its log shows curl | sh, then XMRig and its pool"),
+    ("crashloop-burst", "the three pods of namespace orders crash-loop, OOM-killed, within four minutes"),
+    ("untrusted-image-pull", "the kubelet fails to pull ghcr.io/xmr-tools/miner:latest for web/tools-5b8c7d9f4-q7w2e"),
+    ("new-image", "docker.io/kalilinux/kali-rolling starts in default, after the cluster's images are known"),
+    ("node-flapping", "node vmss000003 goes NotReady and back three times in ten minutes"),
+    ("system-pod-restarts", "kube-system/azure-policy restarts three times in nine minutes"),
 ];
+
+/// Scenarios that only Container Insights records show.
+const INSIGHTS_ONLY: &[&str] = &["crashloop-burst", "untrusted-image-pull", "new-image", "node-flapping", "system-pod-restarts"];
+
+/// The nodes' last Ready transition in background snapshots (2026-10-20).
+const START_OF_NODES: i64 = 1_792_454_400 * SEC;
 
 const CLUSTER: &str = "/SUBSCRIPTIONS/6A3C1E52-0F4B-4D8E-9A7B-2C1D3E4F5A6B/RESOURCEGROUPS/RG-AKS-PROD/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS-PROD-WEU";
 const SEC: i64 = 1_000_000_000;
@@ -718,6 +739,12 @@ impl Gen {
                 let get = self.simple(&thief, then + 4 * SEC, "get", Self::core("secrets", Some("ci"), Some("registry-push")), 200);
                 vec![request, list, get]
             }
+            "crypto-miner" => {
+                let (ns, pod) = insights::MINER_POD;
+                let o = ObjectRef { subresource: Some("exec".into()), ..Self::core("pods", Some(ns), Some(pod)) };
+                let uri = format!("/api/v1/namespaces/{ns}/pods/{pod}/exec?command=sh&container=frontend&stdin=true&stdout=true&tty=true");
+                vec![self.event(&m, at, "create", o, uri, 101, "Metadata", "ResponseStarted")]
+            }
             _ => Vec::new(),
         }
     }
@@ -734,12 +761,21 @@ fn aligned(t: i64, window: i64, offset: i64) -> i64 {
     }
 }
 
+/// A scenario's record: an audit event, or a Container Insights record.
+enum Item {
+    Audit(Event),
+    Insights(serde_json::Value),
+}
+
 struct Writer<'a> {
     out: &'a mut dyn Write,
     stats: GenStats,
     line: Vec<u8>,
     in_line: usize,
     line_target: usize,
+    /// Container Insights records go in lines of their own, as data export writes them.
+    insights_line: Vec<u8>,
+    insights_in_line: usize,
     pod: String,
     container: String,
 }
@@ -776,6 +812,37 @@ impl Writer<'_> {
         Ok(())
     }
 
+    fn insights(&mut self, rec: &serde_json::Value, rng: &mut Rng) -> io::Result<()> {
+        self.insights_line.extend_from_slice(if self.insights_in_line == 0 { b"{\"records\":[" } else { b"," });
+        serde_json::to_writer(&mut self.insights_line, rec)?;
+        self.insights_in_line += 1;
+        self.stats.insights_records += 1;
+        if self.insights_in_line >= 1 + rng.below(6) as usize {
+            self.flush_insights()?;
+        }
+        Ok(())
+    }
+
+    fn flush_insights(&mut self) -> io::Result<()> {
+        if self.insights_in_line == 0 {
+            return Ok(());
+        }
+        self.insights_line.extend_from_slice(b"]}\n");
+        self.out.write_all(&self.insights_line)?;
+        self.stats.bytes += self.insights_line.len() as u64;
+        self.stats.lines += 1;
+        self.insights_line.clear();
+        self.insights_in_line = 0;
+        Ok(())
+    }
+
+    fn item(&mut self, item: &Item, rng: &mut Rng, insights_rng: &mut Rng) -> io::Result<()> {
+        match item {
+            Item::Audit(ev) => self.audit(ev, rng),
+            Item::Insights(rec) => self.insights(rec, insights_rng),
+        }
+    }
+
     fn audit(&mut self, ev: &Event, rng: &mut Rng) -> io::Result<()> {
         let log = serde_json::to_string(ev)?;
         let category = "kube-audit";
@@ -798,26 +865,41 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
     let start = opts.start_unix_secs * SEC;
     let run = (opts.events as f64 / rate * 1e9) as i64;
 
+    // Its own generator, so the audit records are the same with or without it.
+    let mut insights_rng = Rng(opts.seed ^ 0x1A51_6475_C0DE_0006);
+    let mut ig = insights::InsightsGen::new(&mut insights_rng);
+
     // Attack events, by time.
-    let mut attacks: Vec<(i64, usize, Event)> = Vec::new();
+    let mut attacks: Vec<(i64, usize, Item)> = Vec::new();
     let mut attack_counts = Vec::new();
     let s = SCENARIOS.len() as i64;
     let scenarios = if opts.attacks { SCENARIOS } else { &[] };
     for (k, (name, _)) in scenarios.iter().enumerate() {
+        if !opts.insights && INSIGHTS_ONLY.contains(name) {
+            continue;
+        }
         let t = start + run * (k as i64 + 1) / (s + 1);
         let (t, span) = match *name {
             "forbidden-burst" => (aligned(t, 300 * SEC, 30 * SEC), (90 * SEC).min(run / 10).max(3 * SEC)),
             "secrets-sweep" => (aligned(t, 600 * SEC, 60 * SEC), (180 * SEC).min(run / 10).max(8 * SEC)),
+            "crashloop-burst" => (aligned(t, 600 * SEC, 60 * SEC), 0),
+            "node-flapping" => (aligned(t, 1800 * SEC, 60 * SEC), 0),
+            // After the first hour, which CN-CI-004 learns the cluster's images in.
+            "new-image" => (t.max(start + 65 * 60 * SEC), 0),
             _ => (t, 0),
         };
-        let evs = g.scenario(name, t, span);
-        attack_counts.push((*name, evs.len() as u64));
-        for ev in evs {
-            attacks.push((ev.at, attacks.len(), ev));
+        let mut items: Vec<(i64, Item)> = g.scenario(name, t, span).into_iter().map(|ev| (ev.at, Item::Audit(ev))).collect();
+        if opts.insights {
+            items.extend(ig.scenario(name, t).into_iter().map(|(at, rec)| (at, Item::Insights(rec))));
+        }
+        attack_counts.push((*name, items.len() as u64));
+        for (at, item) in items {
+            attacks.push((at, attacks.len(), item));
         }
     }
     attacks.sort_by_key(|(t, seq, _)| (*t, *seq));
-    let background = opts.events.saturating_sub(attacks.len() as u64);
+    let audit_attacks = attacks.iter().filter(|(_, _, item)| matches!(item, Item::Audit(_))).count();
+    let background = opts.events.saturating_sub(audit_attacks as u64);
 
     let pod = format!("kube-apiserver-6b8f9c7d5-{}", g.rng.suffix());
     let container = g.rng.hex(64);
@@ -829,18 +911,30 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
         line_target: 1 + g.rng.below(8) as usize,
         pod,
         container,
+        insights_line: Vec::with_capacity(16 << 10),
+        insights_in_line: 0,
     };
+    if opts.insights {
+        for rec in ig.initial_inventory(start) {
+            w.insights(&rec, &mut insights_rng)?;
+        }
+    }
     let mut attacks = attacks.into_iter().peekable();
     let mut t = start;
     for _ in 0..background {
         // Exponential gaps: a Poisson stream of requests at the given rate.
         let gap = -(1.0 - g.rng.unit()).ln() / rate;
         t += (gap * 1e9) as i64;
-        while let Some((_, _, ev)) = attacks.next_if(|(at, _, _)| *at <= t) {
-            w.audit(&ev, &mut g.rng)?;
+        while let Some((_, _, item)) = attacks.next_if(|(at, _, _)| *at <= t) {
+            w.item(&item, &mut g.rng, &mut insights_rng)?;
         }
         let ev = g.background(t);
         w.audit(&ev, &mut g.rng)?;
+        if opts.insights {
+            if let Some(rec) = ig.background(&mut insights_rng, t) {
+                w.insights(&rec, &mut insights_rng)?;
+            }
+        }
         if g.rng.chance(0.02) {
             let (cat, msg) = *g.rng.pick(KLOG);
             let line = format!("I{} {:>7} {msg}", chrono::DateTime::from_timestamp_nanos(t).format("%m%d %H:%M:%S%.6f"), 1);
@@ -848,10 +942,15 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
             w.stats.other_records += 1;
         }
     }
-    for (_, _, ev) in attacks {
-        w.audit(&ev, &mut g.rng)?;
+    // Scenario records after the background traffic: a line each, so that records stay in
+    // time order across the two kinds of line (minutes apart here, not milliseconds).
+    for (_, _, item) in attacks {
+        w.item(&item, &mut g.rng, &mut insights_rng)?;
+        w.flush_line(&mut g.rng)?;
+        w.flush_insights()?;
     }
     w.flush_line(&mut g.rng)?;
+    w.flush_insights()?;
     let mut stats = w.stats;
     stats.attack_events = attack_counts;
     Ok(stats)
@@ -878,10 +977,21 @@ mod tests {
         let (buf, stats) = gen(5000, 9);
         let mut audit = 0;
         let mut other = 0;
+        let mut insights = std::collections::BTreeSet::new();
+        let mut insights_records = 0;
         for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let v: serde_json::Value = serde_json::from_slice(line).unwrap();
             let records = v["records"].as_array().unwrap();
             assert!((1..=8).contains(&records.len()));
+            if records[0].get("Type").is_some() {
+                for r in records {
+                    assert!(r["_ResourceId"].as_str().unwrap().contains("managedclusters"));
+                    assert_eq!(r["TimeGenerated"].as_str().unwrap().len(), "2026-11-01T08:00:00.1234567Z".len());
+                    insights.insert(r["Type"].as_str().unwrap().to_string());
+                    insights_records += 1;
+                }
+                continue;
+            }
             for r in records {
                 assert!(r["resourceId"].as_str().unwrap().contains("MANAGEDCLUSTERS"));
                 assert_eq!(r["time"].as_str().unwrap().len(), "2026-11-01T08:00:00.1234567Z".len());
@@ -899,6 +1009,12 @@ mod tests {
         assert_eq!(stats.audit_events, 5000);
         assert_eq!(other as u64, stats.other_records);
         assert!(other > 0);
+        assert_eq!(insights_records, stats.insights_records);
+        let tables: Vec<&str> = insights.iter().map(String::as_str).collect();
+        assert_eq!(
+            tables,
+            ["ContainerInventory", "ContainerLogV2", "InsightsMetrics", "KubeEvents", "KubeNodeInventory", "KubePodInventory"]
+        );
         assert_eq!(stats.attack_events.len(), SCENARIOS.len());
         let text = String::from_utf8(buf).unwrap();
         for needle in [
@@ -913,6 +1029,19 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle}");
         }
+    }
+
+    #[test]
+    fn audit_records_do_not_depend_on_container_insights() {
+        let audit_lines = |insights: bool| {
+            let mut buf = Vec::new();
+            generate(&GenOptions { events: 2000, seed: 5, insights, ..Default::default() }, &mut buf).unwrap();
+            buf.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty() && !l.windows(7).any(|w| w == b"\"Type\":"))
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(audit_lines(true), audit_lines(false));
     }
 
     #[test]
