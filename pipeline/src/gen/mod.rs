@@ -761,6 +761,16 @@ fn aligned(t: i64, window: i64, offset: i64) -> i64 {
     }
 }
 
+/// Ends an envelope line (`{"records":[…` so far), writes it and empties the buffer.
+fn close_line(out: &mut dyn Write, line: &mut Vec<u8>, stats: &mut GenStats) -> io::Result<()> {
+    line.extend_from_slice(b"]}\n");
+    out.write_all(line)?;
+    stats.bytes += line.len() as u64;
+    stats.lines += 1;
+    line.clear();
+    Ok(())
+}
+
 /// A scenario's record: an audit event, or a Container Insights record.
 enum Item {
     Audit(Event),
@@ -802,11 +812,7 @@ impl Writer<'_> {
         if self.in_line == 0 {
             return Ok(());
         }
-        self.line.extend_from_slice(b"]}\n");
-        self.out.write_all(&self.line)?;
-        self.stats.bytes += self.line.len() as u64;
-        self.stats.lines += 1;
-        self.line.clear();
+        close_line(&mut *self.out, &mut self.line, &mut self.stats)?;
         self.in_line = 0;
         self.line_target = 1 + rng.below(8) as usize;
         Ok(())
@@ -827,11 +833,7 @@ impl Writer<'_> {
         if self.insights_in_line == 0 {
             return Ok(());
         }
-        self.insights_line.extend_from_slice(b"]}\n");
-        self.out.write_all(&self.insights_line)?;
-        self.stats.bytes += self.insights_line.len() as u64;
-        self.stats.lines += 1;
-        self.insights_line.clear();
+        close_line(&mut *self.out, &mut self.insights_line, &mut self.stats)?;
         self.insights_in_line = 0;
         Ok(())
     }
