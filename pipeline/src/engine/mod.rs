@@ -468,16 +468,20 @@ impl Engine {
     fn fire_windows(&mut self, end_of_input: bool) -> Vec<Alert> {
         let mut alerts = Vec::new();
         for r in &mut self.rules {
+            let started = Instant::now();
             let watermark = if end_of_input { i64::MAX } else { self.base.saturating_sub(r.lateness) };
             if let Err(e) = r.fire(watermark, &mut alerts) {
                 r.stats.errors += 1;
                 r.stats.last_error = Some(format!("{e:#}"));
                 log::error!("rule {} failed while firing its windows: {e:#}", r.rule.id);
             }
+            r.stats.busy += started.elapsed();
         }
         for s in &mut self.sequences {
+            let started = Instant::now();
             let watermark = if end_of_input { i64::MAX } else { self.base.saturating_sub(s.lateness) };
             s.advance(watermark, &mut alerts);
+            s.stats.busy += started.elapsed();
         }
         alerts
     }
