@@ -408,3 +408,53 @@ fn array_agg_in_a_window_keeps_a_bounded_sample() {
     assert_eq!(ns, vec!["ns0", "ns1", "ns2", "ns3", "ns4", "ns5", "ns6"], "DISTINCT keeps each value once");
     assert_eq!(a.fields["verbs"].as_array().unwrap().len(), crowsnest::engine::functions::ARRAY_AGG_LIMIT, "bounded");
 }
+
+#[test]
+fn rules_that_share_the_start_of_their_where_clause_each_get_their_own_rows() {
+    // Rules are evaluated together on one batch and share WHERE prefixes (SharedSelections):
+    // each must still see exactly its rows, whether its selection is copied out or (windowed,
+    // most rows kept) read in place.
+    let rules = [
+        "id: P-1\ntitle: p\nseverity: low\nentities: [user_name]\nquery: SELECT user_name FROM kube_audit WHERE response_code = 403 AND namespace = 'ns1'\n",
+        "id: P-2\ntitle: p\nseverity: low\nentities: [user_name]\nquery: SELECT user_name FROM kube_audit WHERE response_code = 403 AND namespace = 'ns2'\n",
+        "id: P-3\ntitle: p\nseverity: low\nentities: [user_name]\nquery: SELECT user_name FROM kube_audit WHERE namespace = 'ns1' AND response_code = 403\n",
+        "id: P-4\ntitle: p\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n, count(DISTINCT namespace) AS namespaces FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 1\n",
+        "id: P-5\ntitle: p\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n FROM kube_audit WHERE response_code = 403 AND namespace = 'ns3'\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 1\n",
+    ];
+    let texts = rules.iter().enumerate().map(|(i, r)| (PathBuf::from(format!("r{i}.yaml")), r.to_string())).collect();
+    let set = RuleSet::from_texts(&PathBuf::from("test"), texts, Vec::new()).unwrap();
+    let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
+    // 70 denials by two users over ns0…ns6, and 30 allowed requests: one batch.
+    let mut d = crowsnest::decode::Decoder::new();
+    for n in 0..100u32 {
+        let mut doc: Value = serde_json::from_str(&denied(if n % 2 == 0 { "alice" } else { "bob" }, n, n)).unwrap();
+        if n >= 70 {
+            doc["responseStatus"]["code"] = json!(200);
+        }
+        d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: n as u64 }, doc.to_string().as_bytes());
+    }
+    let mut alerts = engine.process(KUBE_AUDIT, &d.finish_audit().unwrap());
+    alerts.extend(engine.finish());
+    let count = |id: &str| alerts.iter().filter(|a| a.rule_id == id).count();
+    assert_eq!((count("P-1"), count("P-2"), count("P-3")), (10, 10, 10), "ns1, ns2, ns1 again (the same conjuncts in another order)");
+    let windowed = |id: &str, user: &str| {
+        let a = alerts.iter().find(|a| a.rule_id == id && a.fields["user_name"] == json!(user)).unwrap_or_else(|| panic!("{id} {user}"));
+        (a.fields["n"].as_i64().unwrap(), a.fields.get("namespaces").and_then(Value::as_i64))
+    };
+    assert_eq!(windowed("P-4", "alice"), (35, Some(7)));
+    assert_eq!(windowed("P-4", "bob"), (35, Some(7)));
+    // ns3 holds n = 3, 10, 17, …, 66: alice has the even ones (5), bob the odd (5).
+    assert_eq!((windowed("P-5", "alice").0, windowed("P-5", "bob").0), (5, 5));
+}
+
+#[test]
+fn sessions_that_merge_count_distinct_values_once() {
+    let rule = "id: SE-2\ntitle: session\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n, count(DISTINCT namespace) AS namespaces FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, SESSION(event_time, INTERVAL '90 seconds') HAVING count(*) >= 2\n";
+    // Events 0…4 are in ns0…ns4, and 7, 8 in ns0, ns1 again; 2:50 (event 4) joins the two sessions.
+    let docs: Vec<String> =
+        [(10, 0), (90, 1), (250, 2), (330, 3), (400, 7), (420, 8), (170, 4)].iter().map(|&(s, n)| denied("mallory", s, n)).collect();
+    let (alerts, _) = run(rule, &docs, 600);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].fields["n"], json!(7));
+    assert_eq!(alerts[0].fields["namespaces"], json!(5), "ns0…ns4, each once across the merged sessions");
+}

@@ -206,11 +206,16 @@ impl ScalarUDFImpl for ListFn {
             DataType::List(_) | DataType::LargeList(_) => {
                 let arr = cast(&arr, &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new("item", DataType::Utf8, true))))?;
                 let lists = arr.as_list::<i32>();
-                let mut out = Vec::with_capacity(lists.len());
-                for i in 0..lists.len() {
-                    let hit = lists.is_valid(i) && self.test_strings(list, &lists.value(i))?.values().set_indices().next().is_some();
-                    out.push(hit);
-                }
+                // Every element tested once, in one pass over the values; a row hits when any
+                // of its elements does.
+                let offsets = lists.value_offsets();
+                let first = offsets.first().map_or(0, |&o| o as usize);
+                let last = offsets.last().map_or(0, |&o| o as usize);
+                let hits = self.test_strings(list, &lists.values().slice(first, last - first))?;
+                let hits = hits.values();
+                let out: Vec<bool> = (0..lists.len())
+                    .map(|i| lists.is_valid(i) && (offsets[i] as usize..offsets[i + 1] as usize).any(|j| hits.value(j - first)))
+                    .collect();
                 BooleanArray::from(out)
             }
             _ => self.test_strings(list, &arr)?,
@@ -275,24 +280,63 @@ impl ScalarUDFImpl for FirstMatch {
     }
 }
 
-/// `count(DISTINCT x)` over strings, for one window group: the distinct values in a hash set
-/// that starts empty. DataFusion's own accumulator is built for one big group per partition and
-/// preallocates about 8 KB, which a streaming rule with 100,000 live groups cannot afford.
+/// `count(DISTINCT x)` over strings, for one window group: a set that starts empty.
+/// DataFusion's own accumulator is built for one big group per partition and preallocates
+/// about 8 KB, which a streaming rule with 100,000 live groups cannot afford.
+///
+/// The set holds a 128-bit hash of each value, not the value: 16 bytes and no allocation per
+/// distinct value (counting distinct audit ids sees nothing but new values). Two different
+/// values would have to collide in 128 bits to be counted once: for a billion distinct values
+/// the odds are about 1 in 10^20.
 #[derive(Debug, Default)]
 pub struct DistinctStrings {
-    values: std::collections::HashSet<Box<str>, ahash::RandomState>,
-    bytes: usize,
+    values: std::collections::HashSet<u128, BuildNoHash>,
+}
+
+/// The set's keys are hashes already.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BuildNoHash;
+
+impl std::hash::BuildHasher for BuildNoHash {
+    type Hasher = NoHash;
+    fn build_hasher(&self) -> NoHash {
+        NoHash(0)
+    }
+}
+
+pub struct NoHash(u64);
+
+impl std::hash::Hasher for NoHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys come here (through write_u128); fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// Two independently seeded 64-bit hashes of `s`.
+fn hash128(s: &str) -> u128 {
+    use std::sync::LazyLock;
+    static SEEDS: LazyLock<(ahash::RandomState, ahash::RandomState)> = LazyLock::new(|| {
+        (
+            ahash::RandomState::with_seeds(0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89),
+            ahash::RandomState::with_seeds(0x4528_21e6_38d0_1377, 0xbe54_66cf_34e9_0c6c, 0xc0ac_29b7_c97c_50dd, 0x3f84_d5b5_b547_0917),
+        )
+    });
+    ((SEEDS.0.hash_one(s) as u128) << 64) | SEEDS.1.hash_one(s) as u128
 }
 
 impl DistinctStrings {
     fn insert_all(&mut self, array: &dyn Array) -> Result<()> {
         let array = cast(array, &DataType::Utf8)?;
-        for v in array.as_string::<i32>().iter().flatten() {
-            if !self.values.contains(v) {
-                self.bytes += v.len();
-                self.values.insert(v.into());
-            }
-        }
+        self.values.extend(array.as_string::<i32>().iter().flatten().map(hash128));
         Ok(())
     }
 }
@@ -310,17 +354,24 @@ impl datafusion::logical_expr::Accumulator for DistinctStrings {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.values.capacity() * (std::mem::size_of::<Box<str>>() + 8) + self.bytes
+        std::mem::size_of::<Self>() + self.values.capacity() * (std::mem::size_of::<u128>() + 1)
     }
 
-    /// The distinct values as one list (what `merge_batch` takes back).
+    /// The hashes as one list of 16-byte values (what `merge_batch` takes back).
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let values: Vec<ScalarValue> = self.values.iter().map(|v| ScalarValue::Utf8(Some(v.to_string()))).collect();
-        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))])
+        let values: Vec<ScalarValue> =
+            self.values.iter().map(|h| ScalarValue::FixedSizeBinary(16, Some(h.to_le_bytes().to_vec()))).collect();
+        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::FixedSizeBinary(16)))])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        each_state_list(states, |values| self.insert_all(values))
+        each_state_list(states, |values| {
+            let Some(hashes) = values.as_fixed_size_binary_opt() else {
+                return datafusion::common::internal_err!("count(DISTINCT) merges its own state, got {}", values.data_type());
+            };
+            self.values.extend(hashes.iter().flatten().filter_map(|b| b.try_into().ok()).map(u128::from_le_bytes));
+            Ok(())
+        })
     }
 }
 
@@ -354,6 +405,20 @@ impl BoundedArrayAgg {
     }
 
     fn push_all(&mut self, array: &dyn Array) -> Result<()> {
+        if let (true, Some(strings)) = (self.distinct, array.as_string_opt::<i32>()) {
+            // Compared as &str: no value is built for the repeats, which are most rows.
+            for v in strings.iter().flatten() {
+                if self.values.len() >= ARRAY_AGG_LIMIT {
+                    break;
+                }
+                if !self.values.iter().any(|x| matches!(x, ScalarValue::Utf8(Some(s)) if s == v)) {
+                    let v = ScalarValue::Utf8(Some(v.to_string()));
+                    self.bytes += v.size();
+                    self.values.push(v);
+                }
+            }
+            return Ok(());
+        }
         for i in 0..array.len() {
             if self.values.len() >= ARRAY_AGG_LIMIT {
                 break;

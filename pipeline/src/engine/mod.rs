@@ -34,7 +34,7 @@ use crate::rules::{Lists, Rule, RuleSet};
 use crate::tables;
 use first_seen::FirstSeen;
 use functions::{ListFn, WindowFn};
-use plan::{plan_rule, PhysExpr, RulePlan, Selection, Shape};
+use plan::{plan_rule, PhysExpr, RulePlan, Selection, Shape, SharedSelections};
 use sequence::CompiledSequence;
 use window::{MetaColumns, WindowState};
 
@@ -362,16 +362,17 @@ impl Engine {
         let mut alerts = Vec::new();
         // Every batch in, with the windows and sequence state as the previous chunk left them…
         for TableBatch { table, batch } in batches {
+            let mut shared = SharedSelections::default();
             for r in self.rules.iter_mut().filter(|r| r.table == *table) {
                 let started = Instant::now();
-                if let Err(e) = r.process(batch, &mut alerts, &mut self.late) {
+                if let Err(e) = r.process(batch, &mut shared, &mut alerts, &mut self.late) {
                     r.stats.failed_on_batch(&r.rule.id, batch.num_rows(), e);
                 }
                 r.stats.busy += started.elapsed();
             }
             for s in &mut self.sequences {
                 let started = Instant::now();
-                if let Err(e) = s.process(table, batch, &mut alerts) {
+                if let Err(e) = s.process(table, batch, &mut shared, &mut alerts) {
                     s.stats.failed_on_batch(&s.rule.id, batch.num_rows(), e);
                 }
                 s.stats.busy += started.elapsed();
@@ -494,7 +495,7 @@ impl CompiledRule {
     fn smoke_test(&mut self, schema: &Schema) -> Result<()> {
         let empty = RecordBatch::new_empty(Arc::new(schema.clone()));
         if let Some(p) = &self.plan.predicate {
-            p.check(&empty).context("evaluating the WHERE clause")?;
+            p.check().context("evaluating the WHERE clause")?;
         }
         match &self.plan.shape {
             Shape::SingleEvent => {
@@ -516,14 +517,21 @@ impl CompiledRule {
 
     /// Takes in a batch of the rule's table: single-event alerts now, window state updated
     /// (windows fire in [`Engine::fire_windows`], once the whole chunk is in).
-    fn process(&mut self, full: &RecordBatch, alerts: &mut Vec<Alert>, late: &mut Vec<LateRows>) -> Result<()> {
-        let batch = full.project(&self.plan.columns)?;
+    fn process(
+        &mut self,
+        full: &RecordBatch,
+        shared: &mut SharedSelections,
+        alerts: &mut Vec<Alert>,
+        late: &mut Vec<LateRows>,
+    ) -> Result<()> {
         let meta = self.meta;
+        // Windowed rules read their rows in place; single-event ones need just those rows.
+        let windowed = matches!(self.plan.shape, Shape::Windowed(_));
         let selected = match &self.plan.predicate {
-            Some(p) => p.select(&batch)?,
-            None => Selection { indices: (0..batch.num_rows() as u32).collect(), rows: batch },
+            Some(p) => p.select(full, &self.plan.columns, &self.plan.input_schema, shared, windowed)?,
+            None => Selection::all(full, &self.plan.columns)?,
         };
-        let matches = selected.rows.num_rows();
+        let matches = selected.indices.len();
         self.stats.matches += matches as u64;
         match &self.plan.shape {
             Shape::SingleEvent => {
@@ -539,7 +547,8 @@ impl CompiledRule {
                         let rows = datafusion::arrow::compute::take_record_batch(full, &UInt32Array::from(late_rows))?;
                         late.push(LateRows { rule_id: self.rule.id.clone(), closed_until: state.closed_until, rows });
                     }
-                    let touched = state.update(plan, &selected.rows, None, meta)?;
+                    let within = if selected.whole { Some(selected.indices.as_slice()) } else { None };
+                    let touched = state.update(plan, &selected.rows, within, meta)?;
                     if self.rule.early {
                         // Fire as soon as HAVING holds, once per window and key.
                         if let Some(crossed) = state.peek(plan, &touched)? {
@@ -711,7 +720,7 @@ fn late_rows(plan: &plan::WindowedPlan, state: &WindowState, selected: &Selectio
         return Vec::new();
     }
     let times = selected.rows.column(time_col).as_primitive::<TimestampNanosecondType>();
-    (0..selected.rows.num_rows()).filter(|&i| state.is_late(plan, times.value(i))).map(|i| selected.indices[i]).collect()
+    selected.positions().zip(&selected.indices).filter(|(at, _)| state.is_late(plan, times.value(*at))).map(|(_, &row)| row).collect()
 }
 
 fn evaluate_all(exprs: &[(String, PhysExpr)], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {

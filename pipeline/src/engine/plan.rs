@@ -14,11 +14,12 @@
 //! Single-event rules are Projection → Filter → TableScan. Anything else (joins, subqueries,
 //! ORDER BY, LIMIT, GROUP BY without a window) is refused with a message naming the rule.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
-use datafusion::arrow::compute::{take, take_record_batch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ScalarValue, TableReference};
@@ -109,90 +110,169 @@ pub enum Shape {
 /// handful of rows instead of the whole batch. Each conjunct is planned over only the columns
 /// it reads, and sees only those, taken for the surviving rows: a request body is copied only
 /// for the conjunct that reads it, and only for the rows still in the running.
+///
+/// Rules whose WHERE clauses start alike share that start through [`SharedSelections`]: each
+/// prefix of conjuncts is evaluated once per batch, whichever rule gets there first.
 pub struct Predicate {
     conjuncts: Vec<Conjunct>,
 }
 
 struct Conjunct {
     expr: PhysExpr,
-    /// The input columns it reads, and their schema (what `expr` was planned against).
-    columns: Vec<usize>,
+    /// The table columns it reads, and their schema (what `expr` was planned against).
+    table_columns: Vec<usize>,
     schema: SchemaRef,
+    /// Names this conjunct and every one before it (the simplified logical expressions, which
+    /// name table columns and carry literal types): equal keys select equal rows.
+    prefix: Arc<str>,
 }
 
 /// The rows of a batch a predicate kept, and where they were in it.
 pub struct Selection {
+    /// The rule's input columns for the kept rows; or, when `whole`, for every row of the batch.
     pub rows: RecordBatch,
     /// Row numbers in the input batch, ascending.
     pub indices: Vec<u32>,
+    /// `rows` is the whole batch (`indices` says which rows were kept): copying most of a
+    /// batch would cost more than reading past the few rows that failed.
+    pub whole: bool,
+}
+
+impl Selection {
+    /// Every row of `batch` (table columns `columns`) kept.
+    pub fn all(full: &RecordBatch, columns: &[usize]) -> Result<Selection> {
+        Ok(Selection { rows: full.project(columns)?, indices: (0..full.num_rows() as u32).collect(), whole: true })
+    }
+
+    /// The kept rows' positions in `rows`.
+    pub fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        let whole = self.whole;
+        self.indices.iter().enumerate().map(move |(i, &row)| if whole { row as usize } else { i })
+    }
+}
+
+/// What the rules reading one table batch share while it goes through them: the rows each
+/// WHERE prefix kept, and the columns already taken for those rows. Dropped with the batch.
+#[derive(Default)]
+pub struct SharedSelections {
+    /// Rows kept after a prefix of conjuncts; None: every row.
+    kept: HashMap<Arc<str>, Option<Arc<UInt32Array>>>,
+    /// Columns taken for a set of kept rows (by the address of its indices, which `kept`
+    /// holds alive) and a table column.
+    taken: HashMap<(usize, usize), ArrayRef>,
+}
+
+impl SharedSelections {
+    /// Table column `column` of `full`, for the rows `rows` (all when None).
+    fn column(&mut self, full: &RecordBatch, rows: Option<&Arc<UInt32Array>>, column: usize) -> Result<ArrayRef> {
+        let Some(rows) = rows else {
+            return Ok(full.column(column).clone());
+        };
+        let key = (Arc::as_ptr(rows) as usize, column);
+        if let Some(a) = self.taken.get(&key) {
+            return Ok(a.clone());
+        }
+        let a = take(full.column(column), rows.as_ref(), None)?;
+        self.taken.insert(key, a.clone());
+        Ok(a)
+    }
+
+    /// `columns` of `full` for the rows `rows`, as a batch of `schema`.
+    fn batch(&mut self, full: &RecordBatch, rows: Option<&Arc<UInt32Array>>, columns: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
+        let arrays = columns.iter().map(|&c| self.column(full, rows, c)).collect::<Result<Vec<_>>>()?;
+        let n = rows.map_or(full.num_rows(), |r| r.len());
+        Ok(RecordBatch::try_new_with_options(schema.clone(), arrays, &RecordBatchOptions::new().with_row_count(Some(n)))?)
+    }
 }
 
 impl Predicate {
-    fn plan(e: &Expr, schema: &DFSchema, table: &TableReference, ctx: &SessionContext) -> Result<Predicate> {
+    /// `schema`: the rule's input (the table projected to `columns`, table column numbers).
+    fn plan(e: &Expr, schema: &DFSchema, columns: &[usize], table: &TableReference, ctx: &SessionContext) -> Result<Predicate> {
         let mut parts: Vec<(usize, &Expr)> = split_conjunction(e).into_iter().map(|c| (cost(c), c)).collect();
         // Stable: among equally cheap conjuncts the author's order stands.
         parts.sort_by_key(|(c, _)| *c);
         let mut conjuncts = Vec::new();
+        let mut prefix = String::new();
         for (_, c) in parts {
-            let mut columns: Vec<usize> =
+            let mut used: Vec<usize> =
                 c.column_refs().into_iter().map(|col| schema.index_of_column(col)).collect::<datafusion::common::Result<_>>()?;
-            columns.sort_unstable();
-            columns.dedup();
-            let sub = Arc::new(schema.as_arrow().project(&columns)?);
+            used.sort_unstable();
+            used.dedup();
+            let sub = Arc::new(schema.as_arrow().project(&used)?);
             let sub_df = DFSchema::try_from_qualified_schema(table.clone(), &sub)?;
-            conjuncts.push(Conjunct { expr: physical(c, &sub_df, ctx)?, columns, schema: sub });
+            let simplified = simplify(c, &sub_df)?;
+            prefix.push_str(&format!("{simplified:?}\n"));
+            conjuncts.push(Conjunct {
+                expr: physical_simplified(&simplified, &sub_df, ctx)?,
+                table_columns: used.iter().map(|&i| columns[i]).collect(),
+                schema: sub,
+                prefix: prefix.as_str().into(),
+            });
         }
         Ok(Predicate { conjuncts })
     }
 
-    /// Evaluates every conjunct on `batch` (start-up checks: an empty batch).
-    pub fn check(&self, batch: &RecordBatch) -> Result<()> {
+    /// Evaluates every conjunct on an empty batch (start-up checks).
+    pub fn check(&self) -> Result<()> {
         for c in &self.conjuncts {
-            c.expr.evaluate(&c.input(batch, None)?)?;
+            c.expr.evaluate(&RecordBatch::new_empty(c.schema.clone()))?;
         }
         Ok(())
     }
 
-    /// The rows for which every conjunct is true (NULL counts as false, as in WHERE).
-    pub fn select(&self, batch: &RecordBatch) -> Result<Selection> {
-        let mut indices: Option<UInt32Array> = None;
+    /// The rows of the table batch `full` for which every conjunct is true (NULL counts as
+    /// false, as in WHERE), as the rule's input: table `columns`, in `schema`. With
+    /// `whole_if_most`, when at least half the rows are kept the whole batch is handed over
+    /// rather than a copy of those rows (see [`Selection::whole`]).
+    pub fn select(
+        &self,
+        full: &RecordBatch,
+        columns: &[usize],
+        schema: &SchemaRef,
+        shared: &mut SharedSelections,
+        whole_if_most: bool,
+    ) -> Result<Selection> {
+        let mut rows: Option<Arc<UInt32Array>> = None;
         for c in &self.conjuncts {
-            let input = c.input(batch, indices.as_ref())?;
-            let rows = input.num_rows();
-            if rows == 0 {
+            if let Some(kept) = shared.kept.get(&c.prefix) {
+                rows = kept.clone();
+            } else {
+                let n = rows.as_ref().map_or(full.num_rows(), |r| r.len());
+                let kept = if n == 0 {
+                    rows.clone()
+                } else {
+                    let input = shared.batch(full, rows.as_ref(), &c.table_columns, &c.schema)?;
+                    let mask = c.expr.evaluate(&input)?.into_array(n)?;
+                    let mask = mask.as_boolean();
+                    if mask.null_count() == 0 && mask.true_count() == n {
+                        rows.clone()
+                    } else {
+                        // NULL is false: only valid true bits count.
+                        let bits = match mask.nulls() {
+                            Some(nulls) => mask.values() & nulls.inner(),
+                            None => mask.values().clone(),
+                        };
+                        let positions = bits.set_indices();
+                        Some(Arc::new(match &rows {
+                            None => positions.map(|i| i as u32).collect(),
+                            Some(prev) => positions.map(|i| prev.value(i)).collect(),
+                        }))
+                    }
+                };
+                shared.kept.insert(c.prefix.clone(), kept.clone());
+                rows = kept;
+            }
+            if rows.as_ref().is_some_and(|r| r.is_empty()) {
                 break;
             }
-            let mask = c.expr.evaluate(&input)?.into_array(rows)?;
-            let mask = mask.as_boolean();
-            if mask.true_count() == rows {
-                continue;
-            }
-            let positions = (0..rows).filter(|&i| mask.is_valid(i) && mask.value(i));
-            indices = Some(match &indices {
-                None => positions.map(|i| i as u32).collect(),
-                Some(prev) => positions.map(|i| prev.value(i)).collect(),
-            });
         }
-        Ok(match indices {
-            None => Selection { indices: (0..batch.num_rows() as u32).collect(), rows: batch.clone() },
-            Some(indices) => Selection { rows: take_record_batch(batch, &indices)?, indices: indices.values().to_vec() },
-        })
-    }
-}
-
-impl Conjunct {
-    /// The conjunct's columns of `batch`, for the rows `indices` names (all when None).
-    fn input(&self, batch: &RecordBatch, indices: Option<&UInt32Array>) -> Result<RecordBatch> {
-        let rows = indices.map_or(batch.num_rows(), |i| i.len());
-        let columns = self
-            .columns
-            .iter()
-            .map(|&c| match indices {
-                None => Ok(batch.column(c).clone()),
-                Some(ix) => Ok(take(batch.column(c), ix, None)?),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))?)
+        let whole = rows.as_ref().is_none_or(|r| whole_if_most && 2 * r.len() >= full.num_rows());
+        let batch = if whole { full.project(columns)? } else { shared.batch(full, rows.as_ref(), columns, schema)? };
+        let indices = match rows {
+            None => (0..full.num_rows() as u32).collect(),
+            Some(r) => r.values().to_vec(),
+        };
+        Ok(Selection { rows: batch, indices, whole })
     }
 }
 
@@ -242,9 +322,11 @@ fn simplify(e: &Expr, schema: &DFSchema) -> Result<Expr> {
 }
 
 fn physical(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
-    let state = ctx.state();
-    let e = simplify(e, schema)?;
-    create_physical_expr(&e, schema, state.execution_props(), &PhysicalPlanningContext::default())
+    physical_simplified(&simplify(e, schema)?, schema, ctx)
+}
+
+fn physical_simplified(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
+    create_physical_expr(e, schema, ctx.state().execution_props(), &PhysicalPlanningContext::default())
         .with_context(|| format!("planning expression {e}"))
 }
 
@@ -384,7 +466,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
     let predicate = match where_expr {
         Some(f) => {
             check_list_args(&f.predicate, lists)?;
-            Some(Predicate::plan(&f.predicate, table_schema, &scan.table_name, ctx)?)
+            Some(Predicate::plan(&f.predicate, table_schema, &columns, &scan.table_name, ctx)?)
         }
         None => None,
     };

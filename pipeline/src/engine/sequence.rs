@@ -19,7 +19,7 @@ use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
 use super::first_seen::FirstSeen;
-use super::plan::{plan_rule, RulePlan, Shape};
+use super::plan::{plan_rule, RulePlan, Shape, SharedSelections};
 use super::window::MetaColumns;
 use super::{evaluate_all, scalar_to_json, RuleStats};
 use crate::alert::{alert_id, Alert};
@@ -142,13 +142,13 @@ impl CompiledSequence {
     /// its row kept for the late-events output. A late occurrence still completes chains (a
     /// chain found is real; one may be missed), but a late first step of an absence rule is
     /// not held: its second step may have come and gone, and alerting on it could be false.
-    pub fn process(&mut self, table: &str, batch: &RecordBatch, alerts: &mut Vec<Alert>) -> Result<()> {
+    pub fn process(&mut self, table: &str, batch: &RecordBatch, shared: &mut SharedSelections, alerts: &mut Vec<Alert>) -> Result<()> {
         self.late_rows.clear();
         for k in 0..self.steps.len() {
             if self.steps[k].plan.table.name != table {
                 continue;
             }
-            for (row, key, occ) in self.occurrences(k, batch)? {
+            for (row, key, occ) in self.occurrences(k, batch, shared)? {
                 self.stats.matches += 1;
                 let late = occ.time < self.pruned_to;
                 if late {
@@ -167,15 +167,14 @@ impl CompiledSequence {
     }
 
     /// The step's occurrences in the batch: row index, key and occurrence.
-    fn occurrences(&mut self, k: usize, full: &RecordBatch) -> Result<Vec<(u32, String, Occurrence)>> {
+    fn occurrences(&mut self, k: usize, full: &RecordBatch, shared: &mut SharedSelections) -> Result<Vec<(u32, String, Occurrence)>> {
         let Step { plan, first_seen } = &mut self.steps[k];
-        let batch = full.project(&plan.columns)?;
         let (rows, indices) = match &plan.predicate {
             Some(p) => {
-                let s = p.select(&batch)?;
+                let s = p.select(full, &plan.columns, &plan.input_schema, shared, false)?;
                 (s.rows, s.indices)
             }
-            None => (batch.clone(), (0..batch.num_rows() as u32).collect()),
+            None => (full.project(&plan.columns)?, (0..full.num_rows() as u32).collect()),
         };
         if rows.num_rows() == 0 {
             return Ok(Vec::new());

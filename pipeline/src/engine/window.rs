@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampNanosecondArray, UInt32Array};
-use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Field, Schema, TimestampNanosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -95,6 +95,25 @@ impl MetaColumns {
     }
 }
 
+/// Each aggregate's argument columns for `rows`, with its FILTER applied.
+fn aggregate_inputs(args: &[Vec<ArrayRef>], filters: &[Option<ArrayRef>], rows: &[u32]) -> Result<Vec<Vec<ArrayRef>>> {
+    let idx = UInt32Array::from(rows.to_vec());
+    args.iter()
+        .zip(filters)
+        .map(|(args, f)| {
+            let cols = args.iter().map(|a| take(a.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(match f {
+                Some(f) => {
+                    let f = take(f.as_ref(), &idx, None)?;
+                    let f = f.as_boolean();
+                    cols.iter().map(|c| datafusion::arrow::compute::filter(c.as_ref(), f)).collect::<std::result::Result<Vec<_>, _>>()?
+                }
+                None => cols,
+            })
+        })
+        .collect()
+}
+
 impl WindowState {
     pub fn new(plan: &WindowedPlan, input_schema: &Schema, max_groups: usize) -> Result<Self> {
         let fields = plan.keys.iter().map(|k| Ok(SortField::new(k.data_type(input_schema)?))).collect::<Result<Vec<_>>>()?;
@@ -141,60 +160,79 @@ impl WindowState {
 
     /// Adds the rows of `batch` that passed the WHERE predicate (`mask`); returns the groups
     /// it touched.
+    /// Takes in the rows `within` names of `batch` (every row when None): each row goes into
+    /// its key's windows. Returns the groups it touched.
     pub fn update(
         &mut self,
         plan: &WindowedPlan,
         batch: &RecordBatch,
-        mask: Option<&datafusion::arrow::array::BooleanArray>,
+        within: Option<&[u32]>,
         meta_cols: MetaColumns,
     ) -> Result<Vec<GroupKey>> {
-        let filtered = match mask {
-            Some(m) => filter_record_batch(batch, m)?,
-            None => batch.clone(),
+        let n = batch.num_rows();
+        let selected: Vec<u32> = match within {
+            Some(rows) => rows.to_vec(),
+            None => (0..n as u32).collect(),
         };
-        let n = filtered.num_rows();
-        if n == 0 {
+        if selected.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = plan.keys.iter().map(|k| k.evaluate(&filtered)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>()?;
+        let keys = plan.keys.iter().map(|k| k.evaluate(batch)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>()?;
         let rows = self.converter.convert_columns(&keys)?;
         let args: Vec<Vec<ArrayRef>> = plan
             .aggregates
             .iter()
-            .map(|a| a.args.iter().map(|e| e.evaluate(&filtered)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>())
+            .map(|a| a.args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>())
             .collect::<datafusion::common::Result<_>>()?;
         let agg_filters: Vec<Option<ArrayRef>> = plan
             .aggregates
             .iter()
-            .map(|a| a.filter.as_ref().map(|f| f.evaluate(&filtered)?.into_array(n)).transpose())
+            .map(|a| a.filter.as_ref().map(|f| f.evaluate(batch)?.into_array(n)).transpose())
             .collect::<datafusion::common::Result<_>>()?;
-        let times = filtered.column(meta_cols.event_time).as_primitive::<TimestampNanosecondType>().clone();
-        let ids = meta_cols.audit_id.map(|c| filtered.column(c).as_string::<i32>().clone());
-        let clusters = meta_cols.cluster.map(|c| filtered.column(c).as_string::<i32>().clone());
+        let times = batch.column(meta_cols.event_time).as_primitive::<TimestampNanosecondType>().clone();
+        let ids = meta_cols.audit_id.map(|c| batch.column(c).as_string::<i32>().clone());
+        let clusters = meta_cols.cluster.map(|c| batch.column(c).as_string::<i32>().clone());
 
         // Rows of this batch per group, in arrival order.
         let mut touched: HashMap<GroupKey, Vec<u32>, Hasher> = HashMap::default();
         if plan.window.kind == WindowKind::Session {
-            self.place_in_sessions(plan, &times, &rows, &mut touched)?;
+            self.place_in_sessions(plan, &times, &rows, &selected, &mut touched)?;
         } else {
-            for i in 0..n {
-                let t = times.value(i);
-                if self.is_late(plan, t) {
+            // Rows by key first (borrowed keys, no allocation per row), then each key's rows
+            // into their windows.
+            let mut by_key: HashMap<&[u8], Vec<u32>, Hasher> = HashMap::default();
+            for &i in &selected {
+                if self.is_late(plan, times.value(i as usize)) {
                     self.late_events += 1;
                     continue;
                 }
-                plan.window.starts(t, &mut self.scratch);
-                for &start in &self.scratch {
-                    // Older windows of a HOP may have fired while newer ones are still open.
-                    if start + plan.window.width > self.closed_until {
-                        touched.entry((start, rows.row(i).as_ref().into())).or_default().push(i as u32);
+                by_key.entry(rows.row(i as usize).data()).or_default().push(i);
+            }
+            for (key, key_rows) in by_key {
+                let mut windows: Vec<(i64, Vec<u32>)> = Vec::new();
+                for &i in &key_rows {
+                    plan.window.starts(times.value(i as usize), &mut self.scratch);
+                    for &start in &self.scratch {
+                        // Older windows of a HOP may have fired while newer ones are still open.
+                        if start + plan.window.width > self.closed_until {
+                            match windows.iter_mut().find(|(s, _)| *s == start) {
+                                Some((_, w)) => w.push(i),
+                                None => windows.push((start, vec![i])),
+                            }
+                        }
                     }
+                }
+                for (start, w) in windows {
+                    touched.insert((start, key.into()), w);
                 }
             }
         }
+        // A key's rows usually fall in the same overlapping HOP windows: their aggregate inputs
+        // are taken once and fed to each of those windows.
+        let mut inputs: HashMap<&[u32], Vec<Vec<ArrayRef>>, Hasher> = HashMap::default();
         let mut keys_touched = Vec::with_capacity(touched.len());
-        for (key, indices) in touched {
-            if !self.groups.contains_key(&key) {
+        for (key, indices) in &touched {
+            if !self.groups.contains_key(key) {
                 if self.groups.len() >= self.max_groups {
                     self.evict_one();
                 }
@@ -207,22 +245,16 @@ impl WindowState {
                 let group = Group { accumulators, meta, recency: (i64::MIN, 0), bytes: 0, fired_early: false };
                 self.groups.insert(key.clone(), group);
             }
-            let group = self.groups.get_mut(&key).expect("inserted above");
-            let idx = UInt32Array::from(indices);
-            for (j, acc) in group.accumulators.iter_mut().enumerate() {
-                let mut cols = args[j].iter().map(|a| take(a.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
-                if let Some(f) = &agg_filters[j] {
-                    let f = take(f.as_ref(), &idx, None)?;
-                    let f = f.as_boolean();
-                    cols = cols
-                        .iter()
-                        .map(|c| datafusion::arrow::compute::filter(c.as_ref(), f))
-                        .collect::<std::result::Result<Vec<_>, _>>()?;
-                }
-                acc.update_batch(&cols)?;
+            let group = self.groups.get_mut(key).expect("inserted above");
+            let cols = match inputs.entry(indices.as_slice()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(aggregate_inputs(&args, &agg_filters, indices)?),
+            };
+            for (acc, cols) in group.accumulators.iter_mut().zip(cols.iter()) {
+                acc.update_batch(cols)?;
             }
             let m = &mut group.meta;
-            for &i in idx.values() {
+            for &i in indices {
                 let i = i as usize;
                 let t = times.value(i);
                 m.first_seen = m.first_seen.min(t);
@@ -245,10 +277,10 @@ impl WindowState {
             group.recency = (m.last_seen, self.next_seq);
             self.next_seq += 1;
             self.by_recency.insert(group.recency, key.clone());
-            let bytes = group_bytes(group, &key);
+            let bytes = group_bytes(group, key);
             self.bytes = self.bytes + bytes - group.bytes;
             group.bytes = bytes;
-            keys_touched.push(key);
+            keys_touched.push(key.clone());
         }
         Ok(keys_touched)
     }
@@ -261,16 +293,17 @@ impl WindowState {
         plan: &WindowedPlan,
         times: &TimestampNanosecondArray,
         rows: &datafusion::arrow::row::Rows,
+        selected: &[u32],
         touched: &mut HashMap<GroupKey, Vec<u32>, Hasher>,
     ) -> Result<()> {
         let gap = plan.window.width;
         let mut by_key: HashMap<Box<[u8]>, Vec<u32>, Hasher> = HashMap::default();
-        for i in 0..times.len() {
-            if self.is_late(plan, times.value(i)) {
+        for &i in selected {
+            if self.is_late(plan, times.value(i as usize)) {
                 self.late_events += 1;
                 continue;
             }
-            by_key.entry(rows.row(i).as_ref().into()).or_default().push(i as u32);
+            by_key.entry(rows.row(i as usize).as_ref().into()).or_default().push(i);
         }
         for (key, indices) in by_key {
             let sessions = self.sessions.entry(key.clone()).or_default();
