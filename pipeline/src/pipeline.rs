@@ -209,7 +209,7 @@ struct Decoded {
 }
 
 /// Decodes a chunk with a worker's decoder (kept across chunks so its buffers are reused).
-fn decode_chunk(d: &mut Decoder, chunk: &Chunk) -> (Vec<TableBatch>, Vec<DeadLetter>, DecodeStats) {
+pub(crate) fn decode_chunk(d: &mut Decoder, chunk: &Chunk) -> (Vec<TableBatch>, Vec<DeadLetter>, DecodeStats) {
     for doc in &chunk.docs {
         let origin = Origin { source: &chunk.source, unit: chunk.unit, index: doc.index };
         let bytes = &chunk.buf[doc.start..doc.end];

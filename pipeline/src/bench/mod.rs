@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// measured in the engine alone (events/s, live groups, memory per live group).
     #[arg(long, conflicts_with = "kafka")]
     windows: bool,
+    /// Only the stages, each alone on one core with its input in memory: decoding (the file's
+    /// chunks read first), then the rules (the file decoded first).
+    #[arg(long, conflicts_with_all = ["kafka", "windows"])]
+    stages: bool,
     /// Distinct keys (users) for --windows.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
@@ -156,6 +160,58 @@ fn run_pipeline(path: &Path, set: &RuleSet, workers: usize) -> Result<PipelineRu
     let summary = pipeline::run(sources, engine, AlertRouter::new(suppression_periods(set), 1 << 20), &mut outputs, &metrics, &control)?;
     let secs = t.elapsed().as_secs_f64();
     Ok(PipelineRun { secs, events: summary.decode.total_events(), alerts: summary.alerts, peak_rss: peak_rss() })
+}
+
+/// Decoding alone, on one core: the file's chunks read into memory first, then decoded.
+/// Returns the seconds and the events decoded.
+fn decode_only(path: &Path) -> Result<(f64, u64)> {
+    let control = Control::default();
+    let mut source = FileSource::open(path, FramingLimits::default(), control.bytes_read.clone())?;
+    let mut chunks = Vec::new();
+    while let Some(chunk) = source.next_chunk()? {
+        chunks.push(chunk);
+    }
+    let mut decoder = crate::decode::Decoder::new();
+    let t = Instant::now();
+    let mut events = 0;
+    for chunk in &chunks {
+        let (batches, _, _) = pipeline::decode_chunk(&mut decoder, chunk);
+        events += batches.iter().map(|b| b.batch.num_rows() as u64).sum::<u64>();
+    }
+    Ok((t.elapsed().as_secs_f64(), events))
+}
+
+/// The rules alone, on one core: the file decoded (and de-duplicated) into memory first, then
+/// every chunk's batches through the engine as the pipeline hands them over. Returns the
+/// seconds the engine took (end-of-input firing included) and the events it saw.
+fn engine_only(path: &Path, set: &RuleSet) -> Result<(f64, u64)> {
+    use crate::decode::dedup::Deduplicator;
+    use crate::decode::Decoder;
+    use crate::tables::audit_col;
+    let control = Control::default();
+    let mut source = FileSource::open(path, FramingLimits::default(), control.bytes_read.clone())?;
+    let mut decoder = Decoder::new();
+    let mut dedup = Deduplicator::new(control.dedup_capacity, audit_col::AUDIT_ID, audit_col::STAGE);
+    let mut chunks = Vec::new();
+    let mut events = 0;
+    while let Some(chunk) = source.next_chunk()? {
+        let (batches, _, _) = pipeline::decode_chunk(&mut decoder, &chunk);
+        let batches = batches
+            .into_iter()
+            .map(|b| Ok(crate::decode::TableBatch { batch: dedup.apply(b.table, b.batch)?, ..b }))
+            .collect::<Result<Vec<_>>>()?;
+        events += batches.iter().map(|b| b.batch.num_rows() as u64).sum::<u64>();
+        chunks.push(batches);
+    }
+    let mut engine = Engine::new(set, &EngineOptions::default())?;
+    let t = Instant::now();
+    let mut alerts = 0;
+    for batches in &chunks {
+        alerts += engine.process_chunk(batches, None).len();
+    }
+    alerts += engine.finish().len();
+    std::hint::black_box(alerts);
+    Ok((t.elapsed().as_secs_f64(), events))
 }
 
 fn duckdb(path: &Path, threads: usize) -> Option<f64> {
@@ -425,6 +481,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let (path, size) = ensure_file(args, args.events, "events.jsonl").context("generating the bench input")?;
+    if args.stages {
+        let (secs, events) = decode_only(&path)?;
+        println!("decoding alone (1 core): {events} events in {secs:.2} s, {:.0} events/s", events as f64 / secs);
+        let (secs, events) = engine_only(&path, &set)?;
+        println!(
+            "the rules alone ({} rules, 1 core): {events} events in {secs:.2} s, {:.0} events/s",
+            set.rules.len(),
+            events as f64 / secs
+        );
+        return Ok(());
+    }
     let (small, _) = ensure_file(args, (args.events / 10).max(1), "events-10pct.jsonl")?;
     eprintln!("input: {} ({:.1} MB), {} bundled rules, {} cores", path.display(), size as f64 / 1e6, set.rules.len(), workers);
 
@@ -435,6 +502,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let one = run_pipeline(&path, &set, 1)?;
     let many = run_pipeline(&path, &set, workers)?;
     let small_run = run_pipeline(&small, &set, workers)?;
+    // Where the time goes: decoding with no rule loaded, and the rules with no decoding.
+    let no_rules = RuleSet { rules: Vec::new(), lists: set.lists.clone(), dir: set.dir.clone() };
+    let decode_only = run_pipeline(&path, &no_rules, workers)?;
+    let (rules_secs, rules_events) = engine_only(&path, &set)?;
     let duck = if args.no_duckdb { None } else { duckdb(&path, 1).map(|one| (one, duckdb(&path, workers))) };
 
     let ev = many.events as f64;
@@ -450,6 +521,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     row(&mut out, "serde_json::Value parse incl. properties.log, 1 core", value_inner_secs)?;
     row(&mut out, "crowsnest replay, all rules, 1 decode worker", one.secs)?;
     row(&mut out, &format!("crowsnest replay, all rules, {workers} decode workers"), many.secs)?;
+    row(&mut out, &format!("  breakdown: decoding alone (no rules), {workers} workers"), decode_only.secs)?;
+    row(&mut out, "  breakdown: the rules alone on decoded batches, 1 core", rules_secs * ev / rules_events.max(1) as f64)?;
     if let Some((one, many)) = duck {
         row(&mut out, "DuckDB: read_json + comparable SQL, 1 thread", one)?;
         if let Some(many) = many {
