@@ -3,7 +3,6 @@
 //! building a tree. Strings borrow from the input unless they contain escapes.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -138,10 +137,16 @@ pub struct Annotations<'a> {
 
 /// The Entra ID object id AKS puts in `user.extra` (`oid`, or the full claim URI).
 pub fn user_oid(extra: &RawValue) -> Option<String> {
-    let map: HashMap<Str<'_>, Vec<Str<'_>>> = serde_json::from_str(extra.get()).ok()?;
-    ["oid", "http://schemas.microsoft.com/identity/claims/objectidentifier"]
-        .iter()
-        .find_map(|k| map.get(*k).and_then(|v| v.first()).map(|s| s.to_string()))
+    // Only these two keys are read; the other claims are skipped without building a map.
+    #[derive(Deserialize)]
+    struct Extra<'a> {
+        #[serde(borrow, default)]
+        oid: Option<Vec<Str<'a>>>,
+        #[serde(borrow, default, rename = "http://schemas.microsoft.com/identity/claims/objectidentifier")]
+        claim: Option<Vec<Str<'a>>>,
+    }
+    let extra: Extra<'_> = serde_json::from_str(extra.get()).ok()?;
+    [extra.oid, extra.claim].into_iter().flatten().find_map(|v| v.into_iter().next()).map(|s| s.into_owned())
 }
 
 /// Resources whose request body holds a pod spec (directly or as a template).

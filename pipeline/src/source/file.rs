@@ -234,6 +234,9 @@ impl FileSource {
             }
             scanned = partial_start;
             let want = (self.limits.chunk_bytes.max(chunk.buf.len() + (64 << 10)) - chunk.buf.len()) as u64;
+            // Room for the whole block up front: read_to_end would otherwise grow the buffer
+            // by doubling, copying each chunk about twice over.
+            chunk.buf.reserve(want as usize);
             let n = (&mut self.reader).take(want).read_to_end(&mut chunk.buf)?;
             if n == 0 {
                 if self.follow && !self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
