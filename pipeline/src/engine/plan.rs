@@ -122,9 +122,11 @@ struct Conjunct {
     /// The table columns it reads, and their schema (what `expr` was planned against).
     table_columns: Vec<usize>,
     schema: SchemaRef,
-    /// Names this conjunct and every one before it (the simplified logical expressions, which
-    /// name table columns and carry literal types): equal keys select equal rows.
-    prefix: Arc<str>,
+    /// Its [`cost`] per row.
+    cost: usize,
+    /// Names this conjunct and every one before it: equal ids select equal rows (see
+    /// [`prefix_id`]).
+    prefix: u64,
 }
 
 /// The rows of a batch a predicate kept, and where they were in it.
@@ -155,11 +157,11 @@ impl Selection {
 /// WHERE prefix kept, and the columns already taken for those rows. Dropped with the batch.
 #[derive(Default)]
 pub struct SharedSelections {
-    /// Rows kept after a prefix of conjuncts; None: every row.
-    kept: HashMap<Arc<str>, Option<Arc<UInt32Array>>>,
+    /// Rows kept after a prefix of conjuncts (by [`prefix_id`]); None: every row.
+    kept: HashMap<u64, Option<Arc<UInt32Array>>, ahash::RandomState>,
     /// Columns taken for a set of kept rows (by the address of its indices, which `kept`
     /// holds alive) and a table column.
-    taken: HashMap<(usize, usize), ArrayRef>,
+    taken: HashMap<(usize, usize), ArrayRef, ahash::RandomState>,
 }
 
 impl SharedSelections {
@@ -185,6 +187,17 @@ impl SharedSelections {
     }
 }
 
+/// A number for a prefix of conjuncts, written as the simplified logical expressions (which
+/// name table columns and carry literal types): equal texts, equal numbers, in this process.
+/// The texts can be long (a list function's text holds its list), so batches look up numbers.
+fn prefix_id(text: &str) -> u64 {
+    static IDS: std::sync::Mutex<Option<HashMap<String, u64>>> = std::sync::Mutex::new(None);
+    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let ids = ids.get_or_insert_with(HashMap::new);
+    let next = ids.len() as u64;
+    *ids.entry(text.to_string()).or_insert(next)
+}
+
 impl Predicate {
     /// `schema`: the rule's input (the table projected to `columns`, table column numbers).
     fn plan(e: &Expr, schema: &DFSchema, columns: &[usize], table: &TableReference, ctx: &SessionContext) -> Result<Predicate> {
@@ -193,7 +206,7 @@ impl Predicate {
         parts.sort_by_key(|(c, _)| *c);
         let mut conjuncts = Vec::new();
         let mut prefix = String::new();
-        for (_, c) in parts {
+        for (cost, c) in parts {
             let mut used: Vec<usize> =
                 c.column_refs().into_iter().map(|col| schema.index_of_column(col)).collect::<datafusion::common::Result<_>>()?;
             used.sort_unstable();
@@ -202,11 +215,13 @@ impl Predicate {
             let sub_df = DFSchema::try_from_qualified_schema(table.clone(), &sub)?;
             let simplified = simplify(c, &sub_df)?;
             prefix.push_str(&format!("{simplified:?}\n"));
+            let id = prefix_id(&prefix);
             conjuncts.push(Conjunct {
                 expr: physical_simplified(&simplified, &sub_df, ctx)?,
                 table_columns: used.iter().map(|&i| columns[i]).collect(),
                 schema: sub,
-                prefix: prefix.as_str().into(),
+                cost,
+                prefix: id,
             });
         }
         Ok(Predicate { conjuncts })
@@ -237,14 +252,20 @@ impl Predicate {
             if let Some(kept) = shared.kept.get(&c.prefix) {
                 rows = kept.clone();
             } else {
-                let n = rows.as_ref().map_or(full.num_rows(), |r| r.len());
+                let all = full.num_rows();
+                let n = rows.as_ref().map_or(all, |r| r.len());
+                // When most rows are still in the running, a cheap conjunct reads the batch's
+                // own columns and its answer is looked up for those rows: copying them out
+                // would cost more than testing the few rows already ruled out.
+                let in_place = rows.is_some() && (2 * n >= all && c.cost < EXPENSIVE || 10 * n >= 9 * all);
                 let kept = if n == 0 {
                     rows.clone()
                 } else {
-                    let input = shared.batch(full, rows.as_ref(), &c.table_columns, &c.schema)?;
-                    let mask = c.expr.evaluate(&input)?.into_array(n)?;
+                    let (input_rows, evaluated) = if in_place { (None, all) } else { (rows.as_ref(), n) };
+                    let input = shared.batch(full, input_rows, &c.table_columns, &c.schema)?;
+                    let mask = c.expr.evaluate(&input)?.into_array(evaluated)?;
                     let mask = mask.as_boolean();
-                    if mask.null_count() == 0 && mask.true_count() == n {
+                    if mask.null_count() == 0 && mask.true_count() == evaluated {
                         rows.clone()
                     } else {
                         // NULL is false: only valid true bits count.
@@ -252,14 +273,14 @@ impl Predicate {
                             Some(nulls) => mask.values() & nulls.inner(),
                             None => mask.values().clone(),
                         };
-                        let positions = bits.set_indices();
                         Some(Arc::new(match &rows {
-                            None => positions.map(|i| i as u32).collect(),
-                            Some(prev) => positions.map(|i| prev.value(i)).collect(),
+                            None => bits.set_indices().map(|i| i as u32).collect(),
+                            Some(prev) if in_place => prev.values().iter().copied().filter(|&i| bits.value(i as usize)).collect(),
+                            Some(prev) => bits.set_indices().map(|i| prev.value(i)).collect(),
                         }))
                     }
                 };
-                shared.kept.insert(c.prefix.clone(), kept.clone());
+                shared.kept.insert(c.prefix, kept.clone());
                 rows = kept;
             }
             if rows.as_ref().is_some_and(|r| r.is_empty()) {
@@ -275,6 +296,9 @@ impl Predicate {
         Ok(Selection { rows: batch, indices, whole })
     }
 }
+
+/// The [`cost`] from which a conjunct is a function call or a pattern match.
+const EXPENSIVE: usize = 20;
 
 /// A rough cost of evaluating `e` per row: function calls (JSON, regular expressions, lists,
 /// string functions) and pattern matches cost far more than comparing a column to a constant.
