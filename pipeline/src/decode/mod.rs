@@ -111,6 +111,10 @@ impl Origin<'_> {
     fn record(&self, r: usize) -> String {
         format!("{} {} record {}", self.unit, self.index, r + 1)
     }
+    /// The document's position, or its element's (a record of an envelope, an item of a list).
+    fn at(&self, element: Option<usize>) -> String {
+        element.map_or_else(|| self.position(), |r| self.record(r))
+    }
 }
 
 impl Decoder {
@@ -188,13 +192,13 @@ impl Decoder {
                 }
             }
         } else if doc.la_type.is_some() || doc.time_generated.is_some() {
-            self.insights_record(origin, position(), doc.la_type.as_deref(), text);
+            self.insights_record(origin, element, doc.la_type.as_deref(), text);
         } else if doc.kind.as_deref() == Some("EventList") || doc.items.is_some() {
             for (i, ev) in doc.items.iter().flatten().enumerate() {
-                self.event(origin, origin.record(i), ev, EnvelopeContext::default(), bytes);
+                self.event(origin, Some(i), ev, EnvelopeContext::default(), bytes);
             }
         } else if doc.audit_id.is_some() || doc.kind.as_deref() == Some("Event") {
-            self.event(origin, position(), doc, EnvelopeContext::default(), bytes);
+            self.event(origin, element, doc, EnvelopeContext::default(), bytes);
         } else {
             self.dead(
                 origin,
@@ -206,24 +210,26 @@ impl Decoder {
         }
     }
 
-    fn event(&mut self, origin: Origin<'_>, position: String, ev: &AuditEvent<'_>, env: EnvelopeContext<'_>, input: &[u8]) {
+    /// Appends an Event; `element`: which record or item of the document it is (named only in
+    /// a dead letter: formatting it for every event cost more than some columns).
+    fn event(&mut self, origin: Origin<'_>, element: Option<usize>, ev: &AuditEvent<'_>, env: EnvelopeContext<'_>, input: &[u8]) {
         match self.builder.append(ev, env) {
             Ok(()) => {
                 count(&mut self.stats.events, env.category.unwrap_or(RAW_CATEGORY));
                 count(&mut self.stats.tables, crate::tables::KUBE_AUDIT);
             }
-            Err((reason, detail)) => self.dead(origin, position, reason, detail, input),
+            Err((reason, detail)) => self.dead(origin, origin.at(element), reason, detail, input),
         }
     }
 
     /// A Container Insights record: `text` is its JSON object.
-    fn insights_record(&mut self, origin: Origin<'_>, position: String, la_type: Option<&str>, text: &str) {
+    fn insights_record(&mut self, origin: Origin<'_>, element: Option<usize>, la_type: Option<&str>, text: &str) {
         match self.insights.append(la_type, text) {
             Ok(table) => {
                 count(&mut self.stats.events, table.la_name);
                 count(&mut self.stats.tables, table.name);
             }
-            Err((reason, detail)) => self.dead(origin, position, reason, detail, text.as_bytes()),
+            Err((reason, detail)) => self.dead(origin, origin.at(element), reason, detail, text.as_bytes()),
         }
     }
 
@@ -244,7 +250,7 @@ impl Decoder {
     /// An envelope record as serde read it (the fallback path); `text` is the record's JSON.
     fn envelope_record(&mut self, origin: Origin<'_>, r: usize, rec: &audit::EnvelopeRecord<'_>, text: &str) {
         if rec.la_type.is_some() || (rec.time_generated.is_some() && rec.category.is_none()) {
-            return self.insights_record(origin, origin.record(r), rec.la_type.as_deref(), text);
+            return self.insights_record(origin, Some(r), rec.la_type.as_deref(), text);
         }
         let category = rec.category.as_deref().unwrap_or("");
         let raw = rec.properties.as_ref().and_then(|p| p.log).map(|l| l.get());
@@ -276,7 +282,7 @@ impl Decoder {
                     category: (!category.is_empty()).then_some(category),
                     time: time.and_then(time::parse_rfc3339_nanos),
                 };
-                self.event(origin, origin.record(r), &ev, env, log.as_bytes());
+                self.event(origin, Some(r), &ev, env, log.as_bytes());
             }
             Err(e) => {
                 let reason = Reason::of_json_error(&e);
@@ -301,7 +307,7 @@ impl Decoder {
                 // SAFETY: `text` is valid UTF-8 (checked in `decode`), and the scanner copies runs
                 // of it cut only at ASCII bytes, plus chars it encodes itself: the result is UTF-8.
                 if rec.la_type.is_some() || (rec.time_generated && rec.category.is_none()) {
-                    self.insights_record(origin, origin.record(r), rec.la_type, rec.text);
+                    self.insights_record(origin, Some(r), rec.la_type, rec.text);
                     continue;
                 }
                 let log = rec.log.clone().map(|range| unsafe { std::str::from_utf8_unchecked(&logs[range]) });
