@@ -11,9 +11,10 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 
-/// The set's keys are already randomly keyed aHash values: hashing them again is wasted work.
+/// For sets whose keys are hash values already (aHash here, 128-bit hashes in count(DISTINCT)):
+/// hashing them again is wasted work.
 #[derive(Default)]
-struct AlreadyHashed(u64);
+pub struct AlreadyHashed(u64);
 
 impl Hasher for AlreadyHashed {
     fn finish(&self) -> u64 {
@@ -27,6 +28,9 @@ impl Hasher for AlreadyHashed {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
     }
 }
 

@@ -40,6 +40,24 @@ fn needs_attention(w: u64) -> bool {
     (quote | backslash | control) != 0
 }
 
+/// Bit i set when byte i of `v` is a quote, a backslash or a control byte (below 0x20).
+///
+/// # Safety
+/// SSE2 (in the x86_64 baseline).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn special_bytes(v: std::arch::x86_64::__m128i) -> u32 {
+    use std::arch::x86_64::*;
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    // Bytes below 0x20: compare as signed after flipping the sign bit.
+    let flip = _mm_set1_epi8(i8::MIN);
+    let limit = _mm_set1_epi8((0x20u8 ^ 0x80) as i8);
+    let hits =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)), _mm_cmplt_epi8(_mm_xor_si128(v, flip), limit));
+    _mm_movemask_epi8(hits) as u32
+}
+
 /// The first position at or after `i` that may hold a quote, a backslash or a control byte.
 /// SSE2 (part of every x86_64) looks at 16 bytes at once; elsewhere, 8 bytes of SWAR.
 #[inline]
@@ -49,18 +67,8 @@ fn skip_plain(s: &[u8], mut i: usize) -> usize {
         use std::arch::x86_64::*;
         // SAFETY: SSE2 is in the x86_64 baseline; loads are unaligned and stay inside `s`.
         unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let backslash = _mm_set1_epi8(b'\\' as i8);
-            // Bytes below 0x20: compare as signed after flipping the sign bit.
-            let flip = _mm_set1_epi8(i8::MIN);
-            let limit = _mm_set1_epi8((0x20u8 ^ 0x80) as i8);
             while i + 16 <= s.len() {
-                let v = _mm_loadu_si128(s.as_ptr().add(i) as *const __m128i);
-                let hits = _mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                    _mm_cmplt_epi8(_mm_xor_si128(v, flip), limit),
-                );
-                let mask = _mm_movemask_epi8(hits) as u32;
+                let mask = special_bytes(_mm_loadu_si128(s.as_ptr().add(i) as *const __m128i));
                 if mask != 0 {
                     return i + mask.trailing_zeros() as usize;
                 }
@@ -217,18 +225,10 @@ impl<'a> Scanner<'a> {
             // and the capacity reserved above covers base + all remaining input + 16.
             unsafe {
                 use std::arch::x86_64::*;
-                let quote = _mm_set1_epi8(b'"' as i8);
-                let backslash = _mm_set1_epi8(b'\\' as i8);
-                let flip = _mm_set1_epi8(i8::MIN);
-                let limit = _mm_set1_epi8((0x20u8 ^ 0x80) as i8);
                 while self.i + 16 <= s.len() {
                     let v = _mm_loadu_si128(s.as_ptr().add(self.i) as *const __m128i);
                     _mm_storeu_si128(dst.add(base + o) as *mut __m128i, v);
-                    let hits = _mm_or_si128(
-                        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                        _mm_cmplt_epi8(_mm_xor_si128(v, flip), limit),
-                    );
-                    let mask = _mm_movemask_epi8(hits) as u32;
+                    let mask = special_bytes(v);
                     if mask != 0 {
                         let k = mask.trailing_zeros() as usize;
                         self.i += k;

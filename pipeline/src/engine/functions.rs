@@ -290,35 +290,8 @@ impl ScalarUDFImpl for FirstMatch {
 /// the odds are about 1 in 10^20.
 #[derive(Debug, Default)]
 pub struct DistinctStrings {
-    values: std::collections::HashSet<u128, BuildNoHash>,
-}
-
-/// The set's keys are hashes already.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct BuildNoHash;
-
-impl std::hash::BuildHasher for BuildNoHash {
-    type Hasher = NoHash;
-    fn build_hasher(&self) -> NoHash {
-        NoHash(0)
-    }
-}
-
-pub struct NoHash(u64);
-
-impl std::hash::Hasher for NoHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u128 keys come here (through write_u128); fold anything else in.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ b as u64;
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
-    }
+    /// Keyed by hashes already: no hashing again.
+    values: std::collections::HashSet<u128, std::hash::BuildHasherDefault<crate::decode::dedup::AlreadyHashed>>,
 }
 
 /// Two independently seeded 64-bit hashes of `s`.
