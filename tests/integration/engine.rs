@@ -458,3 +458,32 @@ fn sessions_that_merge_count_distinct_values_once() {
     assert_eq!(alerts[0].fields["n"], json!(7));
     assert_eq!(alerts[0].fields["namespaces"], json!(5), "ns0…ns4, each once across the merged sessions");
 }
+
+#[test]
+fn an_expression_that_could_fail_runs_only_on_the_rows_the_guards_let_through() {
+    // `2030 / (response_code - 200)` divides by zero on the allowed requests: the guard before
+    // it must keep them out, even when most rows pass the guard and the engine would otherwise
+    // read the batch in place (for the WHERE clause, and for a window's aggregate arguments).
+    let rules = [
+        "id: G-1\ntitle: g\nseverity: low\nentities: [user_name]\nquery: SELECT user_name FROM kube_audit WHERE response_code <> 200 AND 2030 / (response_code - 200) > 0\n",
+        "id: G-2\ntitle: g\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, sum(2030 / (response_code - 200)) AS s FROM kube_audit WHERE response_code <> 200\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 1\n",
+    ];
+    let texts = rules.iter().enumerate().map(|(i, r)| (PathBuf::from(format!("g{i}.yaml")), r.to_string())).collect();
+    let set = RuleSet::from_texts(&PathBuf::from("test"), texts, Vec::new()).unwrap();
+    let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
+    let mut d = crowsnest::decode::Decoder::new();
+    for n in 0..100u32 {
+        let mut doc: Value = serde_json::from_str(&denied(if n % 2 == 0 { "alice" } else { "bob" }, n, n)).unwrap();
+        if n >= 70 {
+            doc["responseStatus"]["code"] = json!(200);
+        }
+        d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: n as u64 }, doc.to_string().as_bytes());
+    }
+    let mut alerts = engine.process(KUBE_AUDIT, &d.finish_audit().unwrap());
+    alerts.extend(engine.finish());
+    let errors: Vec<_> = engine.stats().filter(|(_, s)| s.errors > 0).map(|(r, s)| (r.id.clone(), s.last_error.clone())).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(alerts.iter().filter(|a| a.rule_id == "G-1").count(), 70);
+    let alice = alerts.iter().find(|a| a.rule_id == "G-2" && a.fields["user_name"] == json!("alice")).expect("G-2 alice");
+    assert_eq!(alice.fields["s"], json!(350), "35 denials × 2030 / 203");
+}

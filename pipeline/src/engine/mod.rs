@@ -525,10 +525,10 @@ impl CompiledRule {
         late: &mut Vec<LateRows>,
     ) -> Result<()> {
         let meta = self.meta;
-        // Windowed rules read their rows in place; single-event ones need just those rows.
-        let windowed = matches!(self.plan.shape, Shape::Windowed(_));
+        // Windowed rules may read their rows in place; single-event ones need just those rows.
+        let in_place = matches!(&self.plan.shape, Shape::Windowed(w) if w.reads_in_place);
         let selected = match &self.plan.predicate {
-            Some(p) => p.select(full, &self.plan.columns, &self.plan.input_schema, shared, windowed)?,
+            Some(p) => p.select(full, &self.plan.columns, &self.plan.input_schema, shared, in_place)?,
             None => Selection::all(full, &self.plan.columns)?,
         };
         let matches = selected.indices.len();

@@ -20,14 +20,14 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ScalarValue, TableReference};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
@@ -97,6 +97,9 @@ pub struct WindowedPlan {
     /// Output of the aggregate: group columns, then aggregates (what HAVING and SELECT see).
     pub aggregate_schema: SchemaRef,
     pub having: Option<PhysExpr>,
+    /// The keys, aggregate arguments and FILTERs cannot fail on any row, so they may be
+    /// evaluated on a whole batch whose rows the WHERE mostly kept (see [`Selection::whole`]).
+    pub reads_in_place: bool,
 }
 
 pub enum Shape {
@@ -122,8 +125,9 @@ struct Conjunct {
     /// The table columns it reads, and their schema (what `expr` was planned against).
     table_columns: Vec<usize>,
     schema: SchemaRef,
-    /// Its [`cost`] per row.
-    cost: usize,
+    /// Whether it may run on the whole batch when most rows are still in the running: cheap,
+    /// and unable to fail on the rows earlier conjuncts ruled out (see [`cannot_fail`]).
+    in_place: InPlace,
     /// Names this conjunct and every one before it: equal ids select equal rows (see
     /// [`prefix_id`]).
     prefix: u64,
@@ -207,6 +211,11 @@ impl Predicate {
         let mut conjuncts = Vec::new();
         let mut prefix = String::new();
         for (cost, c) in parts {
+            let in_place = match (cannot_fail(c, schema), cost < EXPENSIVE) {
+                (false, _) => InPlace::Never,
+                (true, true) => InPlace::IfHalfRemain,
+                (true, false) => InPlace::IfNearlyAllRemain,
+            };
             let mut used: Vec<usize> =
                 c.column_refs().into_iter().map(|col| schema.index_of_column(col)).collect::<datafusion::common::Result<_>>()?;
             used.sort_unstable();
@@ -220,7 +229,7 @@ impl Predicate {
                 expr: physical_simplified(&simplified, &sub_df, ctx)?,
                 table_columns: used.iter().map(|&i| columns[i]).collect(),
                 schema: sub,
-                cost,
+                in_place,
                 prefix: id,
             });
         }
@@ -257,7 +266,12 @@ impl Predicate {
                 // When most rows are still in the running, a cheap conjunct reads the batch's
                 // own columns and its answer is looked up for those rows: copying them out
                 // would cost more than testing the few rows already ruled out.
-                let in_place = rows.is_some() && (2 * n >= all && c.cost < EXPENSIVE || 10 * n >= 9 * all);
+                let in_place = rows.is_some()
+                    && match c.in_place {
+                        InPlace::Never => false,
+                        InPlace::IfHalfRemain => 2 * n >= all,
+                        InPlace::IfNearlyAllRemain => 10 * n >= 9 * all,
+                    };
                 let kept = if n == 0 {
                     rows.clone()
                 } else {
@@ -299,6 +313,107 @@ impl Predicate {
 
 /// The [`cost`] from which a conjunct is a function call or a pattern match.
 const EXPENSIVE: usize = 20;
+
+/// When a conjunct may be evaluated on the whole batch rather than on the rows still in the
+/// running (see [`Predicate::select`]).
+#[derive(Clone, Copy)]
+enum InPlace {
+    /// It could fail on a row an earlier conjunct ruled out (`x <> 0 AND 100 / x > 1`).
+    Never,
+    IfHalfRemain,
+    /// Costly: only when the copy would cover nearly every row anyway.
+    IfNearlyAllRemain,
+}
+
+/// Whether evaluating `e` cannot fail, whatever the row: comparisons, boolean logic, NULL
+/// tests, IN lists, LIKE, CASE, and the list, pattern and string functions that return a
+/// value for any input. Arithmetic and casts can fail (division by zero, a string that is not
+/// a number), so an expression with them runs only on the rows a rule's guards let through.
+fn cannot_fail(e: &Expr, schema: &DFSchema) -> bool {
+    // Total functions: a value (or NULL) for any input. A regular expression's pattern is a
+    // literal in rules: if it is invalid, it fails on every row, kept or not.
+    const SAFE_FUNCTIONS: &[&str] = &[
+        "coalesce",
+        "nvl",
+        "starts_with",
+        "ends_with",
+        "upper",
+        "lower",
+        "array_has",
+        "array_length",
+        "cardinality",
+        "array_to_string",
+        "string_to_array",
+        "regexp_like",
+        "regexp_match",
+        "regexp_replace",
+        "json_get_str",
+        "json_get_int",
+        "json_get_bool",
+        "json_contains",
+        "tumble",
+        "hop",
+        "session",
+    ];
+    let mut ok = true;
+    let _ = e.apply(|node| {
+        ok &= match node {
+            Expr::Column(_)
+            | Expr::Literal(..)
+            | Expr::Alias(_)
+            | Expr::Not(_)
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::InList(_)
+            | Expr::Like(_)
+            | Expr::Between(_)
+            | Expr::Case(_)
+            | Expr::AggregateFunction(_)
+            | Expr::TryCast(_) => true,
+            // Widening a number, or anything to a string, cannot fail; a string to a number can.
+            Expr::Cast(c) => c.expr.get_type(schema).is_ok_and(|from| {
+                let to = c.field.data_type();
+                from == *to
+                    || matches!(to, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) && from.is_primitive()
+                    || from.is_integer() && matches!(to, DataType::Int64 | DataType::Float64)
+            }),
+            Expr::BinaryExpr(b) => matches!(
+                b.op,
+                Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+                    | Operator::And
+                    | Operator::Or
+                    | Operator::IsDistinctFrom
+                    | Operator::IsNotDistinctFrom
+                    | Operator::RegexMatch
+                    | Operator::RegexIMatch
+                    | Operator::RegexNotMatch
+                    | Operator::RegexNotIMatch
+                    | Operator::LikeMatch
+                    | Operator::ILikeMatch
+                    | Operator::NotLikeMatch
+                    | Operator::NotILikeMatch
+            ),
+            Expr::ScalarFunction(f) => {
+                let name = f.name();
+                LIST_FUNCTIONS.contains(&name) || PATTERN_FUNCTIONS.contains(&name) || SAFE_FUNCTIONS.contains(&name)
+            }
+            _ => false,
+        };
+        Ok(if ok { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+    });
+    ok
+}
 
 /// A rough cost of evaluating `e` per row: function calls (JSON, regular expressions, lists,
 /// string functions) and pattern matches cost far more than comparing a column to a constant.
@@ -552,6 +667,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 aggregates,
                 aggregate_schema: Arc::new(a.schema.as_arrow().clone()),
                 having,
+                reads_in_place: a.group_expr.iter().chain(&a.aggr_expr).all(|e| cannot_fail(e, a.input.schema())),
             })
         }
     };
