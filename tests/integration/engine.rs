@@ -409,6 +409,25 @@ fn array_agg_in_a_window_keeps_a_bounded_sample() {
     assert_eq!(a.fields["verbs"].as_array().unwrap().len(), crowsnest::engine::functions::ARRAY_AGG_LIMIT, "bounded");
 }
 
+/// `rules` run over one batch: 100 requests by alice (even n) and bob (odd n) at second n past
+/// 08:00 in namespace ns{n % 7}, the first 70 denied (403) and the last 30 allowed (200).
+fn one_batch_of_100(rules: &[&str]) -> (Vec<Alert>, Engine) {
+    let texts = rules.iter().enumerate().map(|(i, r)| (PathBuf::from(format!("r{i}.yaml")), r.to_string())).collect();
+    let set = RuleSet::from_texts(&PathBuf::from("test"), texts, Vec::new()).unwrap();
+    let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
+    let mut d = crowsnest::decode::Decoder::new();
+    for n in 0..100u32 {
+        let mut doc: Value = serde_json::from_str(&denied(if n % 2 == 0 { "alice" } else { "bob" }, n, n)).unwrap();
+        if n >= 70 {
+            doc["responseStatus"]["code"] = json!(200);
+        }
+        d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: n as u64 }, doc.to_string().as_bytes());
+    }
+    let mut alerts = engine.process(KUBE_AUDIT, &d.finish_audit().unwrap());
+    alerts.extend(engine.finish());
+    (alerts, engine)
+}
+
 #[test]
 fn rules_that_share_the_start_of_their_where_clause_each_get_their_own_rows() {
     // Rules are evaluated together on one batch and share WHERE prefixes (SharedSelections):
@@ -421,20 +440,7 @@ fn rules_that_share_the_start_of_their_where_clause_each_get_their_own_rows() {
         "id: P-4\ntitle: p\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n, count(DISTINCT namespace) AS namespaces FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 1\n",
         "id: P-5\ntitle: p\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS n FROM kube_audit WHERE response_code = 403 AND namespace = 'ns3'\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 1\n",
     ];
-    let texts = rules.iter().enumerate().map(|(i, r)| (PathBuf::from(format!("r{i}.yaml")), r.to_string())).collect();
-    let set = RuleSet::from_texts(&PathBuf::from("test"), texts, Vec::new()).unwrap();
-    let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
-    // 70 denials by two users over ns0…ns6, and 30 allowed requests: one batch.
-    let mut d = crowsnest::decode::Decoder::new();
-    for n in 0..100u32 {
-        let mut doc: Value = serde_json::from_str(&denied(if n % 2 == 0 { "alice" } else { "bob" }, n, n)).unwrap();
-        if n >= 70 {
-            doc["responseStatus"]["code"] = json!(200);
-        }
-        d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: n as u64 }, doc.to_string().as_bytes());
-    }
-    let mut alerts = engine.process(KUBE_AUDIT, &d.finish_audit().unwrap());
-    alerts.extend(engine.finish());
+    let (alerts, _) = one_batch_of_100(&rules);
     let count = |id: &str| alerts.iter().filter(|a| a.rule_id == id).count();
     assert_eq!((count("P-1"), count("P-2"), count("P-3")), (10, 10, 10), "ns1, ns2, ns1 again (the same conjuncts in another order)");
     let windowed = |id: &str, user: &str| {
@@ -468,19 +474,7 @@ fn an_expression_that_could_fail_runs_only_on_the_rows_the_guards_let_through() 
         "id: G-1\ntitle: g\nseverity: low\nentities: [user_name]\nquery: SELECT user_name FROM kube_audit WHERE response_code <> 200 AND 2030 / (response_code - 200) > 0\n",
         "id: G-2\ntitle: g\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, sum(2030 / (response_code - 200)) AS s FROM kube_audit WHERE response_code <> 200\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 1\n",
     ];
-    let texts = rules.iter().enumerate().map(|(i, r)| (PathBuf::from(format!("g{i}.yaml")), r.to_string())).collect();
-    let set = RuleSet::from_texts(&PathBuf::from("test"), texts, Vec::new()).unwrap();
-    let mut engine = Engine::new(&set, &EngineOptions::default()).unwrap();
-    let mut d = crowsnest::decode::Decoder::new();
-    for n in 0..100u32 {
-        let mut doc: Value = serde_json::from_str(&denied(if n % 2 == 0 { "alice" } else { "bob" }, n, n)).unwrap();
-        if n >= 70 {
-            doc["responseStatus"]["code"] = json!(200);
-        }
-        d.decode(crowsnest::decode::Origin { source: "t", unit: "line", index: n as u64 }, doc.to_string().as_bytes());
-    }
-    let mut alerts = engine.process(KUBE_AUDIT, &d.finish_audit().unwrap());
-    alerts.extend(engine.finish());
+    let (alerts, engine) = one_batch_of_100(&rules);
     let errors: Vec<_> = engine.stats().filter(|(_, s)| s.errors > 0).map(|(r, s)| (r.id.clone(), s.last_error.clone())).collect();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(alerts.iter().filter(|a| a.rule_id == "G-1").count(), 70);
