@@ -170,9 +170,13 @@ impl WindowState {
         meta_cols: MetaColumns,
     ) -> Result<Vec<GroupKey>> {
         let n = batch.num_rows();
-        let selected: Vec<u32> = match within {
-            Some(rows) => rows.to_vec(),
-            None => (0..n as u32).collect(),
+        let every_row: Vec<u32>;
+        let selected: &[u32] = match within {
+            Some(rows) => rows,
+            None => {
+                every_row = (0..n as u32).collect();
+                &every_row
+            }
         };
         if selected.is_empty() {
             return Ok(Vec::new());
@@ -196,12 +200,12 @@ impl WindowState {
         // Rows of this batch per group, in arrival order.
         let mut touched: HashMap<GroupKey, Vec<u32>, Hasher> = HashMap::default();
         if plan.window.kind == WindowKind::Session {
-            self.place_in_sessions(plan, &times, &rows, &selected, &mut touched)?;
+            self.place_in_sessions(plan, &times, &rows, selected, &mut touched)?;
         } else {
             // Rows by key first (borrowed keys, no allocation per row), then each key's rows
             // into their windows.
             let mut by_key: HashMap<&[u8], Vec<u32>, Hasher> = HashMap::default();
-            for &i in &selected {
+            for &i in selected {
                 if self.is_late(plan, times.value(i as usize)) {
                     self.late_events += 1;
                     continue;
