@@ -3,12 +3,13 @@
 //! audit Event as a JSON string) in the same pass that finds its end.
 //!
 //! With serde, that string is scanned once to skip it and again to unescape it, and its escape
-//! every few bytes made those scans most of the decoding time. This scanner is strict about
-//! what it accepts and returns None for anything unusual (other shapes, escaped keys, duplicate
-//! fields, deep nesting, malformed values); the caller then takes the serde path, which
-//! decides and explains errors. So the fast path changes speed, never results.
+//! every few bytes made those scans most of the decoding time. Like every use of the
+//! [`Scanner`], this returns None for anything unusual (other shapes included); the caller then
+//! takes the serde path. So the fast path changes speed, never results.
 
 use std::ops::Range;
+
+use super::scanner::Scanner;
 
 /// One record of an envelope; `log` is a range of the unescaped-log buffer.
 pub struct FastRecord<'a> {
@@ -23,467 +24,64 @@ pub struct FastRecord<'a> {
     pub text: &'a str,
 }
 
-/// Nesting allowed inside a skipped value; with the envelope's own levels this stays under
-/// serde_json's limit of 128, so the fast path never accepts what serde would refuse as too deep.
-const MAX_DEPTH: usize = 120;
-
-/// Whether any byte of `w` is `"`, `\\` or below 0x20 (SWAR: the classic has-zero-byte and
-/// has-byte-less-than tricks; false positives are impossible, misses too).
-#[inline]
-fn needs_attention(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let quote = has_zero(w ^ (ONES * b'"' as u64));
-    let backslash = has_zero(w ^ (ONES * b'\\' as u64));
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (quote | backslash | control) != 0
-}
-
-/// Bit i set when byte i of `v` is a quote, a backslash or a control byte (below 0x20).
-///
-/// # Safety
-/// SSE2 (in the x86_64 baseline).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-unsafe fn special_bytes(v: std::arch::x86_64::__m128i) -> u32 {
-    use std::arch::x86_64::*;
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    // Bytes below 0x20: compare as signed after flipping the sign bit.
-    let flip = _mm_set1_epi8(i8::MIN);
-    let limit = _mm_set1_epi8((0x20u8 ^ 0x80) as i8);
-    let hits =
-        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)), _mm_cmplt_epi8(_mm_xor_si128(v, flip), limit));
-    _mm_movemask_epi8(hits) as u32
-}
-
-/// The first position at or after `i` that may hold a quote, a backslash or a control byte.
-/// SSE2 (part of every x86_64) looks at 16 bytes at once; elsewhere, 8 bytes of SWAR.
-#[inline]
-fn skip_plain(s: &[u8], mut i: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is in the x86_64 baseline; loads are unaligned and stay inside `s`.
-        unsafe {
-            while i + 16 <= s.len() {
-                let mask = special_bytes(_mm_loadu_si128(s.as_ptr().add(i) as *const __m128i));
-                if mask != 0 {
-                    return i + mask.trailing_zeros() as usize;
-                }
-                i += 16;
-            }
-        }
+/// One record of the `records` array.
+fn record<'a>(sc: &mut Scanner<'a>, logs: &mut Vec<u8>) -> Option<FastRecord<'a>> {
+    let mut rec = FastRecord { category: None, resource_id: None, time: None, log: None, la_type: None, time_generated: false, text: "" };
+    sc.ws();
+    let start = sc.i;
+    sc.eat(b'{')?;
+    let text = |sc: &Scanner<'a>| sc.src.get(start..sc.i);
+    if sc.peek()? == b'}' {
+        sc.i += 1;
+        rec.text = text(sc)?;
+        return Some(rec);
     }
-    while let Some(word) = s.get(i..i + 8) {
-        if needs_attention(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
-            break;
-        }
-        i += 8;
-    }
-    i
-}
-
-/// For each 8-bit mask of bytes to drop, the positions of the bytes kept (in order), for
-/// `pshufb`; unused lanes read position 0 (their bytes land past what is committed).
-#[cfg(target_arch = "x86_64")]
-const KEEP: [[u8; 8]; 256] = {
-    let mut table = [[0u8; 8]; 256];
-    let mut m = 0;
-    while m < 256 {
-        let (mut j, mut k) = (0, 0);
-        while j < 8 {
-            if m & (1 << j) == 0 {
-                table[m][k] = j as u8;
-                k += 1;
-            }
-            j += 1;
-        }
-        m += 1;
-    }
-    table
-};
-
-/// The log string escapes every quote of the Event inside it: `{\"kind\":\"Event\",…`.
-/// Copies 16-byte blocks whose only specials are such `\"` pairs (and, at the block's end, the
-/// backslash of a pair the next block finishes), dropping the backslashes with one shuffle.
-/// Stops at the first block with anything else (an end quote, `\\`, `\n`, `\u…`, a control
-/// byte) and returns where it got to in `s` and in the output, for the general loop.
-///
-/// # Safety
-/// SSSE3 must be available; `dst` must have room for `o + (s.len() - i) + 16` bytes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "ssse3")]
-unsafe fn skip_escaped_quotes_ssse3(s: &[u8], mut i: usize, dst: *mut u8, mut o: usize) -> (usize, usize) {
-    use std::arch::x86_64::*;
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let flip = _mm_set1_epi8(i8::MIN);
-    let limit = _mm_set1_epi8((0x20u8 ^ 0x80) as i8);
-    while i + 16 <= s.len() {
-        let v = _mm_loadu_si128(s.as_ptr().add(i) as *const __m128i);
-        let bs = _mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u32;
-        let q = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u32;
-        let ctl = _mm_movemask_epi8(_mm_cmplt_epi8(_mm_xor_si128(v, flip), limit)) as u32;
-        // A backslash in the last byte starts a pair the next block holds: leave it there.
-        let take = if bs & 0x8000 != 0 { 15 } else { 16 };
-        let lim = (1u32 << take) - 1;
-        let pairs = bs & 0x7fff;
-        // The quotes in reach are exactly the bytes after the backslashes: every quote escaped,
-        // every backslash escaping a quote in reach (so none escapes a backslash).
-        if ctl & lim != 0 || q & lim != pairs << 1 {
-            break;
-        }
-        let (lo, hi) = ((pairs & 0xff) as usize, (pairs >> 8) as usize);
-        let shuffle = _mm_set_epi64x(i64::from_le_bytes(KEEP[hi]) + 0x0808_0808_0808_0808, i64::from_le_bytes(KEEP[lo]));
-        let packed = _mm_shuffle_epi8(v, shuffle);
-        let kept_lo = 8 - lo.count_ones() as usize;
-        std::ptr::write_unaligned(dst.add(o) as *mut i64, _mm_cvtsi128_si64(packed));
-        std::ptr::write_unaligned(dst.add(o + kept_lo) as *mut i64, _mm_cvtsi128_si64(_mm_srli_si128(packed, 8)));
-        i += take;
-        o += take - pairs.count_ones() as usize;
-    }
-    (i, o)
-}
-
-struct Scanner<'a> {
-    /// The document, valid UTF-8: a slice of it cut at ASCII bytes is a `str` without
-    /// checking it again.
-    src: &'a str,
-    s: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Scanner<'a> {
-    fn new(src: &'a str) -> Self {
-        Scanner { src, s: src.as_bytes(), i: 0 }
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Option<()> {
-        self.ws();
-        (self.s.get(self.i) == Some(&c)).then(|| self.i += 1)
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.i).copied()
-    }
-
-    /// A string without escapes, borrowed (keys, category, resourceId, time).
-    fn plain_str(&mut self) -> Option<&'a str> {
-        self.eat(b'"')?;
-        let start = self.i;
-        self.i = skip_plain(self.s, self.i);
-        while let Some(&c) = self.s.get(self.i) {
-            match c {
-                b'"' => {
-                    self.i += 1;
-                    // Cut at ASCII quotes: char boundaries (`get` checks, in constant time).
-                    return self.src.get(start..self.i - 1);
-                }
-                b'\\' => return None,
-                c if c < 0x20 => return None,
-                _ => self.i += 1,
-            }
-        }
-        None
-    }
-
-    /// A string, unescaped onto `out`.
-    ///
-    /// Runs without escapes are copied 16 bytes at a time, stored ahead of the length and
-    /// committed up to the first special byte (the unescaped text is never longer than the
-    /// escaped one, so reserving the rest of the input bounds every store). A log string
-    /// escapes every quote of the audit Event inside it, so runs are short and this loop,
-    /// not the copying, is what costs.
-    fn string_into(&mut self, out: &mut Vec<u8>) -> Option<()> {
-        self.eat(b'"')?;
-        let s = self.s;
-        out.reserve(s.len() - self.i + 16);
-        let base = out.len();
-        let mut o = 0usize; // bytes written after `base`
-        let dst = out.as_mut_ptr();
-        #[cfg(target_arch = "x86_64")]
-        let ssse3 = std::is_x86_feature_detected!("ssse3");
-        let result = loop {
-            #[cfg(target_arch = "x86_64")]
-            if ssse3 {
-                // SAFETY: SSSE3 was detected; the same bounds as the stores below.
-                (self.i, o) = unsafe { skip_escaped_quotes_ssse3(s, self.i, dst.add(base), o) };
-            }
-            // Plain bytes up to the next special one.
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: SSE2 is in the x86_64 baseline. Loads stay inside `s` (16 bytes left);
-            // stores go to `dst + base + o`, with o <= bytes consumed since the opening quote,
-            // and the capacity reserved above covers base + all remaining input + 16.
-            unsafe {
-                use std::arch::x86_64::*;
-                while self.i + 16 <= s.len() {
-                    let v = _mm_loadu_si128(s.as_ptr().add(self.i) as *const __m128i);
-                    _mm_storeu_si128(dst.add(base + o) as *mut __m128i, v);
-                    let mask = special_bytes(v);
-                    if mask != 0 {
-                        let k = mask.trailing_zeros() as usize;
-                        self.i += k;
-                        o += k;
-                        break;
-                    }
-                    self.i += 16;
-                    o += 16;
-                }
-            }
-            // The last bytes (and other targets): one at a time.
-            while let Some(&c) = s.get(self.i) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                // SAFETY: as above, o <= consumed input < reserved capacity.
-                unsafe { *dst.add(base + o) = c };
-                self.i += 1;
-                o += 1;
-            }
-            let Some(&c) = s.get(self.i) else { break None };
-            let mut put = |bytes: &[u8]| {
-                // SAFETY: an escape of n input bytes writes at most n output bytes.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(base + o), bytes.len()) };
-                o += bytes.len();
-            };
-            match c {
-                b'"' => {
-                    self.i += 1;
-                    break Some(());
-                }
-                b'\\' => {
-                    let Some(&esc) = s.get(self.i + 1) else { break None };
-                    self.i += 2;
-                    match esc {
-                        b'"' => put(b"\""),
-                        b'\\' => put(b"\\"),
-                        b'/' => put(b"/"),
-                        b'b' => put(&[8]),
-                        b'f' => put(&[12]),
-                        b'n' => put(b"\n"),
-                        b'r' => put(b"\r"),
-                        b't' => put(b"\t"),
-                        b'u' => {
-                            let hex = |at: usize| -> Option<u32> { u32::from_str_radix(self.src.get(at..at + 4)?, 16).ok() };
-                            let Some(hi) = hex(self.i) else { break None };
-                            self.i += 4;
-                            let c = if (0xD800..0xDC00).contains(&hi) {
-                                if s.get(self.i..self.i + 2) != Some(b"\\u") {
-                                    break None;
-                                }
-                                let Some(lo) = hex(self.i + 2) else { break None };
-                                self.i += 6;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    break None;
-                                }
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            } else {
-                                hi
-                            };
-                            // 6 (or 12) input bytes make at most 4 output bytes.
-                            let Some(ch) = char::from_u32(c) else { break None };
-                            let mut buf = [0u8; 4];
-                            put(ch.encode_utf8(&mut buf).as_bytes());
+    loop {
+        let key = sc.plain_str()?;
+        sc.eat(b':')?;
+        match key {
+            "category" if rec.category.is_none() => rec.category = Some(sc.plain_str()?),
+            "resourceId" if rec.resource_id.is_none() => rec.resource_id = Some(sc.plain_str()?),
+            "time" if rec.time.is_none() => rec.time = Some(sc.plain_str()?),
+            "properties" => {
+                sc.eat(b'{')?;
+                if sc.peek()? == b'}' {
+                    sc.i += 1;
+                } else {
+                    loop {
+                        let k = sc.plain_str()?;
+                        sc.eat(b':')?;
+                        if k == "log" && rec.log.is_none() {
+                            if sc.peek()? != b'"' {
+                                return None;
+                            }
+                            let start = logs.len();
+                            sc.string_into(logs)?;
+                            rec.log = Some(start..logs.len());
+                        } else if k == "log" {
+                            return None;
+                        } else {
+                            sc.skip_value()?;
                         }
-                        _ => break None,
-                    }
-                }
-                _ => break None, // a raw control character: not JSON
-            }
-        };
-        // SAFETY: bytes base..base + o were all written above.
-        unsafe { out.set_len(base + o) };
-        result
-    }
-
-    /// Skips one value of any kind, without recursion. Bit d of `objects` says whether the
-    /// container at depth d is an object (keys expected) or an array.
-    fn skip_value(&mut self) -> Option<()> {
-        let mut objects: u128 = 0;
-        let mut depth = 0usize;
-        loop {
-            match self.peek()? {
-                open @ (b'{' | b'[') => {
-                    if depth == MAX_DEPTH {
-                        return None;
-                    }
-                    let obj = open == b'{';
-                    self.i += 1;
-                    if obj {
-                        objects |= 1 << depth;
-                    } else {
-                        objects &= !(1 << depth);
-                    }
-                    depth += 1;
-                    if self.peek()? == (if obj { b'}' } else { b']' }) {
-                        self.i += 1;
-                        depth -= 1;
-                    } else {
-                        if obj {
-                            self.key()?;
+                        if !sc.more(b'}')? {
+                            break;
                         }
-                        continue;
                     }
-                }
-                b'"' => self.skip_string_raw()?,
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                b'-' | b'0'..=b'9' => {
-                    let start = self.i;
-                    while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.s.get(self.i) {
-                        self.i += 1;
-                    }
-                    self.src.get(start..self.i)?.parse::<f64>().ok()?;
-                }
-                _ => return None,
-            }
-            // After a value: close containers, or go on to the next element.
-            loop {
-                if depth == 0 {
-                    return Some(());
-                }
-                let obj = objects & (1 << (depth - 1)) != 0;
-                match self.peek()? {
-                    b',' => {
-                        self.i += 1;
-                        if obj {
-                            self.key()?;
-                        }
-                        break;
-                    }
-                    b'}' if obj => {
-                        self.i += 1;
-                        depth -= 1;
-                    }
-                    b']' if !obj => {
-                        self.i += 1;
-                        depth -= 1;
-                    }
-                    _ => return None,
                 }
             }
+            "Type" if rec.la_type.is_none() => rec.la_type = Some(sc.plain_str()?),
+            "TimeGenerated" => {
+                rec.time_generated = true;
+                sc.skip_value()?
+            }
+            "category" | "resourceId" | "time" | "Type" => return None, // duplicate: let serde say so
+            _ => sc.skip_value()?,
         }
-    }
-
-    fn skip_string_raw(&mut self) -> Option<()> {
-        self.eat(b'"')?;
-        loop {
-            self.i = skip_plain(self.s, self.i);
-            let &c = self.s.get(self.i)?;
-            match c {
-                b'"' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                b'\\' => self.i += 2,
-                _ => return None, // a control byte
-            }
-        }
-    }
-
-    /// A key and its colon, inside a skipped object.
-    fn key(&mut self) -> Option<()> {
-        self.skip_string_raw()?;
-        self.eat(b':')
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        (self.s.get(self.i..self.i + word.len())? == word).then(|| self.i += word.len())
-    }
-
-    fn record(&mut self, logs: &mut Vec<u8>) -> Option<FastRecord<'a>> {
-        let mut rec =
-            FastRecord { category: None, resource_id: None, time: None, log: None, la_type: None, time_generated: false, text: "" };
-        self.ws();
-        let start = self.i;
-        self.eat(b'{')?;
-        let text = |sc: &Self| sc.src.get(start..sc.i);
-        if self.peek()? == b'}' {
-            self.i += 1;
-            rec.text = text(self)?;
+        if !sc.more(b'}')? {
+            rec.text = text(sc)?;
             return Some(rec);
         }
-        loop {
-            let key = self.plain_str()?;
-            self.eat(b':')?;
-            match key {
-                "category" if rec.category.is_none() => rec.category = Some(self.plain_str()?),
-                "resourceId" if rec.resource_id.is_none() => rec.resource_id = Some(self.plain_str()?),
-                "time" if rec.time.is_none() => rec.time = Some(self.plain_str()?),
-                "properties" => {
-                    self.eat(b'{')?;
-                    if self.peek()? == b'}' {
-                        self.i += 1;
-                    } else {
-                        loop {
-                            let k = self.plain_str()?;
-                            self.eat(b':')?;
-                            if k == "log" && rec.log.is_none() {
-                                if self.peek()? != b'"' {
-                                    return None;
-                                }
-                                let start = logs.len();
-                                self.string_into(logs)?;
-                                rec.log = Some(start..logs.len());
-                            } else if k == "log" {
-                                return None;
-                            } else {
-                                self.skip_value()?;
-                            }
-                            if !self.more(b'}')? {
-                                break;
-                            }
-                        }
-                    }
-                }
-                "Type" if rec.la_type.is_none() => rec.la_type = Some(self.plain_str()?),
-                "TimeGenerated" => {
-                    rec.time_generated = true;
-                    self.skip_value()?
-                }
-                "category" | "resourceId" | "time" | "Type" => return None, // duplicate: let serde say so
-                _ => self.skip_value()?,
-            }
-            if !self.more(b'}')? {
-                rec.text = text(self)?;
-                return Some(rec);
-            }
-        }
     }
-
-    /// After a member of an object or array closed by `close`: true when a comma says another
-    /// follows, false when the container closes here.
-    fn more(&mut self, close: u8) -> Option<bool> {
-        match self.peek()? {
-            b',' => {
-                self.i += 1;
-                Some(true)
-            }
-            c if c == close => {
-                self.i += 1;
-                Some(false)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Unescapes one JSON string literal (quotes included) onto `out`; None unless `literal` is
-/// exactly one valid string. The serde path uses it for `properties.log` too.
-pub fn unescape_literal(literal: &str, out: &mut Vec<u8>) -> Option<()> {
-    let mut sc = Scanner::new(literal);
-    sc.string_into(out)?;
-    (sc.i == literal.len()).then_some(())
 }
 
 /// Scans `{"records":[…]}` (the key may sit among other keys). Appends each record's unescaped
@@ -502,7 +100,7 @@ pub fn scan_envelope<'a>(doc: &'a str, logs: &mut Vec<u8>, out: &mut Vec<FastRec
                 sc.i += 1;
             } else {
                 loop {
-                    out.push(sc.record(logs)?);
+                    out.push(record(&mut sc, logs)?);
                     if !sc.more(b']')? {
                         break;
                     }
@@ -534,117 +132,6 @@ mod tests {
                 .map(|r| (r.category.map(str::to_string), r.log.clone().map(|l| String::from_utf8(logs[l].to_vec()).unwrap())))
                 .collect(),
         )
-    }
-
-    #[test]
-    fn swar_check_matches_the_byte_check() {
-        let bytes: Vec<u8> = (0u8..=255).collect();
-        for b in 0u8..=255 {
-            for pos in 0..8 {
-                let mut w = [b'a'; 8];
-                w[pos] = b;
-                let expect = b == b'"' || b == b'\\' || b < 0x20;
-                assert_eq!(needs_attention(u64::from_le_bytes(w)), expect, "byte {b:#x} at {pos}");
-            }
-        }
-        // Mixed words of high bytes (UTF-8) and ASCII.
-        for w in bytes.chunks(8) {
-            let expect = w.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
-            assert_eq!(needs_attention(u64::from_le_bytes(w.try_into().unwrap())), expect, "{w:?}");
-        }
-    }
-
-    #[test]
-    fn skip_plain_stops_at_the_first_special_byte() {
-        for len in [0usize, 1, 7, 8, 15, 16, 17, 31, 33, 64] {
-            for special in [b'"', b'\\', b'\n', 0u8, 0x1f] {
-                for pos in 0..len {
-                    let mut v = vec![b'x'; len];
-                    v[pos] = special;
-                    // High (non-ASCII) bytes are plain.
-                    if pos > 0 {
-                        v[pos - 1] = 0xC3;
-                    }
-                    let got = skip_plain(&v, 0);
-                    assert!(
-                        got <= pos && v[got..pos].iter().all(|&b| b != b'"' && b != b'\\' && b >= 0x20),
-                        "len {len} pos {pos} got {got}"
-                    );
-                    // The byte loop after it finishes the job exactly.
-                    let mut i = got;
-                    while v[i] != special {
-                        i += 1;
-                    }
-                    assert_eq!(i, pos);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn unescaping_long_strings_agrees_with_serde_json_at_every_offset() {
-        // The copy runs 16 bytes at a time: put each kind of escape at every position of
-        // strings around and beyond that width, and check against serde_json.
-        let pieces = ["\"", "\\", "\n", "é", "中", "😀", "\u{1}"];
-        let mut buf = Vec::new();
-        for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 47, 100] {
-            for at in 0..=len {
-                for piece in pieces {
-                    let mut original: String = "abcdefghijklmnopqrstuvwxyz".chars().cycle().take(len).collect();
-                    original.insert_str(at, piece);
-                    original.push_str(piece);
-                    let literal = serde_json::to_string(&original).unwrap();
-                    buf.clear();
-                    buf.extend_from_slice(b"prefix");
-                    unescape_literal(&literal, &mut buf).unwrap();
-                    assert_eq!(std::str::from_utf8(&buf[6..]).unwrap(), original, "len {len} at {at} piece {piece:?}");
-                }
-            }
-        }
-        // \u escapes, and a string cut off inside a long run.
-        buf.clear();
-        unescape_literal(&format!("\"{}\\u00e9{}\"", "x".repeat(40), "y".repeat(20)), &mut buf).unwrap();
-        assert_eq!(std::str::from_utf8(&buf).unwrap(), format!("{}é{}", "x".repeat(40), "y".repeat(20)));
-        assert!(unescape_literal(&format!("\"{}", "x".repeat(40)), &mut Vec::new()).is_none(), "no closing quote");
-        assert!(unescape_literal(&format!("\"{}\n{}\"", "x".repeat(20), "y".repeat(20)), &mut Vec::new()).is_none(), "raw newline");
-    }
-
-    #[test]
-    fn unescaping_mixes_of_quotes_and_backslashes_agrees_with_serde_json() {
-        // The escaped-quote fast path drops backslashes 16 bytes at a time: mixes of quotes,
-        // backslashes and other escapes, at every alignment, must come out as serde_json says.
-        let alphabet = ['a', 'b', '"', '"', '\\', '\n', 'é', ':', '{'];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut buf = Vec::new();
-        for _ in 0..5000 {
-            let mut original = String::new();
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let len = (seed >> 33) as usize % 90;
-            for _ in 0..len {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                original.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
-            }
-            let literal = serde_json::to_string(&original).unwrap();
-            buf.clear();
-            unescape_literal(&literal, &mut buf).unwrap();
-            assert_eq!(std::str::from_utf8(&buf).unwrap(), original, "{literal}");
-        }
-    }
-
-    #[test]
-    fn unescaping_agrees_with_serde_json() {
-        let mut buf = Vec::new();
-        for original in ["plain", "", "q\"uote\\back/slash", "tab\tnl\ncr\r\u{8}\u{c}", "é ü 中 😀", "{\"auditID\":\"x\"}"] {
-            buf.clear();
-            unescape_literal(&serde_json::to_string(original).unwrap(), &mut buf).unwrap();
-            assert_eq!(std::str::from_utf8(&buf).unwrap(), original);
-        }
-        buf.clear();
-        unescape_literal("\"\\ud83d\\ude00 \\u00e9\"", &mut buf).unwrap();
-        assert_eq!(std::str::from_utf8(&buf).unwrap(), "😀 é");
-        for bad in ["nope", "\"\\ud83d\"", "\"\\x\"", "\"\\u12\"", "\"a\" \"b\""] {
-            assert!(unescape_literal(bad, &mut Vec::new()).is_none(), "{bad}");
-        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod builder;
 pub mod dedup;
 pub mod envelope;
 pub mod insights;
+mod scanner;
 pub mod time;
 
 use std::collections::BTreeMap;
@@ -262,7 +263,7 @@ impl Decoder {
         };
         let mut log = std::mem::take(&mut self.scratch);
         log.clear();
-        match envelope::unescape_literal(raw, &mut log) {
+        match scanner::unescape_literal(raw, &mut log) {
             // SAFETY: `raw` is part of a document already validated as UTF-8, and unescaping copies
             // runs of it cut at ASCII bytes, plus chars it encodes itself: the result is UTF-8.
             Some(()) => self.audit_log(origin, r, category, rec.resource_id.as_deref(), rec.time.as_deref(), unsafe {
