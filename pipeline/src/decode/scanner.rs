@@ -321,11 +321,7 @@ impl<'a> Scanner<'a> {
                 b'f' => self.literal(b"false")?,
                 b'n' => self.literal(b"null")?,
                 b'-' | b'0'..=b'9' => {
-                    let start = self.i;
-                    while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.s.get(self.i) {
-                        self.i += 1;
-                    }
-                    self.src.get(start..self.i)?.parse::<f64>().ok()?;
+                    self.number()?;
                 }
                 _ => return None,
             }
@@ -367,7 +363,16 @@ impl<'a> Scanner<'a> {
                     self.i += 1;
                     return Some(());
                 }
-                b'\\' => self.i += 2,
+                b'\\' => {
+                    // Escapes are checked as serde_json checks them when it skips a string.
+                    match self.s.get(self.i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                        b'u' if self.s.get(self.i + 2..self.i + 6)?.iter().all(u8::is_ascii_hexdigit) => self.i += 6,
+                        _ => return None,
+                    }
+                }
+                // skip_plain's last 8-byte step stops at the word, not the byte: step on.
+                c if c >= 0x20 => self.i += 1,
                 _ => return None, // a control byte
             }
         }
@@ -377,6 +382,40 @@ impl<'a> Scanner<'a> {
     fn key(&mut self) -> Option<()> {
         self.skip_string_raw()?;
         self.eat(b':')
+    }
+
+    /// A number, by JSON's grammar exactly (`-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`):
+    /// Rust's float parser also takes `01`, `1.` and `.5`, which serde_json refuses.
+    pub(super) fn number(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.i;
+        let digits = |sc: &mut Self| {
+            let from = sc.i;
+            while let Some(b'0'..=b'9') = sc.s.get(sc.i) {
+                sc.i += 1;
+            }
+            (sc.i > from).then_some(())
+        };
+        if self.s.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.s.get(self.i)? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => digits(self)?,
+            _ => return None,
+        }
+        if self.s.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            digits(self)?;
+        }
+        if let Some(b'e' | b'E') = self.s.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.s.get(self.i) {
+                self.i += 1;
+            }
+            digits(self)?;
+        }
+        self.src.get(start..self.i)
     }
 
     pub(super) fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -521,5 +560,52 @@ mod tests {
         for bad in ["nope", "\"\\ud83d\"", "\"\\x\"", "\"\\u12\"", "\"a\" \"b\""] {
             assert!(unescape_literal(bad, &mut Vec::new()).is_none(), "{bad}");
         }
+    }
+
+    /// Whether the scanner takes `text` as exactly one value.
+    fn skips(text: &str) -> bool {
+        let mut sc = Scanner::new(text);
+        sc.skip_value().is_some() && {
+            sc.ws();
+            sc.i == text.len()
+        }
+    }
+
+    fn serde_takes(text: &str) -> bool {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    #[test]
+    fn skipping_takes_what_serde_takes() {
+        for good in ["0", "-0", "12", "-1.5", "1e5", "1E+5", "2.5e-3", "\"a\\\"b\\u00e9\\/\"", "[1,{\"a\":null}]", " true ", "{}"] {
+            assert!(skips(good), "the scanner refused {good}");
+            assert!(serde_takes(good), "serde refused {good}");
+        }
+        for bad in ["01", "1.", ".5", "-", "+1", "1e", "1e+", "--1", "0x10", "\"\\x\"", "\"\\u12g4\"", "\"\\u12\"", "[1,]", "tru"] {
+            assert!(!skips(bad), "the scanner took {bad}");
+            assert!(!serde_takes(bad), "serde took {bad}");
+        }
+    }
+
+    #[test]
+    fn skipping_never_takes_what_serde_refuses() {
+        // Random short texts over JSON's punctuation: whatever the scanner takes, serde must take.
+        let alphabet: Vec<char> = "01-+.eE\"\\u{}[],:aftrnl x".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let (mut taken, mut text) = (0, String::new());
+        for _ in 0..200_000 {
+            text.clear();
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = 1 + (seed >> 33) as usize % 8;
+            for _ in 0..len {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                text.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            if skips(&text) {
+                assert!(serde_takes(&text), "the scanner took {text:?}, serde refuses it");
+                taken += 1;
+            }
+        }
+        assert!(taken > 1000, "the texts should include many valid ones ({taken})");
     }
 }
