@@ -10,6 +10,28 @@ use serde_json::value::RawValue;
 
 pub type Str<'a> = Cow<'a, str>;
 
+/// A JSON value kept as its text (a request body, `user.extra`): what serde_json's `RawValue`
+/// holds, but one the Event scanner can also make from the slice it checked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    /// `text` must be exactly one valid JSON value.
+    pub(super) fn checked(text: &'a str) -> Self {
+        RawJson(text)
+    }
+
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|raw| RawJson(raw.get()))
+    }
+}
+
 /// Any top-level JSON object Crowsnest accepts, and also one audit Event: an AKS envelope sets
 /// `records`, an EventList sets `kind: EventList` and `items`, an Event sets `auditID`.
 /// Declaring all three in one struct decides the shape in a single parse.
@@ -24,7 +46,7 @@ pub struct AuditEvent<'a> {
     pub la_type: Option<Str<'a>>,
     /// A Log Analytics record's time: with or without `Type`, it marks one.
     #[serde(borrow, default, rename = "TimeGenerated")]
-    pub time_generated: Option<&'a RawValue>,
+    pub time_generated: Option<RawJson<'a>>,
     #[serde(borrow, default)]
     pub items: Option<Vec<AuditEvent<'a>>>,
     #[serde(borrow, default)]
@@ -52,9 +74,9 @@ pub struct AuditEvent<'a> {
     #[serde(borrow, default)]
     pub response_status: Option<Status<'a>>,
     #[serde(borrow, default)]
-    pub request_object: Option<&'a RawValue>,
+    pub request_object: Option<RawJson<'a>>,
     #[serde(borrow, default)]
-    pub response_object: Option<&'a RawValue>,
+    pub response_object: Option<RawJson<'a>>,
     #[serde(borrow, default)]
     pub request_received_timestamp: Option<Str<'a>>,
     #[serde(borrow, default)]
@@ -99,7 +121,7 @@ pub struct UserInfo<'a> {
     #[serde(borrow, default)]
     pub groups: Option<Vec<Str<'a>>>,
     #[serde(borrow, default)]
-    pub extra: Option<&'a RawValue>,
+    pub extra: Option<RawJson<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,7 +158,7 @@ pub struct Annotations<'a> {
 }
 
 /// The Entra ID object id AKS puts in `user.extra` (`oid`, or the full claim URI).
-pub fn user_oid(extra: &RawValue) -> Option<String> {
+pub fn user_oid(extra: RawJson<'_>) -> Option<String> {
     // Only these two keys are read; the other claims are skipped without building a map.
     #[derive(Deserialize)]
     struct Extra<'a> {
@@ -284,7 +306,7 @@ struct HostPath<'a> {
 /// The `kind` of a request body and, for pods, workloads and ServiceAccounts, its pod-spec facts.
 /// A body that does not parse (a JSON patch, a strange shape) yields no facts, never an error:
 /// the event itself is still valid.
-pub fn object_facts(resource: &str, body: &RawValue) -> (Option<String>, Option<PodFacts>) {
+pub fn object_facts(resource: &str, body: RawJson<'_>) -> (Option<String>, Option<PodFacts>) {
     let Ok(obj) = serde_json::from_str::<K8sObject<'_>>(body.get()) else {
         return (None, None);
     };
@@ -362,7 +384,7 @@ mod tests {
 
     fn facts(resource: &str, json: &str) -> PodFacts {
         let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
-        object_facts(resource, &raw).1.unwrap()
+        object_facts(resource, RawJson::checked(raw.get())).1.unwrap()
     }
 
     #[test]
@@ -402,14 +424,14 @@ mod tests {
     #[test]
     fn odd_bodies_give_no_facts() {
         let raw: Box<RawValue> = serde_json::from_str(r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#).unwrap();
-        assert_eq!(object_facts("deployments", &raw), (None, None));
+        assert_eq!(object_facts("deployments", RawJson::checked(raw.get())), (None, None));
         let raw: Box<RawValue> = serde_json::from_str(r#"{"kind":"ClusterRoleBinding","roleRef":{"name":"cluster-admin"}}"#).unwrap();
-        assert_eq!(object_facts("clusterrolebindings", &raw), (Some("ClusterRoleBinding".into()), None));
+        assert_eq!(object_facts("clusterrolebindings", RawJson::checked(raw.get())), (Some("ClusterRoleBinding".into()), None));
     }
 
     #[test]
     fn entra_object_id() {
         let raw: Box<RawValue> = serde_json::from_str(r#"{"oid":["0b1c"],"scopes":["x"]}"#).unwrap();
-        assert_eq!(user_oid(&raw).as_deref(), Some("0b1c"));
+        assert_eq!(user_oid(RawJson::checked(raw.get())).as_deref(), Some("0b1c"));
     }
 }

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod builder;
 pub mod dedup;
 pub mod envelope;
+pub mod event_scan;
 pub mod insights;
 mod scanner;
 pub mod time;
@@ -159,7 +160,7 @@ impl Decoder {
             match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
                 Ok(docs) => {
                     for (i, doc) in docs.iter().enumerate() {
-                        match serde_json::from_str::<AuditEvent<'_>>(doc.get()) {
+                        match self.parse(doc.get()) {
                             Ok(ev) => self.dispatch(origin, Some(i), &ev, doc.get()),
                             Err(e) => self.dead(origin, origin.record(i), Reason::of_json_error(&e), e.to_string(), doc.get().as_bytes()),
                         }
@@ -169,12 +170,27 @@ impl Decoder {
             }
             return;
         }
-        if text.starts_with('{') && !self.serde_only && self.fast_envelope(origin, text) {
-            return;
+        if text.starts_with('{') && !self.serde_only {
+            // An Event line, then an envelope (the scanner gives up on an envelope at `records`).
+            if let Some(ev) = event_scan::scan_event(text) {
+                return self.dispatch(origin, None, &ev, text);
+            }
+            if self.fast_envelope(origin, text) {
+                return;
+            }
         }
         match serde_json::from_str::<AuditEvent<'_>>(text) {
             Ok(doc) => self.dispatch(origin, None, &doc, text),
             Err(e) => self.dead(origin, origin.position(), Reason::of_json_error(&e), e.to_string(), bytes),
+        }
+    }
+
+    /// A top-level object: an audit Event by the scanner when it is sure of it (see
+    /// [`event_scan`]), anything else by serde, which also explains what is wrong.
+    fn parse<'a>(&self, text: &'a str) -> Result<AuditEvent<'a>, serde_json::Error> {
+        match (!self.serde_only).then(|| event_scan::scan_event(text)).flatten() {
+            Some(ev) => Ok(ev),
+            None => serde_json::from_str(text),
         }
     }
 
@@ -276,7 +292,7 @@ impl Decoder {
 
     /// The audit Event of one envelope record, its log already unescaped.
     fn audit_log(&mut self, origin: Origin<'_>, r: usize, category: &str, resource_id: Option<&str>, time: Option<&str>, log: &str) {
-        match serde_json::from_str::<AuditEvent<'_>>(log) {
+        match self.parse(log) {
             Ok(ev) => {
                 let env = EnvelopeContext {
                     cluster: resource_id,

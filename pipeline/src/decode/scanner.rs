@@ -5,6 +5,8 @@
 //! decides and explains errors: a scanner changes speed, never results. So it must never accept
 //! what serde_json refuses.
 
+use std::borrow::Cow;
+
 /// Nesting allowed inside a skipped value; with the envelope's own levels this stays under
 /// serde_json's limit of 128, so the fast path never accepts what serde would refuse as too deep.
 const MAX_DEPTH: usize = 120;
@@ -176,6 +178,63 @@ impl<'a> Scanner<'a> {
             }
         }
         None
+    }
+
+    /// A string: borrowed from the input when it has no escapes, else unescaped into its own.
+    pub(super) fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.ws();
+        let quote = self.i;
+        if let Some(plain) = self.plain_str() {
+            return Some(Cow::Borrowed(plain));
+        }
+        // Escapes (or not a string at all): find the end first, so the copy is sized to it.
+        self.i = quote;
+        self.skip_string_raw()?;
+        let mut out = Vec::new();
+        unescape_literal(self.src.get(quote..self.i)?, &mut out)?;
+        // SAFETY: unescaping copies runs of valid UTF-8 cut at ASCII bytes, plus chars it encodes.
+        Some(Cow::Owned(unsafe { String::from_utf8_unchecked(out) }))
+    }
+
+    /// Any one value, as its text.
+    pub(super) fn raw_value(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.i;
+        self.skip_value()?;
+        self.src.get(start..self.i)
+    }
+
+    /// An object's members: `member` reads each value (its key already read, escape-free).
+    pub(super) fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.plain_str()?;
+            self.eat(b':')?;
+            member(self, key)?;
+            if !self.more(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// An array of strings.
+    pub(super) fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
+        self.eat(b'[')?;
+        let mut out = Vec::new();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(out);
+        }
+        loop {
+            out.push(self.string()?);
+            if !self.more(b']')? {
+                return Some(out);
+            }
+        }
     }
 
     /// A string, unescaped onto `out`.
