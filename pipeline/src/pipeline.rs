@@ -246,6 +246,8 @@ pub fn run(
 
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Chunk)>(workers * 2);
     let (out_tx, out_rx) = sync_channel::<Decoded>(workers * 2);
+    // Decoded chunks' buffers, back to the reader to fill again (see Source::recycle).
+    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(workers * 2);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let read_error: Arc<Mutex<Option<String>>> = Arc::default();
 
@@ -259,6 +261,9 @@ pub fn run(
                 loop {
                     if stop.load(Ordering::Relaxed) {
                         break 'sources;
+                    }
+                    while let Ok(buf) = spare_rx.try_recv() {
+                        source.recycle(buf);
                     }
                     match source.next_chunk() {
                         Ok(Some(chunk)) => {
@@ -293,6 +298,7 @@ pub fn run(
         for w in 0..workers {
             let rx = chunk_rx.clone();
             let tx = out_tx.clone();
+            let spare = spare_tx.clone();
             std::thread::Builder::new().name(format!("cn-decode-{w}")).spawn_scoped(scope, move || {
                 let mut decoder = Decoder::new();
                 loop {
@@ -300,14 +306,17 @@ pub fn run(
                     let Ok((seq, chunk)) = next else { break };
                     let (batches, dead, stats) = decode_chunk(&mut decoder, &chunk);
                     let stream = (chunk.offsets.is_some() || chunk.opens_stream).then(|| chunk.source.clone());
-                    let opens_stream = chunk.opens_stream;
-                    if tx.send(Decoded { seq, batches, dead, stats, offsets: chunk.offsets, stream, opens_stream }).is_err() {
+                    let Chunk { buf, offsets, opens_stream, .. } = chunk;
+                    // Full: the reader has enough spares; this one is freed.
+                    let _ = spare.try_send(buf);
+                    if tx.send(Decoded { seq, batches, dead, stats, offsets, stream, opens_stream }).is_err() {
                         break;
                     }
                 }
             })?;
         }
         drop(out_tx);
+        drop(spare_tx);
         let summary = consume(out_rx, &mut engine, &mut router, outputs, &committers, metrics, control, progress.as_ref());
         if let Some(p) = &progress {
             p.finish_and_clear();

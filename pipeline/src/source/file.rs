@@ -52,6 +52,8 @@ pub struct FileSource {
     pending: Option<(Vec<u8>, Option<u64>)>,
     /// The start of a line the last block ended in the middle of.
     carry: Vec<u8>,
+    /// Buffers of chunks already decoded, to read the next blocks into.
+    spare: Vec<Vec<u8>>,
 }
 
 fn open_reader(raw: Box<dyn Read + Send>, counter: ByteCounter) -> io::Result<Box<dyn BufRead + Send>> {
@@ -92,6 +94,7 @@ impl FileSource {
             stop: None,
             pending: None,
             carry: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -194,11 +197,14 @@ impl FileSource {
         let mut chunk = Chunk {
             source: self.name.clone(),
             unit: "line",
-            buf: std::mem::take(&mut self.carry),
+            buf: self.spare.pop().unwrap_or_default(),
             docs: Vec::new(),
             offsets: None,
             opens_stream: false,
         };
+        chunk.buf.clear();
+        chunk.buf.extend_from_slice(&self.carry);
+        self.carry.clear();
         let max = self.limits.max_document_bytes;
         if let Some((first, oversize)) = self.pending.take() {
             // The first line, read while detecting the mode.
@@ -251,7 +257,7 @@ impl FileSource {
         }
         // Everything after the last newline waits for the next block (unless the input ended).
         let cut = if eof { chunk.buf.len() } else { memchr::memrchr(b'\n', &chunk.buf).map_or(0, |i| i + 1).max(first_line_end) };
-        self.carry = chunk.buf[cut..].to_vec();
+        self.carry.extend_from_slice(&chunk.buf[cut..]);
         chunk.buf.truncate(cut);
         if eof {
             self.mode = Mode::Done;
@@ -316,6 +322,13 @@ impl Source for FileSource {
 
     fn size_hint(&self) -> Option<u64> {
         self.size
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        // A few suffice: the pipeline holds only so many chunks at once.
+        if self.spare.len() < 4 {
+            self.spare.push(buf);
+        }
     }
 }
 

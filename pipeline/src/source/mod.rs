@@ -71,6 +71,9 @@ pub trait Source: Send {
     fn wait_while_full(&mut self) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    /// A chunk buffer the decoders are done with, for a source that reads into fresh buffers to
+    /// fill again: its pages are mapped already, where the kernel zeroes every page of a new one.
+    fn recycle(&mut self, _buf: Vec<u8>) {}
     /// For sources whose positions can be committed: the committer, taken once before reading.
     fn committer(&self) -> Option<Box<dyn OffsetCommitter>> {
         None
