@@ -350,6 +350,7 @@ pub fn open_paths(paths: &[PathBuf], limits: &FramingLimits, counter: &ByteCount
 mod tests {
     use super::*;
 
+    /// The documents a file source cuts `input` into.
     fn frame(input: &'static [u8], chunk_bytes: usize, max: usize) -> Vec<(u64, String, Option<u64>)> {
         let limits = FramingLimits { max_document_bytes: max, chunk_bytes };
         let mut src = FileSource::from_bytes("t", input, limits, Default::default()).unwrap();
@@ -358,6 +359,10 @@ mod tests {
             for d in &c.docs {
                 out.push((d.index, String::from_utf8_lossy(&c.buf[d.start..d.end]).into_owned(), d.oversize));
             }
+            // Every buffer comes back, as the pipeline returns them, with stale bytes in it.
+            let mut used = c.buf;
+            used.fill(b'#');
+            src.recycle(used);
         }
         out
     }
