@@ -189,7 +189,9 @@ fn decode_only(path: &Path) -> Result<(f64, u64)> {
 /// every chunk's batches through the engine as the pipeline hands them over. Returns the
 /// seconds the engine took (end-of-input firing included; the fastest of `repeat` runs, each
 /// with a new engine) and the events it saw.
-fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64)> {
+/// The rules alone, on batches decoded beforehand: the fastest run's seconds, the events, and
+/// each rule's share of that run, slowest first.
+fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64, Vec<(String, f64)>)> {
     use crate::decode::dedup::Deduplicator;
     use crate::decode::Decoder;
     use crate::tables::audit_col;
@@ -208,7 +210,7 @@ fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64)> 
         events += batches.iter().map(|b| b.batch.num_rows() as u64).sum::<u64>();
         chunks.push(batches);
     }
-    let mut best = f64::MAX;
+    let (mut best, mut by_rule) = (f64::MAX, Vec::new());
     for _ in 0..repeat {
         let mut engine = Engine::new(set, &EngineOptions::default())?;
         let t = Instant::now();
@@ -218,9 +220,14 @@ fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64)> 
         }
         alerts += engine.finish().len();
         std::hint::black_box(alerts);
-        best = best.min(t.elapsed().as_secs_f64());
+        let secs = t.elapsed().as_secs_f64();
+        if secs < best {
+            best = secs;
+            by_rule = engine.stats().map(|(rule, stats)| (rule.id.clone(), stats.busy.as_secs_f64())).collect();
+        }
     }
-    Ok((best, events))
+    by_rule.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok((best, events, by_rule))
 }
 
 fn duckdb(path: &Path, threads: usize) -> Option<f64> {
@@ -493,12 +500,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.stages {
         let (secs, events) = decode_only(&path)?;
         println!("decoding alone (1 core): {events} events in {secs:.2} s, {:.0} events/s", events as f64 / secs);
-        let (secs, events) = engine_only(&path, &set, args.repeat.max(1))?;
+        let (secs, events, by_rule) = engine_only(&path, &set, args.repeat.max(1))?;
         println!(
             "the rules alone ({} rules, 1 core): {events} events in {secs:.2} s, {:.0} events/s",
             set.rules.len(),
             events as f64 / secs
         );
+        // A rule that computes a WHERE prefix first is charged for it; the rules sharing it are not.
+        let slowest: Vec<String> = by_rule.iter().take(10).map(|(id, s)| format!("{id} {s:.3}")).collect();
+        println!("  slowest rules (s): {}", slowest.join(", "));
         return Ok(());
     }
     let (small, _) = ensure_file(args, (args.events / 10).max(1), "events-10pct.jsonl")?;
@@ -526,7 +536,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Where the time goes: decoding with no rule loaded, and the rules with no decoding.
     let no_rules = RuleSet { rules: Vec::new(), lists: set.lists.clone(), dir: set.dir.clone() };
     let decode_only = fastest_run(&|| run_pipeline(&path, &no_rules, workers))?;
-    let (rules_secs, rules_events) = engine_only(&path, &set, repeat)?;
+    let (rules_secs, rules_events, _) = engine_only(&path, &set, repeat)?;
     let duck_fastest = |threads: usize| (0..repeat).filter_map(|_| duckdb(&path, threads)).reduce(f64::min);
     let duck = if args.no_duckdb { None } else { duck_fastest(1).map(|one| (one, duck_fastest(workers))) };
 

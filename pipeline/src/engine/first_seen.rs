@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -44,6 +44,8 @@ pub struct FirstSeen {
     /// Approximate heap bytes of `seen`.
     pub bytes: usize,
     pub evictions: u64,
+    /// Reused for the entity key of each row.
+    key_buf: Vec<u8>,
     /// Pairs were added or dropped since the last save (newer times alone do not count: they
     /// only refine `forget` and eviction order, not worth rewriting the file every checkpoint).
     dirty: bool,
@@ -75,13 +77,25 @@ impl FirstSeen {
         if spec.by.contains(&spec.value) {
             bail!("first_seen: the value {:?} cannot also be in `by`", spec.value);
         }
-        Ok(FirstSeen { spec: spec.clone(), seen: HashMap::new(), learning: HashMap::new(), pairs: 0, bytes: 0, evictions: 0, dirty: false })
+        Ok(FirstSeen {
+            spec: spec.clone(),
+            seen: HashMap::new(),
+            learning: HashMap::new(),
+            pairs: 0,
+            bytes: 0,
+            evictions: 0,
+            key_buf: Vec::new(),
+            dirty: false,
+        })
     }
 
     /// [`FirstSeen::observe`] on row `row` of a rule's evaluated SELECT list (`names` gives the
-    /// output names of `columns`). Only the columns it needs are converted: a first-sighting
-    /// rule passes few of the rows it sees.
+    /// output names of `columns`). Only the columns it needs are read: a first-sighting rule
+    /// passes few of the rows it sees, and most rows repeat a known pair.
     pub fn observe_row(&mut self, names: &[String], columns: &[ArrayRef], row: usize, t: i64) -> datafusion::common::Result<bool> {
+        if let Some(novel) = self.observe_string_row(names, columns, row, t) {
+            return Ok(novel);
+        }
         let mut fields = Map::new();
         for c in self.spec.by.iter().chain([&self.spec.value]) {
             if let Some(i) = names.iter().position(|n| n == c) {
@@ -89,6 +103,37 @@ impl FirstSeen {
             }
         }
         Ok(self.observe(&fields, t))
+    }
+
+    /// The common case, every column a string: the entity key is written straight into a
+    /// reused buffer, the same text [`FirstSeen::observe`] makes from JSON values, and a known
+    /// pair allocates nothing. None when a column is of another type.
+    fn observe_string_row(&mut self, names: &[String], columns: &[ArrayRef], row: usize, t: i64) -> Option<bool> {
+        let strings = |name: &String| names.iter().position(|n| n == name).and_then(|i| columns[i].as_string_opt::<i32>());
+        let value = strings(&self.spec.value)?;
+        let mut key = std::mem::take(&mut self.key_buf);
+        key.clear();
+        key.push(b'[');
+        let mut any = false;
+        for (n, by) in self.spec.by.iter().enumerate() {
+            let column = strings(by)?;
+            if n > 0 {
+                key.push(b',');
+            }
+            if column.is_valid(row) {
+                serde_json::to_writer(&mut key, column.value(row)).expect("writing to a Vec");
+                any = true;
+            } else {
+                key.extend_from_slice(b"null");
+            }
+        }
+        key.push(b']');
+        let novel = value.is_valid(row)
+            && any
+            // SAFETY: serde_json writes UTF-8, and the rest is ASCII.
+            && self.observe_pair(unsafe { std::str::from_utf8_unchecked(&key) }, value.value(row), t);
+        self.key_buf = key;
+        Some(novel)
     }
 
     pub fn live_pairs(&self) -> usize {
@@ -108,29 +153,34 @@ impl FirstSeen {
             return false;
         }
         let key = serde_json::to_string(&key).expect("JSON values serialize");
+        self.observe_pair(&key, &value, t)
+    }
+
+    /// Records `value` for the entity `key` (its `by` values as a JSON array) at time `t`.
+    fn observe_pair(&mut self, key: &str, value: &str, t: i64) -> bool {
         let forget = self.spec.forget;
-        let is_new_entity = !self.seen.contains_key(&key);
-        let key_len = key.len();
+        let is_new_entity = !self.seen.contains_key(key);
         let learning = match self.spec.learn {
             Some(learn) if is_new_entity => {
-                self.learning.insert(key.clone(), t.saturating_add(learn));
+                self.learning.insert(key.to_string(), t.saturating_add(learn));
                 true
             }
-            Some(_) => match self.learning.get(&key) {
+            Some(_) => match self.learning.get(key) {
                 Some(&until) if t < until => true,
                 Some(_) => {
-                    self.learning.remove(&key);
+                    self.learning.remove(key);
                     false
                 }
                 None => false,
             },
             None => false,
         };
-        let history = self.seen.entry(key).or_default();
         if is_new_entity {
-            self.bytes += key_len + PAIR_OVERHEAD;
+            self.bytes += key.len() + PAIR_OVERHEAD;
+            self.seen.insert(key.to_string(), History::default());
         }
-        let novel = match history.get_mut(&value) {
+        let history = self.seen.get_mut(key).expect("inserted above");
+        let novel = match history.get_mut(value) {
             Some(last) => {
                 let stale = forget.is_some_and(|f| t.saturating_sub(*last) > f);
                 *last = (*last).max(t);
@@ -140,7 +190,7 @@ impl FirstSeen {
                 // New for this entity: an anomaly only if the entity has a baseline.
                 let had_history = !history.is_empty() && !learning;
                 self.bytes += value.len() + PAIR_OVERHEAD;
-                history.insert(value, t);
+                history.insert(value.to_string(), t);
                 self.pairs += 1;
                 self.dirty = true;
                 had_history
@@ -315,5 +365,36 @@ mod tests {
         let mut h = FirstSeen::new(&other, &cols).unwrap();
         h.load(dir.path(), "R-1", None).unwrap();
         assert_eq!(h.live_pairs(), 0);
+    }
+
+    #[test]
+    fn string_columns_are_read_as_their_json_values_are() {
+        use datafusion::arrow::array::StringArray;
+        use std::sync::Arc;
+        // Two `by` columns, nulls, and text JSON must escape: the fast path must build the same
+        // entity keys as the JSON path (state files hold them), and pass the same rows.
+        let two = FirstSeenSpec { by: vec!["account".into(), "ns".into()], value: "ip".into(), forget: None, max_pairs: 100, learn: None };
+        let names: Vec<String> = ["account", "ns", "ip"].map(String::from).to_vec();
+        let accounts = [Some("sa"), Some("sa"), Some("q\"uote"), None, Some("sa"), None, Some("sa")];
+        let namespaces = [Some("web"), Some("web"), Some("x"), None, Some("web"), Some("n"), Some("web")];
+        let ips = [Some("10.0.0.1"), Some("10.0.0.2"), Some("é"), Some("1.1.1.1"), None, Some("2.2.2.2"), Some("10.0.0.3")];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(accounts.to_vec())),
+            Arc::new(StringArray::from(namespaces.to_vec())),
+            Arc::new(StringArray::from(ips.to_vec())),
+        ];
+        let mut fast = FirstSeen::new(&two, &names).unwrap();
+        let mut slow = FirstSeen::new(&two, &names).unwrap();
+        for row in 0..accounts.len() {
+            let mut fields = Map::new();
+            for (name, v) in names.iter().zip([accounts[row], namespaces[row], ips[row]]) {
+                fields.insert(name.clone(), v.map_or(Value::Null, |s| Value::String(s.into())));
+            }
+            let t = row as i64;
+            assert_eq!(fast.observe_row(&names, &columns, row, t).unwrap(), slow.observe(&fields, t), "row {row}");
+        }
+        assert_eq!(fast.seen, slow.seen);
+        assert_eq!((fast.pairs, fast.bytes), (slow.pairs, slow.bytes));
+        assert!(fast.seen.contains_key(r#"["q\"uote","x"]"#) && fast.seen.contains_key(r#"[null,"n"]"#), "{:?}", fast.seen.keys());
     }
 }
