@@ -11,24 +11,30 @@ use serde_json::value::RawValue;
 pub type Str<'a> = Cow<'a, str>;
 
 /// A JSON value kept as its text (a request body, `user.extra`): what serde_json's `RawValue`
-/// holds, but one the Event scanner can also make from the slice it checked.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RawJson<'a>(&'a str);
+/// holds, but one the scanners can also make: borrowed from a document, or unescaped from one
+/// that held it inside a string.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawJson<'a>(Cow<'a, str>);
 
 impl<'a> RawJson<'a> {
     /// `text` must be exactly one valid JSON value.
-    pub(super) fn checked(text: &'a str) -> Self {
-        RawJson(text)
+    pub(super) fn borrowed(text: &'a str) -> Self {
+        RawJson(Cow::Borrowed(text))
     }
 
-    pub fn get(&self) -> &'a str {
-        self.0
+    /// As [`RawJson::borrowed`].
+    pub(super) fn owned(text: String) -> Self {
+        RawJson(Cow::Owned(text))
+    }
+
+    pub fn get(&self) -> &str {
+        &self.0
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(d).map(|raw| RawJson(raw.get()))
+        <&'a RawValue>::deserialize(d).map(|raw| RawJson::borrowed(raw.get()))
     }
 }
 
@@ -158,7 +164,7 @@ pub struct Annotations<'a> {
 }
 
 /// The Entra ID object id AKS puts in `user.extra` (`oid`, or the full claim URI).
-pub fn user_oid(extra: RawJson<'_>) -> Option<String> {
+pub fn user_oid(extra: &RawJson<'_>) -> Option<String> {
     // Only these two keys are read; the other claims are skipped without building a map.
     #[derive(Deserialize)]
     struct Extra<'a> {
@@ -306,7 +312,7 @@ struct HostPath<'a> {
 /// The `kind` of a request body and, for pods, workloads and ServiceAccounts, its pod-spec facts.
 /// A body that does not parse (a JSON patch, a strange shape) yields no facts, never an error:
 /// the event itself is still valid.
-pub fn object_facts(resource: &str, body: RawJson<'_>) -> (Option<String>, Option<PodFacts>) {
+pub fn object_facts(resource: &str, body: &RawJson<'_>) -> (Option<String>, Option<PodFacts>) {
     let Ok(obj) = serde_json::from_str::<K8sObject<'_>>(body.get()) else {
         return (None, None);
     };
@@ -384,7 +390,7 @@ mod tests {
 
     fn facts(resource: &str, json: &str) -> PodFacts {
         let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
-        object_facts(resource, RawJson::checked(raw.get())).1.unwrap()
+        object_facts(resource, &RawJson::borrowed(raw.get())).1.unwrap()
     }
 
     #[test]
@@ -424,14 +430,14 @@ mod tests {
     #[test]
     fn odd_bodies_give_no_facts() {
         let raw: Box<RawValue> = serde_json::from_str(r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#).unwrap();
-        assert_eq!(object_facts("deployments", RawJson::checked(raw.get())), (None, None));
+        assert_eq!(object_facts("deployments", &RawJson::borrowed(raw.get())), (None, None));
         let raw: Box<RawValue> = serde_json::from_str(r#"{"kind":"ClusterRoleBinding","roleRef":{"name":"cluster-admin"}}"#).unwrap();
-        assert_eq!(object_facts("clusterrolebindings", RawJson::checked(raw.get())), (Some("ClusterRoleBinding".into()), None));
+        assert_eq!(object_facts("clusterrolebindings", &RawJson::borrowed(raw.get())), (Some("ClusterRoleBinding".into()), None));
     }
 
     #[test]
     fn entra_object_id() {
         let raw: Box<RawValue> = serde_json::from_str(r#"{"oid":["0b1c"],"scopes":["x"]}"#).unwrap();
-        assert_eq!(user_oid(RawJson::checked(raw.get())).as_deref(), Some("0b1c"));
+        assert_eq!(user_oid(&RawJson::borrowed(raw.get())).as_deref(), Some("0b1c"));
     }
 }

@@ -183,7 +183,7 @@ impl AuditBatchBuilder {
 
         let obj = ev.object_ref.as_ref();
         let resource = obj.and_then(|o| o.resource.as_deref());
-        let (kind, facts) = match ev.request_object {
+        let (kind, facts) = match &ev.request_object {
             Some(body) => object_facts(resource.unwrap_or(""), body),
             None => (None, None),
         };
@@ -199,7 +199,7 @@ impl AuditBatchBuilder {
         self.user_name.append_option(user.and_then(|u| u.username.as_deref()));
         self.user_uid.append_option(user.and_then(|u| u.uid.as_deref()));
         append_list(&mut self.user_groups, user.and_then(|u| u.groups.as_ref()).map(|g| g.iter().map(|s| s.as_ref())));
-        let extra = user.and_then(|u| u.extra);
+        let extra = user.and_then(|u| u.extra.as_ref());
         self.user_extra.append_option(extra.map(|e| e.get()));
         self.user_oid.append_option(extra.and_then(user_oid));
         self.impersonated_user.append_option(ev.impersonated_user.as_ref().and_then(|u| u.username.as_deref()));
@@ -221,7 +221,7 @@ impl AuditBatchBuilder {
         self.authz_reason.append_option(ann.and_then(|a| a.reason.as_deref()));
         self.cluster.append_option(env.cluster);
         self.category.append_option(env.category);
-        for (builder, body) in [(&mut self.request_object, ev.request_object), (&mut self.response_object, ev.response_object)] {
+        for (builder, body) in [(&mut self.request_object, &ev.request_object), (&mut self.response_object, &ev.response_object)] {
             match body {
                 Some(b) => match redact_body(resource, b.get()) {
                     Some(redacted) => builder.append_value(redacted),

@@ -9,14 +9,19 @@
 
 use std::ops::Range;
 
-use super::scanner::Scanner;
+use super::audit::AuditEvent;
+use super::escaped;
+use super::scanner::{Json, Scanner};
 
-/// One record of an envelope; `log` is a range of the unescaped-log buffer.
+/// One record of an envelope. Its log is either an audit Event read where it lies (`event`,
+/// `escaped_log` its text, still escaped) or a range of the unescaped-log buffer (`log`).
 pub struct FastRecord<'a> {
     pub category: Option<&'a str>,
     pub resource_id: Option<&'a str>,
     pub time: Option<&'a str>,
     pub log: Option<Range<usize>>,
+    pub event: Option<AuditEvent<'a>>,
+    pub escaped_log: &'a str,
     /// `Type`: a Log Analytics (Container Insights) record; `TimeGenerated` marks one too.
     pub la_type: Option<&'a str>,
     pub time_generated: bool,
@@ -26,7 +31,18 @@ pub struct FastRecord<'a> {
 
 /// One record of the `records` array.
 fn record<'a>(sc: &mut Scanner<'a>, logs: &mut Vec<u8>) -> Option<FastRecord<'a>> {
-    let mut rec = FastRecord { category: None, resource_id: None, time: None, log: None, la_type: None, time_generated: false, text: "" };
+    let mut rec = FastRecord {
+        category: None,
+        resource_id: None,
+        time: None,
+        log: None,
+        event: None,
+        escaped_log: "",
+        la_type: None,
+        time_generated: false,
+        text: "",
+    };
+    let mut seen_properties = false;
     sc.ws();
     let start = sc.i;
     sc.eat(b'{')?;
@@ -43,7 +59,8 @@ fn record<'a>(sc: &mut Scanner<'a>, logs: &mut Vec<u8>) -> Option<FastRecord<'a>
             "category" if rec.category.is_none() => rec.category = Some(sc.plain_str()?),
             "resourceId" if rec.resource_id.is_none() => rec.resource_id = Some(sc.plain_str()?),
             "time" if rec.time.is_none() => rec.time = Some(sc.plain_str()?),
-            "properties" => {
+            "properties" if !seen_properties => {
+                seen_properties = true;
                 sc.eat(b'{')?;
                 if sc.peek()? == b'}' {
                     sc.i += 1;
@@ -51,13 +68,19 @@ fn record<'a>(sc: &mut Scanner<'a>, logs: &mut Vec<u8>) -> Option<FastRecord<'a>
                     loop {
                         let k = sc.plain_str()?;
                         sc.eat(b':')?;
-                        if k == "log" && rec.log.is_none() {
+                        if k == "log" && rec.log.is_none() && rec.event.is_none() {
                             if sc.peek()? != b'"' {
                                 return None;
                             }
-                            let start = logs.len();
-                            sc.string_into(logs)?;
-                            rec.log = Some(start..logs.len());
+                            if let Some((event, close)) = escaped::event_in_string(sc.src, sc.i) {
+                                rec.escaped_log = sc.src.get(sc.i + 1..close)?;
+                                rec.event = Some(event);
+                                sc.i = close + 1;
+                            } else {
+                                let start = logs.len();
+                                sc.string_into(logs)?;
+                                rec.log = Some(start..logs.len());
+                            }
                         } else if k == "log" {
                             return None;
                         } else {
@@ -74,7 +97,7 @@ fn record<'a>(sc: &mut Scanner<'a>, logs: &mut Vec<u8>) -> Option<FastRecord<'a>
                 rec.time_generated = true;
                 sc.skip_value()?
             }
-            "category" | "resourceId" | "time" | "Type" => return None, // duplicate: let serde say so
+            "category" | "resourceId" | "time" | "Type" | "properties" => return None, // duplicate: let serde say so
             _ => sc.skip_value()?,
         }
         if !sc.more(b'}')? {
@@ -129,7 +152,15 @@ mod tests {
         scan_envelope(doc, &mut logs, &mut out)?;
         Some(
             out.iter()
-                .map(|r| (r.category.map(str::to_string), r.log.clone().map(|l| String::from_utf8(logs[l].to_vec()).unwrap())))
+                .map(|r| {
+                    // A log read in place is compared by its unescaped text.
+                    let in_place = r.event.as_ref().map(|_| {
+                        let mut text = Vec::new();
+                        super::super::scanner::unescape_content(r.escaped_log, &mut text).unwrap();
+                        String::from_utf8(text).unwrap()
+                    });
+                    (r.category.map(str::to_string), r.log.clone().map(|l| String::from_utf8(logs[l].to_vec()).unwrap()).or(in_place))
+                })
                 .collect(),
         )
     }

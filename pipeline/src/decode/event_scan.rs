@@ -9,12 +9,19 @@
 //! type or given twice (serde refuses duplicates), an escaped key. So it changes speed, never
 //! results; tests compare the two on generated Events and on thousands of mutations of them.
 
-use super::audit::{Annotations, AuditEvent, ObjectRef, RawJson, Status, UserInfo};
-use super::scanner::Scanner;
+use super::audit::{Annotations, AuditEvent, ObjectRef, Status, UserInfo};
+use super::scanner::{Json, Scanner};
 
 /// Reads one whole text as an audit Event; None: ask serde.
 pub fn scan_event(text: &str) -> Option<AuditEvent<'_>> {
     let mut sc = Scanner::new(text);
+    let ev = event(&mut sc)?;
+    sc.ws();
+    (sc.i == text.len()).then_some(ev)
+}
+
+/// One Event, from a document as it lies (plain, or escaped inside a string).
+pub(super) fn event<'a>(sc: &mut impl Json<'a>) -> Option<AuditEvent<'a>> {
     let mut ev = AuditEvent::default();
     sc.object(|sc, key| match key {
         "kind" => set(&mut ev.kind, sc.string()),
@@ -29,8 +36,8 @@ pub fn scan_event(text: &str) -> Option<AuditEvent<'_>> {
         "userAgent" => set(&mut ev.user_agent, sc.string()),
         "objectRef" => set(&mut ev.object_ref, object_ref(sc)),
         "responseStatus" => set(&mut ev.response_status, status(sc)),
-        "requestObject" => set(&mut ev.request_object, raw(sc)),
-        "responseObject" => set(&mut ev.response_object, raw(sc)),
+        "requestObject" => set(&mut ev.request_object, sc.raw()),
+        "responseObject" => set(&mut ev.response_object, sc.raw()),
         "requestReceivedTimestamp" => set(&mut ev.request_received_timestamp, sc.string()),
         "stageTimestamp" => set(&mut ev.stage_timestamp, sc.string()),
         "annotations" => set(&mut ev.annotations, annotations(sc)),
@@ -38,8 +45,7 @@ pub fn scan_event(text: &str) -> Option<AuditEvent<'_>> {
         "records" | "items" | "Type" | "TimeGenerated" => None,
         _ => sc.skip_value(),
     })?;
-    sc.ws();
-    (sc.i == text.len()).then_some(ev)
+    Some(ev)
 }
 
 /// Fills a field once. A second occurrence is an error to serde, so it is None here; a null
@@ -52,27 +58,19 @@ fn set<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
     Some(())
 }
 
-/// A JSON value kept as text; null is left to serde (it reads as absent there).
-fn raw<'a>(sc: &mut Scanner<'a>) -> Option<RawJson<'a>> {
-    if sc.peek()? == b'n' {
-        return None;
-    }
-    sc.raw_value().map(RawJson::checked)
-}
-
-fn user<'a>(sc: &mut Scanner<'a>) -> Option<UserInfo<'a>> {
+fn user<'a>(sc: &mut impl Json<'a>) -> Option<UserInfo<'a>> {
     let mut u = UserInfo::default();
     sc.object(|sc, key| match key {
         "username" => set(&mut u.username, sc.string()),
         "uid" => set(&mut u.uid, sc.string()),
         "groups" => set(&mut u.groups, sc.strings()),
-        "extra" => set(&mut u.extra, raw(sc)),
+        "extra" => set(&mut u.extra, sc.raw()),
         _ => sc.skip_value(),
     })?;
     Some(u)
 }
 
-fn object_ref<'a>(sc: &mut Scanner<'a>) -> Option<ObjectRef<'a>> {
+fn object_ref<'a>(sc: &mut impl Json<'a>) -> Option<ObjectRef<'a>> {
     let mut o = ObjectRef::default();
     sc.object(|sc, key| match key {
         "resource" => set(&mut o.resource, sc.string()),
@@ -86,7 +84,7 @@ fn object_ref<'a>(sc: &mut Scanner<'a>) -> Option<ObjectRef<'a>> {
     Some(o)
 }
 
-fn status<'a>(sc: &mut Scanner<'a>) -> Option<Status<'a>> {
+fn status<'a>(sc: &mut impl Json<'a>) -> Option<Status<'a>> {
     let mut s = Status::default();
     sc.object(|sc, key| match key {
         // Plain digits only; a sign, a fraction, an exponent or overflow is serde's to judge.
@@ -97,7 +95,7 @@ fn status<'a>(sc: &mut Scanner<'a>) -> Option<Status<'a>> {
     Some(s)
 }
 
-fn annotations<'a>(sc: &mut Scanner<'a>) -> Option<Annotations<'a>> {
+fn annotations<'a>(sc: &mut impl Json<'a>) -> Option<Annotations<'a>> {
     let mut a = Annotations::default();
     sc.object(|sc, key| match key {
         "authorization.k8s.io/decision" => set(&mut a.decision, sc.string()),

@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use super::audit::RawJson;
+
 /// Nesting allowed inside a skipped value; with the envelope's own levels this stays under
 /// serde_json's limit of 128, so the fast path never accepts what serde would refuse as too deep.
 const MAX_DEPTH: usize = 120;
@@ -45,7 +47,7 @@ unsafe fn special_bytes(v: std::arch::x86_64::__m128i) -> u32 {
 /// The first position at or after `i` that may hold a quote, a backslash or a control byte.
 /// SSE2 (part of every x86_64) looks at 16 bytes at once; elsewhere, 8 bytes of SWAR.
 #[inline]
-fn skip_plain(s: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_plain(s: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
@@ -139,76 +141,31 @@ pub(super) struct Scanner<'a> {
     pub(super) i: usize,
 }
 
-impl<'a> Scanner<'a> {
-    pub(super) fn new(src: &'a str) -> Self {
-        Scanner { src, s: src.as_bytes(), i: 0 }
-    }
-
-    pub(super) fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
-            self.i += 1;
-        }
-    }
-
-    pub(super) fn eat(&mut self, c: u8) -> Option<()> {
-        self.ws();
-        (self.s.get(self.i) == Some(&c)).then(|| self.i += 1)
-    }
-
-    pub(super) fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.i).copied()
-    }
-
-    /// A string without escapes, borrowed (keys, category, resourceId, time).
-    pub(super) fn plain_str(&mut self) -> Option<&'a str> {
-        self.eat(b'"')?;
-        let start = self.i;
-        self.i = skip_plain(self.s, self.i);
-        while let Some(&c) = self.s.get(self.i) {
-            match c {
-                b'"' => {
-                    self.i += 1;
-                    // Cut at ASCII quotes: char boundaries (`get` checks, in constant time).
-                    return self.src.get(start..self.i - 1);
-                }
-                b'\\' => return None,
-                c if c < 0x20 => return None,
-                _ => self.i += 1,
-            }
-        }
-        None
-    }
-
-    /// A string: borrowed from the input when it has no escapes, else unescaped into its own.
-    pub(super) fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.ws();
-        let quote = self.i;
-        if let Some(plain) = self.plain_str() {
-            return Some(Cow::Borrowed(plain));
-        }
-        // Escapes (or not a string at all): find the end first, so the copy is sized to it.
-        self.i = quote;
-        self.skip_string_raw()?;
-        let mut out = Vec::new();
-        unescape_literal(self.src.get(quote..self.i)?, &mut out)?;
-        // SAFETY: unescaping copies runs of valid UTF-8 cut at ASCII bytes, plus chars it encodes.
-        Some(Cow::Owned(unsafe { String::from_utf8_unchecked(out) }))
-    }
-
-    /// Any one value, as its text.
-    pub(super) fn raw_value(&mut self) -> Option<&'a str> {
-        self.ws();
-        let start = self.i;
-        self.skip_value()?;
-        self.src.get(start..self.i)
-    }
+/// What reading a JSON document takes, for the two places a document can lie: as plain text
+/// ([`Scanner`]) and escaped inside a JSON string ([`super::escaped::Escaped`]). The structure
+/// (objects, arrays, skipping) is written once, here, on top of the token-level methods.
+pub(super) trait Json<'a>: Sized {
+    /// The next byte after whitespace; a quote token (plain `"` or escaped `\"`) reads as `"`.
+    fn peek(&mut self) -> Option<u8>;
+    /// Past a one-byte token (`{`, `[`, `,`, `:`…) just peeked.
+    fn bump(&mut self);
+    fn eat(&mut self, c: u8) -> Option<()>;
+    /// A string without escapes, borrowed (keys and most values).
+    fn plain_str(&mut self) -> Option<&'a str>;
+    /// A string: borrowed when it has no escapes, else unescaped into its own.
+    fn string(&mut self) -> Option<Cow<'a, str>>;
+    fn skip_string_raw(&mut self) -> Option<()>;
+    fn number(&mut self) -> Option<&'a str>;
+    /// `true`, `false` or `null`, already peeked.
+    fn literal(&mut self, word: &[u8]) -> Option<()>;
+    /// Any value but null, as its (unescaped) text.
+    fn raw(&mut self) -> Option<RawJson<'a>>;
 
     /// An object's members: `member` reads each value (its key already read, escape-free).
-    pub(super) fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         if self.peek()? == b'}' {
-            self.i += 1;
+            self.bump();
             return Some(());
         }
         loop {
@@ -222,11 +179,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// An array of strings.
-    pub(super) fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
+    fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
         self.eat(b'[')?;
         let mut out = Vec::new();
         if self.peek()? == b']' {
-            self.i += 1;
+            self.bump();
             return Some(out);
         }
         loop {
@@ -235,6 +192,148 @@ impl<'a> Scanner<'a> {
                 return Some(out);
             }
         }
+    }
+
+    /// Skips one value of any kind, without recursion. Bit d of `objects` says whether the
+    /// container at depth d is an object (keys expected) or an array.
+    fn skip_value(&mut self) -> Option<()> {
+        let mut objects: u128 = 0;
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                open @ (b'{' | b'[') => {
+                    if depth == MAX_DEPTH {
+                        return None;
+                    }
+                    let obj = open == b'{';
+                    self.bump();
+                    if obj {
+                        objects |= 1 << depth;
+                    } else {
+                        objects &= !(1 << depth);
+                    }
+                    depth += 1;
+                    if self.peek()? == (if obj { b'}' } else { b']' }) {
+                        self.bump();
+                        depth -= 1;
+                    } else {
+                        if obj {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => self.skip_string_raw()?,
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => {
+                    self.number()?;
+                }
+                _ => return None,
+            }
+            // After a value: close containers, or go on to the next element.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                let obj = objects & (1 << (depth - 1)) != 0;
+                match self.peek()? {
+                    b',' => {
+                        self.bump();
+                        if obj {
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    b'}' if obj => {
+                        self.bump();
+                        depth -= 1;
+                    }
+                    b']' if !obj => {
+                        self.bump();
+                        depth -= 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// A key and its colon, inside a skipped object.
+    fn key(&mut self) -> Option<()> {
+        self.skip_string_raw()?;
+        self.eat(b':')
+    }
+
+    /// After a member of an object or array closed by `close`: true when a comma says another
+    /// follows, false when the container closes here.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        match self.peek()? {
+            b',' => {
+                self.bump();
+                Some(true)
+            }
+            c if c == close => {
+                self.bump();
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A number at `*i`, by JSON's grammar exactly (`-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`):
+/// Rust's float parser also takes `01`, `1.` and `.5`, which serde_json refuses.
+pub(super) fn number_at<'a>(src: &'a str, i: &mut usize) -> Option<&'a str> {
+    let s = src.as_bytes();
+    let start = *i;
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while let Some(b'0'..=b'9') = s.get(*i) {
+            *i += 1;
+        }
+        (*i > from).then_some(())
+    };
+    if s.get(*i) == Some(&b'-') {
+        *i += 1;
+    }
+    match s.get(*i)? {
+        b'0' => *i += 1,
+        b'1'..=b'9' => digits(i)?,
+        _ => return None,
+    }
+    if s.get(*i) == Some(&b'.') {
+        *i += 1;
+        digits(i)?;
+    }
+    if let Some(b'e' | b'E') = s.get(*i) {
+        *i += 1;
+        if let Some(b'+' | b'-') = s.get(*i) {
+            *i += 1;
+        }
+        digits(i)?;
+    }
+    src.get(start..*i)
+}
+
+impl<'a> Scanner<'a> {
+    pub(super) fn new(src: &'a str) -> Self {
+        Scanner { src, s: src.as_bytes(), i: 0 }
+    }
+
+    pub(super) fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// Any one value, as its text.
+    pub(super) fn raw_value(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.i;
+        self.skip_value()?;
+        self.src.get(start..self.i)
     }
 
     /// A string, unescaped onto `out`.
@@ -246,6 +345,12 @@ impl<'a> Scanner<'a> {
     /// not the copying, is what costs.
     pub(super) fn string_into(&mut self, out: &mut Vec<u8>) -> Option<()> {
         self.eat(b'"')?;
+        self.unescape_into(out, false)
+    }
+
+    /// Unescapes from here up to a closing quote (consumed), or with `to_end`, up to the end of
+    /// the input, where a quote is not allowed.
+    fn unescape_into(&mut self, out: &mut Vec<u8>, to_end: bool) -> Option<()> {
         let s = self.s;
         out.reserve(s.len() - self.i + 16);
         let base = out.len();
@@ -290,14 +395,14 @@ impl<'a> Scanner<'a> {
                 self.i += 1;
                 o += 1;
             }
-            let Some(&c) = s.get(self.i) else { break None };
+            let Some(&c) = s.get(self.i) else { break to_end.then_some(()) };
             let mut put = |bytes: &[u8]| {
                 // SAFETY: an escape of n input bytes writes at most n output bytes.
                 unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(base + o), bytes.len()) };
                 o += bytes.len();
             };
             match c {
-                b'"' => {
+                b'"' if !to_end => {
                     self.i += 1;
                     break Some(());
                 }
@@ -345,74 +450,58 @@ impl<'a> Scanner<'a> {
         unsafe { out.set_len(base + o) };
         result
     }
+}
 
-    /// Skips one value of any kind, without recursion. Bit d of `objects` says whether the
-    /// container at depth d is an object (keys expected) or an array.
-    pub(super) fn skip_value(&mut self) -> Option<()> {
-        let mut objects: u128 = 0;
-        let mut depth = 0usize;
-        loop {
-            match self.peek()? {
-                open @ (b'{' | b'[') => {
-                    if depth == MAX_DEPTH {
-                        return None;
-                    }
-                    let obj = open == b'{';
-                    self.i += 1;
-                    if obj {
-                        objects |= 1 << depth;
-                    } else {
-                        objects &= !(1 << depth);
-                    }
-                    depth += 1;
-                    if self.peek()? == (if obj { b'}' } else { b']' }) {
-                        self.i += 1;
-                        depth -= 1;
-                    } else {
-                        if obj {
-                            self.key()?;
-                        }
-                        continue;
-                    }
-                }
-                b'"' => self.skip_string_raw()?,
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                b'-' | b'0'..=b'9' => {
-                    self.number()?;
-                }
-                _ => return None,
-            }
-            // After a value: close containers, or go on to the next element.
-            loop {
-                if depth == 0 {
-                    return Some(());
-                }
-                let obj = objects & (1 << (depth - 1)) != 0;
-                match self.peek()? {
-                    b',' => {
-                        self.i += 1;
-                        if obj {
-                            self.key()?;
-                        }
-                        break;
-                    }
-                    b'}' if obj => {
-                        self.i += 1;
-                        depth -= 1;
-                    }
-                    b']' if !obj => {
-                        self.i += 1;
-                        depth -= 1;
-                    }
-                    _ => return None,
-                }
-            }
-        }
+impl<'a> Json<'a> for Scanner<'a> {
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.i).copied()
     }
 
-    pub(super) fn skip_string_raw(&mut self) -> Option<()> {
+    fn bump(&mut self) {
+        self.i += 1;
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.s.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    fn plain_str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        self.i = skip_plain(self.s, self.i);
+        while let Some(&c) = self.s.get(self.i) {
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    // Cut at ASCII quotes: char boundaries (`get` checks, in constant time).
+                    return self.src.get(start..self.i - 1);
+                }
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.ws();
+        let quote = self.i;
+        if let Some(plain) = self.plain_str() {
+            return Some(Cow::Borrowed(plain));
+        }
+        // Escapes (or not a string at all): find the end first, so the copy is sized to it.
+        self.i = quote;
+        self.skip_string_raw()?;
+        let mut out = Vec::new();
+        unescape_literal(self.src.get(quote..self.i)?, &mut out)?;
+        // SAFETY: unescaping copies runs of valid UTF-8 cut at ASCII bytes, plus chars it encodes.
+        Some(Cow::Owned(unsafe { String::from_utf8_unchecked(out) }))
+    }
+
+    fn skip_string_raw(&mut self) -> Option<()> {
         self.eat(b'"')?;
         loop {
             self.i = skip_plain(self.s, self.i);
@@ -437,64 +526,21 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A key and its colon, inside a skipped object.
-    fn key(&mut self) -> Option<()> {
-        self.skip_string_raw()?;
-        self.eat(b':')
-    }
-
-    /// A number, by JSON's grammar exactly (`-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`):
-    /// Rust's float parser also takes `01`, `1.` and `.5`, which serde_json refuses.
-    pub(super) fn number(&mut self) -> Option<&'a str> {
+    fn number(&mut self) -> Option<&'a str> {
         self.ws();
-        let start = self.i;
-        let digits = |sc: &mut Self| {
-            let from = sc.i;
-            while let Some(b'0'..=b'9') = sc.s.get(sc.i) {
-                sc.i += 1;
-            }
-            (sc.i > from).then_some(())
-        };
-        if self.s.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        match self.s.get(self.i)? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => digits(self)?,
-            _ => return None,
-        }
-        if self.s.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            digits(self)?;
-        }
-        if let Some(b'e' | b'E') = self.s.get(self.i) {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.s.get(self.i) {
-                self.i += 1;
-            }
-            digits(self)?;
-        }
-        self.src.get(start..self.i)
+        number_at(self.src, &mut self.i)
     }
 
-    pub(super) fn literal(&mut self, word: &[u8]) -> Option<()> {
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
         (self.s.get(self.i..self.i + word.len())? == word).then(|| self.i += word.len())
     }
 
-    /// After a member of an object or array closed by `close`: true when a comma says another
-    /// follows, false when the container closes here.
-    pub(super) fn more(&mut self, close: u8) -> Option<bool> {
-        match self.peek()? {
-            b',' => {
-                self.i += 1;
-                Some(true)
-            }
-            c if c == close => {
-                self.i += 1;
-                Some(false)
-            }
-            _ => None,
+    fn raw(&mut self) -> Option<RawJson<'a>> {
+        // Null reads as absent to serde: left to it.
+        if self.peek()? == b'n' {
+            return None;
         }
+        self.raw_value().map(RawJson::borrowed)
     }
 }
 
@@ -504,6 +550,12 @@ pub fn unescape_literal(literal: &str, out: &mut Vec<u8>) -> Option<()> {
     let mut sc = Scanner::new(literal);
     sc.string_into(out)?;
     (sc.i == literal.len()).then_some(())
+}
+
+/// Unescapes the inside of a JSON string literal (no quotes around it) onto `out`; None unless
+/// it is valid as one.
+pub(super) fn unescape_content(content: &str, out: &mut Vec<u8>) -> Option<()> {
+    Scanner::new(content).unescape_into(out, true)
 }
 
 #[cfg(test)]
