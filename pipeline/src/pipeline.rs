@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -228,6 +228,33 @@ pub(crate) fn decode_chunk(d: &mut Decoder, chunk: &Chunk) -> (Vec<TableBatch>, 
     (batches, std::mem::take(&mut d.dead_letters), std::mem::take(&mut d.stats))
 }
 
+/// Decodes one chunk of the queue and hands its buffer back to the reader.
+fn decode_job(decoder: &mut Decoder, seq: u64, chunk: Chunk, spare: &SyncSender<Vec<u8>>) -> Decoded {
+    let (batches, dead, stats) = decode_chunk(decoder, &chunk);
+    let stream = (chunk.offsets.is_some() || chunk.opens_stream).then(|| chunk.source.clone());
+    let Chunk { buf, offsets, opens_stream, .. } = chunk;
+    // Full: the reader has enough spares; this one is freed.
+    let _ = spare.try_send(buf);
+    Decoded { seq, batches, dead, stats, offsets, stream, opens_stream }
+}
+
+/// Lets the engine thread decode a waiting chunk itself when nothing decoded is ready: it
+/// would otherwise sit idle while the decoders are behind, and on two cores that idle time
+/// was most of what kept a replay from using both.
+struct Helper<'a> {
+    chunks: &'a Mutex<Receiver<(u64, Chunk)>>,
+    spare: SyncSender<Vec<u8>>,
+    decoder: Decoder,
+}
+
+impl Helper<'_> {
+    fn try_decode(&mut self) -> Option<Decoded> {
+        // A worker holding the lock is waiting for a chunk: there is none to take.
+        let (seq, chunk) = self.chunks.try_lock().ok()?.try_recv().ok()?;
+        Some(decode_job(&mut self.decoder, seq, chunk, &self.spare))
+    }
+}
+
 /// Runs sources to their end (or until `control.stop`), then fires every open window and
 /// flushes the sinks.
 pub fn run(
@@ -304,20 +331,16 @@ pub fn run(
                 loop {
                     let next = rx.lock().expect("lock").recv();
                     let Ok((seq, chunk)) = next else { break };
-                    let (batches, dead, stats) = decode_chunk(&mut decoder, &chunk);
-                    let stream = (chunk.offsets.is_some() || chunk.opens_stream).then(|| chunk.source.clone());
-                    let Chunk { buf, offsets, opens_stream, .. } = chunk;
-                    // Full: the reader has enough spares; this one is freed.
-                    let _ = spare.try_send(buf);
-                    if tx.send(Decoded { seq, batches, dead, stats, offsets, stream, opens_stream }).is_err() {
+                    if tx.send(decode_job(&mut decoder, seq, chunk, &spare)).is_err() {
                         break;
                     }
                 }
             })?;
         }
         drop(out_tx);
+        let helper = Helper { chunks: &chunk_rx, spare: spare_tx.clone(), decoder: Decoder::new() };
         drop(spare_tx);
-        let summary = consume(out_rx, &mut engine, &mut router, outputs, &committers, metrics, control, progress.as_ref());
+        let summary = consume(out_rx, helper, &mut engine, &mut router, outputs, &committers, metrics, control, progress.as_ref());
         if let Some(p) = &progress {
             p.finish_and_clear();
         }
@@ -347,6 +370,7 @@ fn make_progress(total: Option<u64>) -> ProgressBar {
 #[allow(clippy::too_many_arguments)]
 fn consume(
     rx: Receiver<Decoded>,
+    mut helper: Helper<'_>,
     engine: &mut Engine,
     router: &mut AlertRouter,
     outputs: &mut Outputs,
@@ -367,9 +391,19 @@ fn consume(
     let mut pending: BTreeMap<u64, Decoded> = BTreeMap::new();
     let mut next = 0u64;
     let mut last_bytes = 0u64;
+    let mut quiet_since = Instant::now();
     loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
+        let received = match rx.try_recv() {
+            Ok(decoded) => Ok(decoded),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => match helper.try_decode() {
+                Some(decoded) => Ok(decoded),
+                None => rx.recv_timeout(Duration::from_millis(20)),
+            },
+        };
+        match received {
             Ok(decoded) => {
+                quiet_since = Instant::now();
                 pending.insert(decoded.seq, decoded);
                 while let Some(d) = pending.remove(&next) {
                     next += 1;
@@ -378,8 +412,10 @@ fn consume(
                     metrics.batch_latency.observe(t.elapsed().as_secs_f64());
                 }
             }
+            Err(RecvTimeoutError::Timeout) if quiet_since.elapsed() < Duration::from_millis(500) => {}
             // Quiet input: idle partitions stop holding the watermark back.
             Err(RecvTimeoutError::Timeout) => {
+                quiet_since = Instant::now();
                 let backlog: Vec<Arc<str>> = committers.iter().flat_map(|c| c.streams_with_backlog()).collect();
                 engine.note_backlog(&backlog);
                 let fired = engine.tick();
