@@ -30,16 +30,19 @@ pub struct Backtest {
 pub fn run(mut set: RuleSet, rule_id: &str, files: &[PathBuf], opts: &EngineOptions, workers: Option<usize>) -> Result<Backtest> {
     set.retain_ids(&[rule_id.to_string()])?;
     let rule = set.rules[0].clone();
-    let engine = Engine::new(&set, opts)?;
     let mut control = Control { progress: true, ..Control::default() };
     if let Some(w) = workers {
         control.workers = w.max(1);
     }
-    let sources = open_paths(files, &FramingLimits::default(), &control.bytes_read)?;
+    let opened = open_paths(files, &FramingLimits::default(), &control.bytes_read)?;
+    opened.notices().iter().for_each(|n| eprintln!("crowsnest: {n}"));
+    let opts = EngineOptions { min_lateness: opts.min_lateness.max(opened.lateness()), ..opts.clone() };
+    let engine = Engine::new(&set, &opts)?;
+    let sources = opened.sources;
     let memory = MemorySink::default();
     // Dead letters and late events are counted in the summary; a backtest writes no files.
     let mut outputs = Outputs { sinks: vec![Box::new(memory.clone()) as Box<dyn Sink>], dead_letters: None, late_events: None };
-    let router = AlertRouter::new(crate::cli::suppression_periods(&set), 1 << 20);
+    let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &Metrics::new(), &control)?;
     let records = std::mem::take(&mut *memory.records.lock().expect("memory sink lock"));
     let alerts = records.iter().map(|r| serde_json::from_slice(r).context("an alert that is not JSON")).collect::<Result<Vec<Value>>>()?;

@@ -1,6 +1,5 @@
 //! The command line: `crowsnest replay|run|validate|rules|schema|gen|bench`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -18,7 +17,7 @@ use crate::rules::{parse_duration, RuleSet};
 use crate::sink::kafka::KafkaSink;
 use crate::sink::router::AlertRouter;
 use crate::sink::{JsonLinesFile, Sink, StdoutSink};
-use crate::source::file::{open_paths, FileSource};
+use crate::source::file::{open_paths, FileSource, Opened};
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::source::{FramingLimits, Source};
 use crate::{bench, gen, server, tables};
@@ -299,28 +298,30 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
     }
 }
 
-/// Rule periods the router suppresses by.
-pub fn suppression_periods(set: &RuleSet) -> HashMap<String, i64> {
-    set.rules.iter().filter_map(|r| r.suppress.map(|p| (r.id.clone(), p))).collect()
-}
-
 fn replay(a: ReplayArgs) -> Result<Summary> {
     let set = a.rules.load()?;
-    let opts =
-        EngineOptions { allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")?, ..EngineOptions::default() };
-    let engine = Engine::new(&set, &opts)?;
-    log::info!("{} rules planned", engine.rule_count());
     let mut control = Control { progress: !a.no_progress, state_dir: a.state_dir.clone(), ..Control::default() };
     if let Some(w) = a.workers {
         control.workers = w.max(1);
     }
     let limits = FramingLimits { max_document_bytes: a.max_document_bytes, ..FramingLimits::default() };
-    let sources: Vec<Box<dyn Source>> = if a.files.is_empty() {
+    let opened = if a.files.is_empty() {
         eprintln!("crowsnest: replaying the bundled sample ({SAMPLE_EVENTS} generated AKS audit events with attack scenarios); pass FILE… or - for your own data");
-        vec![Box::new(FileSource::from_bytes("sample:aks-sample.jsonl.gz", SAMPLE, limits, control.bytes_read.clone())?)]
+        let sample: Box<dyn Source> =
+            Box::new(FileSource::from_bytes("sample:aks-sample.jsonl.gz", SAMPLE, limits, control.bytes_read.clone())?);
+        Opened { sources: vec![sample], ..Opened::default() }
     } else {
         open_paths(&a.files, &limits, &control.bytes_read)?
     };
+    let opts = EngineOptions {
+        allowed_lateness: parse_duration(&a.allowed_lateness).context("--allowed-lateness")?,
+        min_lateness: opened.lateness(),
+        ..EngineOptions::default()
+    };
+    opened.notices().iter().for_each(|n| eprintln!("crowsnest: {n}"));
+    let engine = Engine::new(&set, &opts)?;
+    log::info!("{} rules planned", engine.rule_count());
+    let sources = opened.sources;
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if !a.no_stdout {
         sinks.push(Box::new(StdoutSink));
@@ -334,7 +335,7 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
         late_events: Some(Box::new(JsonLinesFile::new(&a.late_events, "late-events"))),
     };
     let metrics = Metrics::new();
-    let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
+    let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
     eprint!("{}", summary.render(Some(&a.dead_letters.display().to_string())));
     Ok(summary)
@@ -481,7 +482,7 @@ fn run_service(args: &RunArgs) -> Result<()> {
     let dead_letter_name = outputs.dead_letters.as_ref().map(|d| d.name().to_string());
     log::warn!("source: {}", describe_source(&cfg));
     let health = Arc::new(server::Health::default());
-    let router = AlertRouter::new(suppression_periods(&set), 1 << 20);
+    let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let summary = rt.block_on(async {

@@ -6,6 +6,7 @@ mod common;
 mod drift;
 mod engine;
 mod equivalence;
+mod forms;
 mod insights;
 mod kafka;
 mod replay;

@@ -23,7 +23,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::cli::suppression_periods;
 use crate::engine::{Engine, EngineOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs};
@@ -161,7 +160,7 @@ fn run_pipeline(path: &Path, set: &RuleSet, workers: usize) -> Result<PipelineRu
     let metrics = Metrics::new();
     reset_peak_rss();
     let t = Instant::now();
-    let summary = pipeline::run(sources, engine, AlertRouter::new(suppression_periods(set), 1 << 20), &mut outputs, &metrics, &control)?;
+    let summary = pipeline::run(sources, engine, AlertRouter::new(set.suppression_periods(), 1 << 20), &mut outputs, &metrics, &control)?;
     let secs = t.elapsed().as_secs_f64();
     Ok(PipelineRun { secs, events: summary.decode.total_events(), alerts: summary.alerts, peak_rss: peak_rss() })
 }
@@ -322,7 +321,7 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
     let summary = pipeline::run(
         vec![Box::new(source)],
         engine,
-        AlertRouter::new(suppression_periods(set), 1 << 20),
+        AlertRouter::new(set.suppression_periods(), 1 << 20),
         &mut outputs,
         &metrics,
         &control,

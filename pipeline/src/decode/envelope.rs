@@ -107,6 +107,15 @@ fn record<'a>(sc: &mut Scanner<'a>, logs: &mut Vec<u8>) -> Option<FastRecord<'a>
     }
 }
 
+/// Scans one diagnostic record standing alone (a storage-account archive line). None: not a
+/// record with a category this scanner is sure of; use serde.
+pub fn scan_bare_record<'a>(doc: &'a str, logs: &mut Vec<u8>) -> Option<FastRecord<'a>> {
+    let mut sc = Scanner::new(doc);
+    let rec = record(&mut sc, logs)?;
+    sc.ws();
+    (sc.i == sc.s.len() && rec.category.is_some() && rec.la_type.is_none() && !rec.time_generated).then_some(rec)
+}
+
 /// Scans `{"records":[…]}` (the key may sit among other keys). Appends each record's unescaped
 /// log to `logs`. None: not an envelope this scanner is sure of; use serde.
 pub fn scan_envelope<'a>(doc: &'a str, logs: &mut Vec<u8>, out: &mut Vec<FastRecord<'a>>) -> Option<()> {

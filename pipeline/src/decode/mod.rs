@@ -6,8 +6,14 @@
 //!   records of other categories (kube-apiserver, cluster-autoscaler…) are counted and skipped;
 //! - a Log Analytics data-export envelope `{"records":[…]}` of Container Insights records
 //!   (their `Type` names the table; see [`insights`]) — one envelope may mix both kinds;
+//! - one diagnostic record without the envelope, as diagnostic settings archive them to a
+//!   storage account (`PT1H.json`, a record per line);
+//! - audit events as Log Analytics keeps them: `AKSAudit`/`AKSAuditAdmin` rows and legacy
+//!   `AzureDiagnostics` rows (see [`log_analytics`]);
 //! - one audit.k8s.io/v1 Event, an EventList, one Container Insights record, or a JSON array
 //!   of any of these.
+//!
+//! A UTF-8 byte-order mark before a document (Windows and Azure tools write one) is ignored.
 //!
 //! Nothing here fails the batch: a document or record that cannot become a row becomes a
 //! [`DeadLetter`] with its reason.
@@ -19,6 +25,7 @@ pub mod envelope;
 mod escaped;
 pub mod event_scan;
 pub mod insights;
+pub mod log_analytics;
 mod scanner;
 pub mod time;
 
@@ -30,6 +37,9 @@ use crate::deadletter::{nests_deeper_than, DeadLetter, Reason, MAX_DEPTH};
 use audit::AuditEvent;
 use builder::{AuditBatchBuilder, EnvelopeContext};
 use insights::InsightsDecoder;
+
+/// A UTF-8 byte-order mark: files saved by Windows and Azure tools begin with one.
+pub const BOM: char = '\u{feff}';
 
 /// The label under which events without an AKS envelope are counted.
 pub const RAW_CATEGORY: &str = "raw";
@@ -161,7 +171,7 @@ impl Decoder {
                 )
             }
         };
-        let text = text.trim();
+        let text = text.trim().trim_start_matches(BOM).trim_start();
         if text.is_empty() {
             return;
         }
@@ -214,7 +224,7 @@ impl Decoder {
         if let Some(records) = &doc.records {
             for (r, rec) in records.iter().enumerate() {
                 match serde_json::from_str::<audit::EnvelopeRecord<'_>>(rec.get()) {
-                    Ok(parsed) => self.envelope_record(origin, r, &parsed, rec.get()),
+                    Ok(parsed) => self.envelope_record(origin, Some(r), &parsed, rec.get()),
                     Err(e) => self.dead(origin, origin.record(r), Reason::of_json_error(&e), e.to_string(), rec.get().as_bytes()),
                 }
             }
@@ -226,12 +236,14 @@ impl Decoder {
             }
         } else if doc.audit_id.is_some() || doc.kind.as_deref() == Some("Event") {
             self.event(origin, element, doc, EnvelopeContext::default(), bytes);
+        } else if self.bare_record(origin, element, text) {
+            // A diagnostic record without its envelope (a storage-account archive line).
         } else {
             self.dead(
                 origin,
                 position(),
                 Reason::WrongShape,
-                "neither an envelope (records), an audit Event (auditID), an EventList (items) nor a Container Insights record (Type, TimeGenerated)",
+                "neither an envelope (records), a diagnostic record (category), an audit Event (auditID), an EventList (items) nor a Log Analytics record (Type, TimeGenerated)",
                 bytes,
             );
         }
@@ -261,14 +273,55 @@ impl Decoder {
         }
     }
 
-    /// A Container Insights record: `text` is its JSON object.
+    /// A Log Analytics record: `text` is its JSON object. Container Insights tables become their
+    /// rows; audit events kept in Log Analytics (`AKSAudit`, `AzureDiagnostics`…) become
+    /// `kube_audit` rows (see [`log_analytics`]).
     fn insights_record(&mut self, origin: Origin<'_>, element: Option<usize>, la_type: Option<&str>, text: &str) {
+        if let Some(form) = log_analytics::form_of(la_type, text) {
+            return self.log_analytics_audit(origin, element, form, text);
+        }
         match self.insights.append(la_type, text) {
             Ok(table) => {
                 count(&mut self.stats.events, table.la_name);
                 count(&mut self.stats.tables, table.name);
             }
             Err((reason, detail)) => self.dead(origin, origin.at(element), reason, detail, text.as_bytes()),
+        }
+    }
+
+    /// An audit event as a Log Analytics table row.
+    fn log_analytics_audit(&mut self, origin: Origin<'_>, element: Option<usize>, form: log_analytics::Form, text: &str) {
+        use log_analytics::Form;
+        match form {
+            Form::ControlPlane => count(&mut self.stats.skipped, "AKSControlPlane"),
+            Form::ResourceSpecific { category } => match log_analytics::event_of_row(text) {
+                Ok((event, ctx)) => self.audit_log(origin, element, category, ctx.cluster.as_deref(), ctx.time.as_deref(), &event),
+                Err(e) => self.dead(origin, origin.at(element), Reason::WrongShape, format!("AKSAudit row: {e}"), text.as_bytes()),
+            },
+            Form::Diagnostics => match serde_json::from_str::<log_analytics::DiagnosticsRow<'_>>(text) {
+                Ok(row) => {
+                    let category = row.category.as_deref().unwrap_or("");
+                    let log = row.log_s.as_deref();
+                    if !self.is_audit_record(category, log.is_some_and(|l| l.trim_start().starts_with('{'))) {
+                        return;
+                    }
+                    match log {
+                        Some(log) => {
+                            self.audit_log(origin, element, category, row.cluster().as_deref(), row.time_generated.as_deref(), log)
+                        }
+                        None => self.dead(
+                            origin,
+                            origin.at(element),
+                            Reason::MissingField,
+                            format!("AzureDiagnostics {category} row without log_s"),
+                            text.as_bytes(),
+                        ),
+                    }
+                }
+                Err(e) => {
+                    self.dead(origin, origin.at(element), Reason::of_json_error(&e), format!("AzureDiagnostics row: {e}"), text.as_bytes())
+                }
+            },
         }
     }
 
@@ -286,10 +339,36 @@ impl Decoder {
         is_audit
     }
 
+    /// A top-level object that is a diagnostic record without its envelope, as diagnostic
+    /// settings archive them to a storage account (`PT1H.json`, one record per line). False
+    /// when `text` is not one (it has no `category`).
+    fn bare_record(&mut self, origin: Origin<'_>, element: Option<usize>, text: &str) -> bool {
+        if !self.serde_only {
+            let mut logs = std::mem::take(&mut self.fast_logs);
+            logs.clear();
+            let fast = envelope::scan_bare_record(text, &mut logs);
+            let done = fast.is_some();
+            if let Some(rec) = fast {
+                self.fast_record(origin, element, &rec, &logs);
+            }
+            self.fast_logs = logs;
+            if done {
+                return true;
+            }
+        }
+        match serde_json::from_str::<audit::EnvelopeRecord<'_>>(text) {
+            Ok(rec) if rec.category.is_some() => {
+                self.envelope_record(origin, element, &rec, text);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// An envelope record as serde read it (the fallback path); `text` is the record's JSON.
-    fn envelope_record(&mut self, origin: Origin<'_>, r: usize, rec: &audit::EnvelopeRecord<'_>, text: &str) {
+    fn envelope_record(&mut self, origin: Origin<'_>, element: Option<usize>, rec: &audit::EnvelopeRecord<'_>, text: &str) {
         if rec.la_type.is_some() || (rec.time_generated.is_some() && rec.category.is_none()) {
-            return self.insights_record(origin, Some(r), rec.la_type.as_deref(), text);
+            return self.insights_record(origin, element, rec.la_type.as_deref(), text);
         }
         let category = rec.category.as_deref().unwrap_or("");
         let raw = rec.properties.as_ref().and_then(|p| p.log).map(|l| l.get());
@@ -297,27 +376,35 @@ impl Decoder {
             return;
         }
         let Some(raw) = raw else {
-            return self.dead(origin, origin.record(r), Reason::MissingField, format!("{category} record without properties.log"), b"");
+            return self.dead(origin, origin.at(element), Reason::MissingField, format!("{category} record without properties.log"), b"");
         };
         let mut log = std::mem::take(&mut self.scratch);
         log.clear();
         match scanner::unescape_literal(raw, &mut log) {
             // SAFETY: `raw` is part of a document already validated as UTF-8, and unescaping copies
             // runs of it cut at ASCII bytes, plus chars it encodes itself: the result is UTF-8.
-            Some(()) => self.audit_log(origin, r, category, rec.resource_id.as_deref(), rec.time.as_deref(), unsafe {
+            Some(()) => self.audit_log(origin, element, category, rec.resource_id.as_deref(), rec.time.as_deref(), unsafe {
                 std::str::from_utf8_unchecked(&log)
             }),
-            None => self.dead(origin, origin.record(r), Reason::WrongShape, "properties.log is not a valid JSON string", raw.as_bytes()),
+            None => self.dead(origin, origin.at(element), Reason::WrongShape, "properties.log is not a valid JSON string", raw.as_bytes()),
         }
         self.scratch = log;
     }
 
-    /// The audit Event of one envelope record, its log already unescaped.
-    fn audit_log(&mut self, origin: Origin<'_>, r: usize, category: &str, resource_id: Option<&str>, time: Option<&str>, log: &str) {
+    /// The audit Event of one envelope record (or Log Analytics row), its log already unescaped.
+    fn audit_log(
+        &mut self,
+        origin: Origin<'_>,
+        element: Option<usize>,
+        category: &str,
+        resource_id: Option<&str>,
+        time: Option<&str>,
+        log: &str,
+    ) {
         match self.parse(log) {
             Ok(ev) => {
                 let env = envelope_context(category, resource_id, time);
-                self.event(origin, Some(r), &ev, env, log.as_bytes());
+                self.event(origin, element, &ev, env, log.as_bytes());
             }
             Err(e) => {
                 let reason = Reason::of_json_error(&e);
@@ -326,7 +413,7 @@ impl Decoder {
                 } else {
                     format!("properties.log: {e}")
                 };
-                self.dead(origin, origin.record(r), reason, detail, log.as_bytes());
+                self.dead(origin, origin.at(element), reason, detail, log.as_bytes());
             }
         }
     }
@@ -339,42 +426,43 @@ impl Decoder {
         let ok = envelope::scan_envelope(text, &mut logs, &mut records).is_some();
         if ok {
             for (r, rec) in records.iter().enumerate() {
-                if rec.la_type.is_some() || (rec.time_generated && rec.category.is_none()) {
-                    self.insights_record(origin, Some(r), rec.la_type, rec.text);
-                    continue;
-                }
-                if let Some(ev) = &rec.event {
-                    let category = rec.category.unwrap_or("");
-                    if self.is_audit_record(category, true) {
-                        let env = envelope_context(category, rec.resource_id, rec.time);
-                        // A dead letter shows the log unescaped, as the other paths do.
-                        let unescaped = || {
-                            let mut text = Vec::new();
-                            scanner::unescape_content(rec.escaped_log, &mut text);
-                            text
-                        };
-                        self.event_with(origin, Some(r), ev, env, unescaped);
-                    }
-                    continue;
-                }
-                // SAFETY: `text` is valid UTF-8 (checked in `decode`), and the scanner copies runs
-                // of it cut only at ASCII bytes, plus chars it encodes itself: the result is UTF-8.
-                let log = rec.log.clone().map(|range| unsafe { std::str::from_utf8_unchecked(&logs[range]) });
-                let log_is_json = log.is_some_and(|l| l.starts_with('{'));
-                let category = rec.category.unwrap_or("");
-                if !self.is_audit_record(category, log_is_json) {
-                    continue;
-                }
-                match log {
-                    Some(log) => self.audit_log(origin, r, category, rec.resource_id, rec.time, log),
-                    None => {
-                        self.dead(origin, origin.record(r), Reason::MissingField, format!("{category} record without properties.log"), b"")
-                    }
-                }
+                self.fast_record(origin, Some(r), rec, &logs);
             }
         }
         self.fast_logs = logs;
         ok
+    }
+
+    /// One record the envelope scanner read; `logs` holds the logs it unescaped.
+    fn fast_record(&mut self, origin: Origin<'_>, element: Option<usize>, rec: &envelope::FastRecord<'_>, logs: &[u8]) {
+        if rec.la_type.is_some() || (rec.time_generated && rec.category.is_none()) {
+            return self.insights_record(origin, element, rec.la_type, rec.text);
+        }
+        let category = rec.category.unwrap_or("");
+        if let Some(ev) = &rec.event {
+            if self.is_audit_record(category, true) {
+                let env = envelope_context(category, rec.resource_id, rec.time);
+                // A dead letter shows the log unescaped, as the other paths do.
+                let unescaped = || {
+                    let mut text = Vec::new();
+                    scanner::unescape_content(rec.escaped_log, &mut text);
+                    text
+                };
+                self.event_with(origin, element, ev, env, unescaped);
+            }
+            return;
+        }
+        // SAFETY: the document is valid UTF-8 (checked in `decode`), and the scanner copies runs
+        // of it cut only at ASCII bytes, plus chars it encodes itself: the result is UTF-8.
+        let log = rec.log.clone().map(|range| unsafe { std::str::from_utf8_unchecked(&logs[range]) });
+        let log_is_json = log.is_some_and(|l| l.starts_with('{'));
+        if !self.is_audit_record(category, log_is_json) {
+            return;
+        }
+        match log {
+            Some(log) => self.audit_log(origin, element, category, rec.resource_id, rec.time, log),
+            None => self.dead(origin, origin.at(element), Reason::MissingField, format!("{category} record without properties.log"), b""),
+        }
     }
 
     pub fn pending_rows(&self) -> usize {

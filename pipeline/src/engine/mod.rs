@@ -47,6 +47,16 @@ pub struct EngineOptions {
     /// Live (window, key) groups a windowed rule may hold (a rule's `max_groups` overrides it);
     /// beyond, the least recently active group is evicted and counted.
     pub max_groups_per_rule: usize,
+    /// The least lateness every rule allows, its own setting included: a replay of an archive
+    /// tree whose files cover the same hour (several clusters) sets it to that hour.
+    pub min_lateness: i64,
+}
+
+impl EngineOptions {
+    /// How late an event may arrive for `rule`.
+    fn lateness_of(&self, rule: &crate::rules::Rule) -> i64 {
+        rule.allowed_lateness.unwrap_or(self.allowed_lateness).max(self.min_lateness)
+    }
 }
 
 /// The default cap on a windowed rule's live groups: some hundreds of MB at worst.
@@ -54,7 +64,12 @@ pub const DEFAULT_MAX_GROUPS: usize = 200_000;
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { allowed_lateness: 60_000_000_000, idle_timeout: Duration::from_secs(30), max_groups_per_rule: DEFAULT_MAX_GROUPS }
+        EngineOptions {
+            allowed_lateness: 60_000_000_000,
+            idle_timeout: Duration::from_secs(30),
+            max_groups_per_rule: DEFAULT_MAX_GROUPS,
+            min_lateness: 0,
+        }
     }
 }
 
@@ -238,7 +253,7 @@ impl Engine {
         };
         let meta = MetaColumns::of(&table, &input);
         let mut compiled = CompiledRule {
-            lateness: rule.allowed_lateness.unwrap_or(opts.allowed_lateness),
+            lateness: opts.lateness_of(rule),
             rule: rule.clone(),
             table: table.name,
             plan,

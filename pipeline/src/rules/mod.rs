@@ -199,6 +199,11 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// Each rule's `suppress` period, by rule id: what the alert router suppresses by.
+    pub fn suppression_periods(&self) -> std::collections::HashMap<String, i64> {
+        self.rules.iter().filter_map(|r| r.suppress.map(|p| (r.id.clone(), p))).collect()
+    }
+
     /// Loads `DIR/rules/*.yaml` (or `DIR/*.yaml` when there is no rules/ folder) and
     /// `DIR/lists/*.yaml`. Every problem is reported with its file; nothing is skipped silently.
     pub fn load(dir: &Path) -> Result<RuleSet> {

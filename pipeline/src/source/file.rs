@@ -178,15 +178,24 @@ impl FileSource {
         }
         self.mode = Mode::Done;
         self.line = 1;
-        let end = buf.len();
-        Ok(Some(Chunk {
-            source: self.name.clone(),
-            unit: "document starting at line",
-            buf,
-            docs: vec![DocRef { index: 1, start: 0, end, oversize }],
-            offsets: None,
-            opens_stream: false,
-        }))
+        // Several pretty-printed documents may follow one another (records saved one by one).
+        let docs = if oversize.is_some() {
+            vec![DocRef { index: 1, start: 0, end: buf.len(), oversize }]
+        } else {
+            let mut line = 1u64;
+            let mut counted = 0;
+            super::split_documents(&buf)
+                .into_iter()
+                .map(|(start, end)| {
+                    // Name the line the document's first character is on.
+                    let first = start + buf[start..end].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+                    line += memchr::memchr_iter(b'\n', &buf[counted..first]).count() as u64;
+                    counted = first;
+                    DocRef { index: line, start, end, oversize: None }
+                })
+                .collect()
+        };
+        Ok(Some(Chunk { source: self.name.clone(), unit: "document starting at line", buf, docs, offsets: None, opens_stream: false }))
     }
 
     /// Reads the next block of whole lines straight into the chunk's buffer (no per-line
@@ -332,18 +341,64 @@ impl Source for FileSource {
     }
 }
 
-/// Sources for paths, `-` meaning stdin.
-pub fn open_paths(paths: &[PathBuf], limits: &FramingLimits, counter: &ByteCounter) -> io::Result<Vec<Box<dyn Source>>> {
-    paths
-        .iter()
-        .map(|p| -> io::Result<Box<dyn Source>> {
-            if p.as_os_str() == "-" {
-                Ok(Box::new(FileSource::stdin(limits.clone(), counter.clone())?))
-            } else {
-                Ok(Box::new(FileSource::open(p, limits.clone(), counter.clone())?))
+/// What `open_paths` opened: the sources in reading order, and what walking directories found.
+#[derive(Default)]
+pub struct Opened {
+    pub sources: Vec<Box<dyn Source>>,
+    /// Files passed over in directories (not JSON, JSON lines or gzip by their name).
+    pub skipped: usize,
+    /// Several files of one directory cover the same period (see [`super::archive::Tree`]).
+    pub overlap: Option<i64>,
+}
+
+impl Opened {
+    /// The lateness a replay needs: where several files of a directory cover the same period
+    /// (the clusters of one archive side by side), their events interleave by that much.
+    pub fn lateness(&self) -> i64 {
+        self.overlap.unwrap_or(0)
+    }
+
+    /// What a person replaying the directories should know.
+    pub fn notices(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.skipped > 0 {
+            out.push(format!("{} files in the directories are not JSON, JSON lines or gzip by their names: passed over", self.skipped));
+        }
+        if let Some(overlap) = self.overlap {
+            let hours = overlap / 3_600_000_000_000;
+            out.push(format!(
+                "several files cover the same {hours} h (clusters or categories side by side): windows wait that long for late events"
+            ));
+        }
+        out
+    }
+}
+
+/// Sources for paths, `-` meaning stdin; a directory stands for every input file below it, in
+/// the time order its folder names give (see [`super::archive`]).
+pub fn open_paths(paths: &[PathBuf], limits: &FramingLimits, counter: &ByteCounter) -> io::Result<Opened> {
+    let mut opened = Opened::default();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            opened.sources.push(Box::new(FileSource::stdin(limits.clone(), counter.clone())?));
+        } else if p.is_dir() {
+            let tree = super::archive::walk(p)?;
+            if tree.files.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{}: no JSON, JSON lines or gzip files below it", p.display()),
+                ));
             }
-        })
-        .collect()
+            opened.skipped += tree.skipped;
+            opened.overlap = opened.overlap.max(tree.overlap);
+            for f in tree.files {
+                opened.sources.push(Box::new(super::archive::LazyFile::new(f, limits.clone(), counter.clone())));
+            }
+        } else {
+            opened.sources.push(Box::new(FileSource::open(p, limits.clone(), counter.clone())?));
+        }
+    }
+    Ok(opened)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Sources: where documents come from. A source cuts its input into [`Chunk`]s of documents
 //! (lines of a file, messages of a topic) and knows nothing of what they contain.
 
+pub mod archive;
 pub mod file;
 pub mod kafka;
 
@@ -83,9 +84,43 @@ pub trait Source: Send {
 /// Whether a first line that starts a JSON value leaves it unfinished (a pretty-printed
 /// document spread over lines) rather than being one complete document (JSON lines).
 pub fn starts_multiline_document(first_line: &[u8]) -> bool {
-    let trimmed = first_line.trim_ascii();
+    let trimmed = strip_bom(first_line.trim_ascii()).trim_ascii();
     matches!(trimmed.first(), Some(b'{') | Some(b'['))
         && matches!(serde_json::from_slice::<serde::de::IgnoredAny>(trimmed), Err(e) if e.is_eof())
+}
+
+/// `bytes` without a leading UTF-8 byte-order mark (Windows and Azure tools write one).
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+/// Where each JSON document of a text holding several one after another starts and ends
+/// (pretty-printed records concatenated in one file). Whatever follows the last complete
+/// document (a truncated or invalid one) is one more range, for the decoder to explain.
+pub fn split_documents(text: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let rest = &text[start..];
+        let skip = rest.len() - strip_bom(rest.trim_ascii_start()).len();
+        if skip == rest.len() {
+            break;
+        }
+        let from = start + skip;
+        let mut it = serde_json::Deserializer::from_slice(&text[from..]).into_iter::<serde::de::IgnoredAny>();
+        match it.next() {
+            Some(Ok(_)) => {
+                let end = from + it.byte_offset();
+                out.push((start, end));
+                start = end;
+            }
+            _ => {
+                out.push((start, text.len()));
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Limits every source applies while framing.
