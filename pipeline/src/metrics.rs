@@ -15,6 +15,8 @@ pub struct Metrics {
     pub late_events: IntCounterVec,
     pub future_events: IntCounter,
     pub window_groups: IntGaugeVec,
+    /// Addresses learned as a cluster's own egress (see `engine::egress`).
+    pub cluster_egress_addresses: IntGaugeVec,
     pub window_state_bytes: IntGaugeVec,
     pub window_evictions: IntCounterVec,
     pub alerts: IntCounterVec,
@@ -81,6 +83,17 @@ impl Metrics {
                 &r,
                 IntGaugeVec::new(Opts::new("crowsnest_window_groups", "Open (window, key) groups held by a windowed rule"), &["rule"])
                     .expect("valid metric"),
+            ),
+            cluster_egress_addresses: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "crowsnest_cluster_egress_addresses",
+                        "Source addresses learned as a cluster's own egress (its nodes call from them)",
+                    ),
+                    &["cluster"],
+                )
+                .expect("valid metric"),
             ),
             window_state_bytes: reg(
                 &r,

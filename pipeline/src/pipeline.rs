@@ -527,6 +527,9 @@ fn update_rule_metrics(engine: &Engine, metrics: &Metrics, summary: &mut Summary
     busy.sort_by(|a, b| b.1.cmp(&a.1));
     busy.truncate(if std::env::var_os("CROWSNEST_ALL_RULE_TIMES").is_some() { usize::MAX } else { 3 });
     summary.slowest_rules = busy;
+    for (cluster, addresses) in engine.cluster_egress() {
+        metrics.cluster_egress_addresses.with_label_values(&[cluster.as_str()]).set(addresses.len() as i64);
+    }
     for (rule, s) in engine.stats() {
         let id = rule.id.as_str();
         let set = |c: &prometheus::IntCounterVec, v: u64| {

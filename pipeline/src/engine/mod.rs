@@ -7,6 +7,7 @@
 //! the idle timeout, minus the allowed lateness. The engine never sees where the bytes came
 //! from, and never plans a query after start-up.
 
+pub mod egress;
 pub mod first_seen;
 pub mod functions;
 pub mod plan;
@@ -86,7 +87,7 @@ const BACKLOG_PATIENCE: u32 = 10;
 
 /// A DataFusion context with Crowsnest's tables (empty), the JSON functions, the window markers
 /// and the list functions: what rules are planned against, and what hunts run in.
-pub fn session_context(lists: Arc<Lists>) -> Result<SessionContext> {
+pub fn session_context(lists: Arc<Lists>, egress: Arc<egress::ClusterEgress>) -> Result<SessionContext> {
     // Rules are planned, never optimized as whole queries: the optimizer would reshape the plan
     // (push filters into scans, rewrite aggregates) that the engine takes apart.
     // Identifiers keep their case: the Container Insights tables use Log Analytics' column
@@ -102,6 +103,7 @@ pub fn session_context(lists: Arc<Lists>) -> Result<SessionContext> {
     for f in ListFn::all(lists) {
         ctx.register_udf(f);
     }
+    ctx.register_udf(egress::ClusterEgressFn::udf(egress));
     for table in tables::event_tables() {
         let schema = tables::schema_of(table.name).expect("known table");
         ctx.register_table(table.name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
@@ -190,6 +192,8 @@ pub struct Engine {
     last_batch_max: i64,
     /// Events stamped more than MAX_FUTURE_SKEW ahead of the wall clock (not used for the watermark).
     pub future_events: u64,
+    /// The clusters' own egress addresses, learned from each batch before the rules run.
+    egress: Arc<egress::ClusterEgress>,
 }
 
 /// How far ahead of the wall clock an event time may be and still advance the watermark.
@@ -199,14 +203,15 @@ impl Engine {
     /// Plans every rule. Fails with the list of every rule that does not plan, by file.
     pub fn new(set: &RuleSet, opts: &EngineOptions) -> Result<Engine> {
         let lists = Arc::new(set.lists.clone());
-        let ctx = session_context(lists.clone())?;
+        let egress = Arc::new(egress::ClusterEgress::new(&lists));
+        let ctx = session_context(lists.clone(), egress.clone())?;
         let mut rules = Vec::new();
         let mut sequences = Vec::new();
         let mut problems = Vec::new();
         for rule in &set.rules {
             let compiled = match &rule.sequence {
                 Some(spec) => {
-                    let lateness = rule.allowed_lateness.unwrap_or(opts.allowed_lateness);
+                    let lateness = opts.lateness_of(rule);
                     CompiledSequence::compile(rule, spec, &ctx, &lists, lateness).map(|s| sequences.push(s))
                 }
                 None => Self::compile(rule, &ctx, &lists, opts).map(|r| rules.push(r)),
@@ -229,6 +234,7 @@ impl Engine {
             base: i64::MIN,
             last_batch_max: i64::MIN,
             future_events: 0,
+            egress,
         })
     }
 
@@ -377,6 +383,10 @@ impl Engine {
         let mut alerts = Vec::new();
         // Every batch in, with the windows and sequence state as the previous chunk left them…
         for TableBatch { table, batch } in batches {
+            if *table == tables::KUBE_AUDIT {
+                // Before any rule: a node's first call from a new egress address is not an alarm.
+                self.egress.learn(batch);
+            }
             let mut shared = SharedSelections::default();
             for r in self.rules.iter_mut().filter(|r| r.table == *table) {
                 let started = Instant::now();
@@ -415,13 +425,20 @@ impl Engine {
 
     /// Loads the first-sighting histories saved in `dir` (see [`Engine::save_state`]).
     pub fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
+        self.egress.load(dir)?;
         self.histories().try_for_each(|(id, step, f)| f.load(dir, id, step))
     }
 
     /// Saves the first-sighting histories to `dir`, so a restart keeps its baselines. Window
     /// and sequence state need no saving: a restart rebuilds them from the source offsets.
     pub fn save_state(&mut self, dir: &std::path::Path) -> Result<()> {
+        self.egress.save(dir)?;
         self.histories().try_for_each(|(id, step, f)| f.save(dir, id, step))
+    }
+
+    /// The addresses learned as each cluster's own egress (see [`egress`]).
+    pub fn cluster_egress(&self) -> std::collections::BTreeMap<String, std::collections::BTreeSet<std::net::IpAddr>> {
+        self.egress.snapshot()
     }
 
     /// Whether any rule keeps first-sighting history (worth a state directory).
