@@ -1,14 +1,17 @@
 //! `crowsnest rules import-sigma`: Sigma rules for Kubernetes audit logs (SigmaHQ's
-//! rules/application/kubernetes) into Crowsnest rules, one file each, that run unchanged.
+//! rules/cloud/kubernetes/audit, formerly rules/application/kubernetes) into Crowsnest rules, one
+//! file each, that run unchanged.
 //!
-//! Supported: `logsource: {product: kubernetes, service: audit}`; selections as maps (fields
-//! ANDed) or lists of maps (ORed); value lists (ORed, or ANDed with `|all`); `*` and `?`
-//! wildcards; the modifiers `contains`, `startswith`, `endswith`, `all`, `re`, `exists`, `gt`,
-//! `gte`, `lt`, `lte`; conditions with `and`, `or`, `not`, parentheses, `1 of X*`, `all of X*`,
-//! `1 of them`, `all of them`. Matching is case-insensitive, as in Sigma (except `re`).
-//! Anything else — keyword selections, aggregations (`| count()`), `timeframe`, correlations,
-//! fields with no Kubernetes audit column, other modifiers — makes that rule fail with a
-//! message naming the construct; the other rules still convert.
+//! Supported: `logsource: {product: kubernetes, service: audit | audit.k8s.io/v1}`; the fields of
+//! [`FIELD_MAP`]; selections as maps (fields ANDed) or lists of maps (ORed); value lists (ORed,
+//! or ANDed with `|all`); `*` and `?` wildcards; the modifiers `contains`, `startswith`,
+//! `endswith`, `all`, `re` (with `i`, `m`, `s`), `cased`, `exists`, `gt`, `gte`, `lt`, `lte`;
+//! conditions with `and`, `or`, `not`, parentheses, `1 of X*`, `all of X*`, `1 of them`,
+//! `all of them`. Matching is case-insensitive, as in Sigma (except `re` and `cased`); on list
+//! columns a value matches when some element does. Anything else — keyword selections,
+//! aggregations (`| count()`), `timeframe`, correlations, fields with no Kubernetes audit
+//! column, other modifiers, values that can never match — makes that rule fail with a message
+//! naming the selection, field and construct; the other rules still convert.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +21,10 @@ use serde_yaml::Value;
 use super::catalog::THREAT_MATRIX;
 
 /// Sigma field → kube_audit column, and whether the column is a list of strings.
+///
+/// The names are those of the audit.k8s.io/v1 Event, as SigmaHQ's `rules/cloud/kubernetes/audit`
+/// (formerly `rules/application/kubernetes/audit`) rules write them, plus the short forms those
+/// rules also use for the object's parts (`apiGroup`, `resource`, …) and for pod-spec facts.
 pub const FIELD_MAP: &[(&str, &str, Kind)] = &[
     ("verb", "verb", Kind::Text),
     ("objectRef.resource", "resource", Kind::Text),
@@ -26,6 +33,13 @@ pub const FIELD_MAP: &[(&str, &str, Kind)] = &[
     ("objectRef.name", "name", Kind::Text),
     ("objectRef.apiGroup", "api_group", Kind::Text),
     ("objectRef.apiVersion", "api_version", Kind::Text),
+    // The Event has no top-level fields of these names: SigmaHQ's rules mean the object's
+    // (kubernetes_audit_sidecar_injection and …_rbac_permisions_listing write `apiGroup`).
+    ("apiGroup", "api_group", Kind::Text),
+    ("resource", "resource", Kind::Text),
+    ("subresource", "subresource", Kind::Text),
+    ("namespace", "namespace", Kind::Text),
+    ("name", "name", Kind::Text),
     ("user.username", "user_name", Kind::Text),
     ("user.uid", "user_uid", Kind::Text),
     ("user.groups", "user_groups", Kind::List),
@@ -41,6 +55,9 @@ pub const FIELD_MAP: &[(&str, &str, Kind)] = &[
     ("annotations.authorization.k8s.io/decision", "authz_decision", Kind::Text),
     ("annotations.authorization.k8s.io/reason", "authz_reason", Kind::Text),
     ("requestObject.kind", "object_kind", Kind::Text),
+    // The whole objects as JSON text: `requestObject|contains: …` searches them.
+    ("requestObject", "request_object", Kind::Text),
+    ("responseObject", "response_object", Kind::Text),
     // Not audit Event fields: SigmaHQ's pod rules use these names for the pod spec's facts.
     ("hostPath", "host_path_mounts", Kind::List),
     ("capabilities", "added_capabilities", Kind::List),
@@ -131,23 +148,22 @@ pub fn convert(text: &str) -> Result<(String, String), String> {
     let sigma_id = s("id").ok_or("no id")?;
     let logsource = doc.get("logsource").ok_or("no logsource")?;
     let (product, service) = (logsource.get("product").and_then(Value::as_str), logsource.get("service").and_then(Value::as_str));
-    if product != Some("kubernetes") || service != Some("audit") {
+    // SigmaHQ's rules/application/kubernetes wrote `service: audit`, rules/cloud/kubernetes
+    // writes the Event's apiVersion, `audit.k8s.io/v1`.
+    let audit = service.is_some_and(|s| s == "audit" || s.starts_with("audit.k8s.io"));
+    if product != Some("kubernetes") || !audit {
         return Err(format!(
-            "logsource is product: {}, service: {} — only kubernetes audit rules convert",
+            "logsource is product: {}, service: {} — only kubernetes audit rules convert (product: kubernetes, service: audit or audit.k8s.io/v1)",
             product.unwrap_or("(none)"),
             service.unwrap_or("(none)")
         ));
     }
     let detection = doc.get("detection").and_then(Value::as_mapping).ok_or("no detection block")?;
-    if detection.contains_key("timeframe") {
-        return Err("timeframe (an aggregation over time) is not supported; write a windowed rule (GROUP BY … TUMBLE)".into());
-    }
-    let mut selections = Vec::new();
-    for (k, v) in detection {
-        let name = k.as_str().ok_or("a detection key that is not a string")?;
-        if name != "condition" {
-            selections.push((name.to_string(), selection_sql(name, v)?));
-        }
+    if let Some(t) = detection.get("timeframe") {
+        return Err(format!(
+            "timeframe {} (an aggregation over time) is not supported; write a windowed rule (GROUP BY … TUMBLE)",
+            short(t)
+        ));
     }
     let condition = match detection.get("condition") {
         Some(Value::String(c)) => c.clone(),
@@ -157,13 +173,24 @@ pub fn convert(text: &str) -> Result<(String, String), String> {
         }
         _ => return Err("no condition".into()),
     };
-    if condition.contains('|') {
-        return Err(format!("aggregation in the condition ({condition:?}) is not supported; write a windowed rule"));
+    if let Some((_, aggregation)) = condition.split_once('|') {
+        return Err(format!(
+            "aggregation `|{}` in the condition is not supported; write a windowed rule (GROUP BY … TUMBLE … HAVING)",
+            aggregation.trim_end()
+        ));
+    }
+    let mut selections = Vec::new();
+    for (k, v) in detection {
+        let name = k.as_str().ok_or("a detection key that is not a string")?;
+        if name != "condition" {
+            selections.push((name.to_string(), selection_sql(name, v)?));
+        }
     }
     let predicate = Condition::parse(&condition, &selections)?;
 
+    // Sigma tags are lower case; some rules write attack.T1485.
     let tags: Vec<String> =
-        doc.get("tags").and_then(Value::as_sequence).into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+        doc.get("tags").and_then(Value::as_sequence).into_iter().flatten().filter_map(Value::as_str).map(str::to_ascii_lowercase).collect();
     let mitre: Vec<String> = tags
         .iter()
         .filter_map(|t| t.strip_prefix("attack.t"))
@@ -248,35 +275,141 @@ fn selection_sql(name: &str, v: &Value) -> Result<String, String> {
     }
 }
 
+/// The operation a field's modifiers ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Op {
+    /// `eq` (no modifier), `contains`, `startswith`, `endswith`, `re`, `exists`, `gt`, `gte`,
+    /// `lt` or `lte`.
+    kind: &'static str,
+    /// `|all`: every value must match, not one of them.
+    all: bool,
+    /// `|cased`: case-sensitive (Sigma matches ignore case otherwise).
+    cased: bool,
+    /// `|re|i`, `|re|m`, `|re|s`: the regular expression's flags.
+    re_flags: &'static str,
+}
+
+/// Parses `field|mod1|mod2` modifiers, naming the one that is not supported and why.
+fn modifiers(field: &str, mods: &[&str]) -> Result<Op, String> {
+    let mut op = Op { kind: "eq", all: false, cased: false, re_flags: "" };
+    let mut flags = String::new();
+    for &m in mods {
+        let kind = match m {
+            "all" => {
+                op.all = true;
+                continue;
+            }
+            "cased" => {
+                op.cased = true;
+                continue;
+            }
+            "i" | "m" | "s" => {
+                flags.push_str(m);
+                continue;
+            }
+            "contains" => "contains",
+            "startswith" => "startswith",
+            "endswith" => "endswith",
+            "re" => "re",
+            "exists" => "exists",
+            "gt" => "gt",
+            "gte" => "gte",
+            "lt" => "lt",
+            "lte" => "lte",
+            other => {
+                let why = match other {
+                    "windash" => "it varies Windows command-line dashes, which audit events do not have",
+                    "base64" | "base64offset" => "it matches base64-encoded payloads, which audit fields are not",
+                    "wide" | "utf16" | "utf16le" | "utf16be" => "it matches UTF-16 encodings, which audit fields are not",
+                    "cidr" => "write the network ranges as a list and use ip_in_list(source_ips, 'LIST') in a Crowsnest rule",
+                    "expand" => "its %placeholders% need values from a pipeline configuration",
+                    "fieldref" => "comparing one field with another is not supported",
+                    "neq" => "write `not` in the condition instead",
+                    _ => "it is not a Sigma modifier this importer knows",
+                };
+                return Err(format!("field {field}: modifier |{other} is not supported: {why}"));
+            }
+        };
+        if op.kind != "eq" {
+            return Err(format!("field {field}: modifier chain |{}|{kind} is not supported (one of contains, startswith, endswith, re, exists, gt, gte, lt, lte per field)", op.kind));
+        }
+        op.kind = kind;
+    }
+    if !flags.is_empty() {
+        if op.kind != "re" {
+            return Err(format!("field {field}: modifiers |i, |m and |s apply to |re only"));
+        }
+        op.re_flags = match (flags.contains('i'), flags.contains('m'), flags.contains('s')) {
+            (true, true, true) => "ims",
+            (true, true, false) => "im",
+            (true, false, true) => "is",
+            (true, false, false) => "i",
+            (false, true, true) => "ms",
+            (false, true, false) => "m",
+            (false, false, true) => "s",
+            (false, false, false) => "",
+        };
+    }
+    Ok(op)
+}
+
+/// Why a Sigma field has no column: the closest name that has one, or what the field is.
+fn unknown_field(field: &str) -> String {
+    let near = FIELD_MAP.iter().find(|(f, _, _)| f.eq_ignore_ascii_case(field)).map(|(f, _, _)| *f);
+    let hint = if let Some(f) = near {
+        format!("field names are case-sensitive: did you mean {f}?")
+    } else if field == "apiVersion" {
+        "apiVersion is the audit Event's own (audit.k8s.io/v1); the object's is objectRef.apiVersion".to_string()
+    } else if field == "kind" {
+        "kind is the audit Event's own (Event); the object's is requestObject.kind".to_string()
+    } else if let Some(key) = field.strip_prefix("annotations.") {
+        format!("annotation {key:?} has no column; only annotations.authorization.k8s.io/decision and …/reason do")
+    } else if let Some(part) = field.strip_prefix("objectRef.") {
+        format!("objectRef.{part} has no column; objectRef's mapped parts are resource, subresource, namespace, name, apiGroup, apiVersion")
+    } else if ["Image", "CommandLine", "ParentImage", "TargetFilename", "file_path", "process", "User"].contains(&field) {
+        "audit events record API requests, not processes or files".to_string()
+    } else {
+        "see the field mapping in detections/README.md".to_string()
+    };
+    format!("field {field:?} has no kube_audit column ({hint})")
+}
+
 fn field_sql(key: &str, vals: &Value) -> Result<String, String> {
     let mut parts = key.split('|');
     let field = parts.next().unwrap_or_default();
-    let modifiers: Vec<&str> = parts.collect();
-    let &(_, column, kind) = FIELD_MAP
-        .iter()
-        .find(|(f, _, _)| *f == field)
-        .ok_or_else(|| format!("field {field:?} has no kube_audit column (see the field mapping in detections/README.md)"))?;
-    let all = modifiers.contains(&"all");
-    let op = match modifiers.iter().filter(|m| **m != "all").collect::<Vec<_>>().as_slice() {
-        [] => "eq",
-        [m] => match **m {
-            "contains" | "startswith" | "endswith" | "re" | "exists" | "gt" | "gte" | "lt" | "lte" => **m,
-            other => return Err(format!("modifier {other:?} is not supported")),
-        },
-        more => return Err(format!("modifier chain {more:?} is not supported")),
-    };
+    let mods: Vec<&str> = parts.collect();
+    let &(_, column, kind) = FIELD_MAP.iter().find(|(f, _, _)| *f == field).ok_or_else(|| unknown_field(field))?;
+    let op = modifiers(field, &mods)?;
     let values: Vec<&Value> = match vals {
         Value::Sequence(vs) => vs.iter().collect(),
         v => vec![v],
     };
     if values.is_empty() {
-        return Err(format!("{field}: an empty list of values"));
+        return Err(format!("field {field}: an empty list of values"));
     }
     let conds: Vec<String> = values.iter().map(|v| value_sql(field, column, kind, op, v)).collect::<Result<_, _>>()?;
-    Ok(format!("({})", conds.join(if all { " AND " } else { " OR " })))
+    Ok(format!("({})", conds.join(if op.all { " AND " } else { " OR " })))
 }
 
-fn value_sql(field: &str, column: &str, kind: Kind, op: &str, v: &Value) -> Result<String, String> {
+fn value_sql(field: &str, column: &str, kind: Kind, op: Op, v: &Value) -> Result<String, String> {
+    let what = format!(
+        "field {field} ({column}{})",
+        match kind {
+            Kind::Text => "",
+            Kind::Number => ", a number",
+            Kind::List => ", a list",
+        }
+    );
+    let exists = || if kind == Kind::List { format!("coalesce(array_length({column}), 0) > 0") } else { format!("{column} IS NOT NULL") };
+    if op.kind == "exists" {
+        return match v {
+            Value::Bool(true) => Ok(exists()),
+            Value::Bool(false) => Ok(format!("NOT ({})", exists())),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(exists()),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(format!("NOT ({})", exists())),
+            other => Err(format!("{what}: |exists takes true or false, not {}", short(other))),
+        };
+    }
     let text = match v {
         Value::Null => {
             return Ok(if kind == Kind::List {
@@ -287,37 +420,23 @@ fn value_sql(field: &str, column: &str, kind: Kind, op: &str, v: &Value) -> Resu
         }
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
-        Value::Bool(b) if op == "exists" => {
-            let exists =
-                if kind == Kind::List { format!("coalesce(array_length({column}), 0) > 0") } else { format!("{column} IS NOT NULL") };
-            return Ok(if *b { exists } else { format!("NOT ({exists})") });
-        }
         Value::Bool(b) => b.to_string(),
-        _ => return Err(format!("{field}: a value that is not a string, number or null")),
+        other => return Err(format!("{what}: the value {} is not a string, number or null", short(other))),
     };
     if kind == Kind::Number {
-        let n: i64 = text.trim().parse().map_err(|_| format!("{field} is a number; {text:?} can never match it"))?;
-        let sql_op = match op {
-            "eq" => "=",
-            "gt" => ">",
-            "gte" => ">=",
-            "lt" => "<",
-            "lte" => "<=",
-            other => return Err(format!("{field}: modifier {other} does not apply to a number")),
-        };
-        return Ok(format!("{column} {sql_op} {n}"));
+        return number_sql(&what, column, op, &text);
     }
-    if matches!(op, "gt" | "gte" | "lt" | "lte") {
-        return Err(format!("{field}: modifier {op} applies to numbers only"));
+    if matches!(op.kind, "gt" | "gte" | "lt" | "lte") {
+        return Err(format!("{what}: modifier |{} applies to numbers only", op.kind));
     }
-    if op == "re" {
+    if op.kind == "re" {
         if kind == Kind::List {
-            return Err(format!("{field}|re: regular expressions over a list field are not supported"));
+            return Err(format!("{what}: |re over a list field is not supported (match elements with wildcards or |contains instead)"));
         }
-        return Ok(format!("regexp_like({column}, {})", quote(&text)));
+        return regex_sql(&what, column, op, &text);
     }
-    let pattern = match op {
-        "contains" => format!("*{}*", text),
+    let pattern = match op.kind {
+        "contains" => format!("*{text}*"),
         "startswith" => format!("{text}*"),
         "endswith" => format!("*{text}"),
         _ => text.clone(),
@@ -325,20 +444,99 @@ fn value_sql(field: &str, column: &str, kind: Kind, op: &str, v: &Value) -> Resu
     // Values containing the modifier's own wildcards keep Sigma's meaning: * and ? anywhere.
     let wildcard = has_wildcard(&pattern);
     if kind == Kind::List {
-        return match op {
-            "eq" if pattern == "*" => Ok(format!("coalesce(array_length({column}), 0) > 0")),
-            "eq" if !wildcard => Ok(format!("array_has({column}, {})", quote(&unescape(&pattern)))),
-            // Some element contains the text: the elements joined by newlines contain it.
-            "contains" if !has_wildcard(&text) => {
-                Ok(format!("array_to_string({column}, chr(10)) ILIKE {} ESCAPE '\\'", quote(&like_pattern(&pattern))))
-            }
-            _ => Err(format!("{field}: on a list field only exact values, '*' and |contains (without wildcards) are supported")),
-        };
+        if pattern == "*" {
+            return Ok(exists());
+        }
+        let plain = unescape(&pattern);
+        if !wildcard && (op.cased || !plain.chars().any(char::is_alphabetic)) {
+            return Ok(format!("array_has({column}, {})", quote(&plain)));
+        }
+        // Some element matches: the elements one per line, the pattern anchored to a line.
+        let flags = if op.cased { "(?m)" } else { "(?im)" };
+        return Ok(format!("regexp_like(array_to_string({column}, chr(10)), {})", quote(&format!("{flags}^{}$", element_regex(&pattern)))));
     }
+    let (like, eq) = if op.cased { ("LIKE", format!("{column} =")) } else { ("ILIKE", format!("lower({column}) =")) };
     if wildcard {
-        Ok(format!("{column} ILIKE {} ESCAPE '\\'", quote(&like_pattern(&pattern))))
+        Ok(format!("{column} {like} {} ESCAPE '\\'", quote(&like_pattern(&pattern))))
     } else {
-        Ok(format!("lower({column}) = {}", quote(&unescape(&pattern).to_lowercase())))
+        let plain = unescape(&pattern);
+        Ok(format!("{eq} {}", quote(&if op.cased { plain } else { plain.to_lowercase() })))
+    }
+}
+
+/// A numeric column (`responseStatus.code`): a number compares, a pattern (`4*`, `|startswith`)
+/// matches its digits, anything else can never match.
+fn number_sql(what: &str, column: &str, op: Op, text: &str) -> Result<String, String> {
+    let sql_op = match op.kind {
+        "eq" => "=",
+        "gt" => ">",
+        "gte" => ">=",
+        "lt" => "<",
+        "lte" => "<=",
+        _ => "",
+    };
+    let digits = format!("CAST({column} AS VARCHAR)");
+    if let Ok(n) = text.trim().parse::<i64>() {
+        if !sql_op.is_empty() {
+            return Ok(format!("{column} {sql_op} {n}"));
+        }
+    }
+    match op.kind {
+        "re" => regex_sql(what, &digits, op, text),
+        "contains" | "startswith" | "endswith" | "eq" => {
+            let pattern = match op.kind {
+                "contains" => format!("*{text}*"),
+                "startswith" => format!("{text}*"),
+                "endswith" => format!("*{text}"),
+                _ => text.to_string(),
+            };
+            let numeric = |s: &str| s.chars().all(|c| c.is_ascii_digit() || matches!(c, '*' | '?' | '-'));
+            if (op.kind == "eq" && !has_wildcard(&pattern)) || !numeric(&pattern) {
+                return Err(format!("{what}: the value {text:?} can never match a number"));
+            }
+            Ok(format!("{digits} LIKE {} ESCAPE '\\'", quote(&like_pattern(&pattern))))
+        }
+        other => Err(format!("{what}: |{other} needs a number, not {text:?}")),
+    }
+}
+
+/// `|re`: the pattern must compile, as DataFusion's regexp_like reads it (Rust syntax).
+fn regex_sql(what: &str, column: &str, op: Op, pattern: &str) -> Result<String, String> {
+    let flags = if op.re_flags.is_empty() { String::new() } else { format!("(?{})", op.re_flags) };
+    let full = format!("{flags}{pattern}");
+    regex::Regex::new(&full).map_err(|e| {
+        format!(
+            "{what}: the |re pattern {pattern:?} is not a Rust regular expression (no look-around or back-references): {}",
+            e.to_string().lines().last().unwrap_or_default().trim()
+        )
+    })?;
+    Ok(format!("regexp_like({column}, {})", quote(&full)))
+}
+
+/// A Sigma value with `*`/`?` wildcards as a regular expression for one line (list element).
+fn element_regex(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if matches!(chars.peek(), Some('*') | Some('?') | Some('\\')) => {
+                out.push_str(&regex::escape(&chars.next().expect("peeked").to_string()));
+            }
+            '*' => out.push_str("[^\\n]*"),
+            '?' => out.push_str("[^\\n]"),
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    out
+}
+
+/// A YAML value, shortly, for messages.
+fn short(v: &Value) -> String {
+    match v {
+        Value::Mapping(_) => "a map".to_string(),
+        Value::Sequence(_) => "a list".to_string(),
+        Value::Tagged(_) => "a tagged value".to_string(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
     }
 }
 
@@ -523,14 +721,83 @@ mod tests {
     }
 
     #[test]
+    fn sigmahq_kubernetes_field_names_map_to_columns() {
+        // SigmaHQ's short forms for the object's parts.
+        let q = query("  sel:\n    verb: patch\n    apiGroup: apps\n    resource: deployments\n    subresource: scale\n    namespace: prod\n    name: web\n  condition: sel");
+        for want in [
+            "lower(api_group) = 'apps'",
+            "lower(resource) = 'deployments'",
+            "lower(subresource) = 'scale'",
+            "lower(namespace) = 'prod'",
+            "lower(name) = 'web'",
+        ] {
+            assert!(q.contains(want), "{want}: {q}");
+        }
+        // List columns: exact values without letters stay array_has; the rest match an element,
+        // case-insensitively, with Sigma's wildcards inside one element.
+        let q = query("  sel:\n    sourceIPs: 10.0.0.7\n    user.groups|startswith: 'system:'\n    capabilities: sys_admin\n    hostPath|endswith: '/docker.sock'\n  condition: sel");
+        assert!(q.contains("array_has(source_ips, '10.0.0.7')"), "{q}");
+        assert!(q.contains("regexp_like(array_to_string(user_groups, chr(10)), '(?im)^system:[^\\n]*$')"), "{q}");
+        assert!(q.contains("regexp_like(array_to_string(added_capabilities, chr(10)), '(?im)^sys_admin$')"), "{q}");
+        assert!(q.contains("regexp_like(array_to_string(host_path_mounts, chr(10)), '(?im)^[^\\n]*/docker\\.sock$')"), "{q}");
+        let q = query("  sel:\n    capabilities|cased: SYS_ADMIN\n    verb|cased: create\n  condition: sel");
+        assert!(q.contains("array_has(added_capabilities, 'SYS_ADMIN')") && q.contains("verb = 'create'"), "{q}");
+        // The response code: numbers compare, patterns match its digits.
+        let q = query("  sel:\n    responseStatus.code: [401, '403', '5*']\n    requestURI|re|i: '/EXEC'\n  condition: sel");
+        assert!(q.contains("response_code = 401 OR response_code = 403 OR CAST(response_code AS VARCHAR) LIKE '5%'"), "{q}");
+        assert!(q.contains("regexp_like(request_uri, '(?i)/EXEC')"), "{q}");
+        let q = query("  sel:\n    annotations.authorization.k8s.io/decision: forbid\n    requestObject|contains: cluster-admin\n    objectRef.apiVersion: v1\n  condition: sel");
+        assert!(q.contains("lower(authz_decision) = 'forbid'") && q.contains("request_object ILIKE '%cluster-admin%'"), "{q}");
+        // rules/cloud/kubernetes writes the Event's apiVersion as the service.
+        let text = rule("  sel:\n    verb: delete\n  condition: sel").replace("service: audit", "service: audit.k8s.io/v1")
+            + "tags:\n  - attack.T1485\n";
+        let (_, yaml) = convert(&text).unwrap();
+        assert!(yaml.contains("- T1485"), "{yaml}");
+    }
+
+    #[test]
+    fn every_mapped_column_is_a_kube_audit_column_of_its_kind() {
+        use datafusion::arrow::datatypes::DataType;
+        let schema = crate::tables::kube_audit_schema();
+        for (field, column, kind) in FIELD_MAP {
+            let f = schema.field_with_name(column).unwrap_or_else(|_| panic!("{field} -> {column}: no such column"));
+            let ok = match kind {
+                Kind::Text => f.data_type() == &DataType::Utf8,
+                Kind::Number => f.data_type().is_integer(),
+                Kind::List => matches!(f.data_type(), DataType::List(_)),
+            };
+            assert!(ok, "{field} -> {column}: {:?} is not {kind:?}", f.data_type());
+        }
+    }
+
+    #[test]
     fn unsupported_constructs_are_named() {
         let cases = [
             ("  keywords:\n    - evil\n  condition: keywords", "keyword search"),
-            ("  sel:\n    verb: list\n  condition: sel | count() by user.username > 5", "aggregation"),
+            ("  sel:\n    verb: list\n  condition: sel | count() by user.username > 5", "aggregation `| count() by user.username > 5`"),
             ("  sel:\n    file_path: '*gcc*'\n  condition: sel", "\"file_path\" has no kube_audit column"),
-            ("  sel:\n    verb|base64offset|contains: x\n  condition: sel", "modifier chain"),
-            ("  sel:\n    verb|windash: x\n  condition: sel", "modifier \"windash\""),
-            ("  sel:\n    responseStatus.code: ALLOW\n  condition: sel", "can never match"),
+            ("  sel:\n    verb|base64offset|contains: x\n  condition: sel", "field verb: modifier |base64offset is not supported"),
+            ("  sel:\n    verb|windash: x\n  condition: sel", "modifier |windash is not supported"),
+            ("  sel:\n    sourceIPs|cidr: 10.0.0.0/8\n  condition: sel", "ip_in_list(source_ips"),
+            ("  sel:\n    verb|contains|startswith: x\n  condition: sel", "modifier chain |contains|startswith"),
+            ("  sel:\n    verb|i: x\n  condition: sel", "apply to |re only"),
+            ("  sel:\n    verb|exists: maybe\n  condition: sel", "|exists takes true or false"),
+            ("  sel:\n    requestURI|re: '(?<=exec)sh'\n  condition: sel", "not a Rust regular expression"),
+            ("  sel:\n    user.groups|re: 'system:.*'\n  condition: sel", "|re over a list field"),
+            ("  sel:\n    verb: [create, {a: b}]\n  condition: sel", "the value a map is not"),
+            ("  sel:\n    responseStatus.code|gt: high\n  condition: sel", "|gt needs a number"),
+            ("  sel:\n    apiVersion: v1\n  condition: sel", "the object's is objectRef.apiVersion"),
+            ("  sel:\n    objectref.resource: pods\n  condition: sel", "did you mean objectRef.resource?"),
+            ("  sel:\n    objectRef.uid: x\n  condition: sel", "objectRef's mapped parts"),
+            (
+                "  sel:\n    annotations.pod-security.kubernetes.io/enforce-policy: x\n  condition: sel",
+                "only annotations.authorization.k8s.io/decision",
+            ),
+            ("  sel:\n    CommandLine|contains: whoami\n  condition: sel", "not processes or files"),
+            (
+                "  sel:\n    responseStatus.code: ALLOW\n  condition: sel",
+                "selection sel: field responseStatus.code (response_code, a number): the value \"ALLOW\" can never match",
+            ),
             ("  sel:\n    verb: list\n  timeframe: 5m\n  condition: sel", "timeframe"),
             ("  sel:\n    verb: list\n  condition: sel and other", "not a selection"),
             ("  sel:\n    verb: list\n  condition: (sel", "without its )"),
