@@ -89,6 +89,13 @@ pub const CONTROLS: &[(&str, &str)] = &[
     ("failed-auth-bursts", "bursts of failed authentication or authorization (windowed)"),
     ("discovery-sweeps", "discovery sweeps (windowed)"),
     ("missing-limits", "pods without resource limits"),
+    // Issue 15: what real clusters and other vendors' suites showed missing.
+    ("system-rbac-tampering", "built-in system:* ClusterRoles and bindings changed"),
+    ("credentials-in-configmaps", "credentials stored in ConfigMaps instead of Secrets"),
+    ("client-certificates", "client certificates requested through CertificateSigningRequests"),
+    ("public-exposure", "Services exposed outside the cluster (public LoadBalancer, NodePort)"),
+    ("unconfined-profiles", "seccomp or AppArmor set to Unconfined"),
+    ("ingress-tls", "Ingresses without TLS"),
     // Container Insights (issue 6): what happened in the containers and on the nodes.
     ("container-log-threats", "reverse shells, crypto miners, scripts piped into a shell in container logs"),
     ("crash-oom-bursts", "OOMKilled and CrashLoopBackOff bursts (windowed)"),
