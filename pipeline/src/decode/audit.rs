@@ -200,6 +200,10 @@ pub struct PodFacts {
     pub automount_sa_token: Option<bool>,
     pub missing_resource_limits: bool,
     pub service_account_name: Option<String>,
+    /// The controlling owner, `Kind/name`.
+    pub owner: Option<String>,
+    /// The workload the object belongs to, `Kind/name` (see the `workload` column).
+    pub workload: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -207,10 +211,88 @@ pub struct PodFacts {
 struct K8sObject<'a> {
     #[serde(borrow, default)]
     kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    metadata: Option<Metadata<'a>>,
     #[serde(default)]
     automount_service_account_token: Option<bool>,
     #[serde(borrow, default)]
     spec: Option<AnySpec<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    generate_name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    owner_references: Option<Vec<OwnerReference<'a>>>,
+    #[serde(borrow, default)]
+    labels: Option<Labels<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct OwnerReference<'a> {
+    #[serde(borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Str<'a>>,
+    #[serde(default)]
+    controller: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct Labels<'a> {
+    #[serde(borrow, default, rename = "pod-template-hash")]
+    pod_template_hash: Option<Str<'a>>,
+}
+
+/// The kind of the objects of a resource that holds a pod spec.
+fn kind_of(resource: &str) -> &'static str {
+    match resource {
+        "pods" => "Pod",
+        "deployments" => "Deployment",
+        "daemonsets" => "DaemonSet",
+        "statefulsets" => "StatefulSet",
+        "replicasets" => "ReplicaSet",
+        "jobs" => "Job",
+        "cronjobs" => "CronJob",
+        "replicationcontrollers" => "ReplicationController",
+        _ => "Object",
+    }
+}
+
+/// The controlling owner (`Kind/name`) and the workload (`Kind/name`) of a pod or workload
+/// object named `name` (objectRef.name, empty on a create with generateName). A ReplicaSet a
+/// Deployment made is named after it plus `-` and the pod-template-hash label, which is taken
+/// off; a Job a CronJob made is named after it plus `-` and the scheduled minute.
+fn owner_and_workload(resource: &str, name: Option<&str>, meta: Option<&Metadata<'_>>) -> (Option<String>, Option<String>) {
+    let owners = meta.and_then(|m| m.owner_references.as_deref()).unwrap_or_default();
+    let owner = owners.iter().find(|o| o.controller == Some(true)).or(owners.first());
+    let owner = owner.and_then(|o| Some((o.kind.as_deref()?, o.name.as_deref()?)));
+    let hash = meta.and_then(|m| m.labels.as_ref()).and_then(|l| l.pod_template_hash.as_deref());
+    let own_name =
+        name.filter(|n| !n.is_empty()).or(meta.and_then(|m| m.name.as_deref())).or(meta.and_then(|m| m.generate_name.as_deref()));
+    let deployment_of = |rs: &str| hash.and_then(|h| rs.strip_suffix(h)?.strip_suffix('-')).map(|d| format!("Deployment/{d}"));
+    let cronjob_of = |job: &str| {
+        let (base, minute) = job.rsplit_once('-')?;
+        (minute.len() >= 8 && minute.bytes().all(|b| b.is_ascii_digit())).then(|| format!("CronJob/{base}"))
+    };
+    let workload = match (resource, owner) {
+        ("pods", Some(("ReplicaSet", rs))) => deployment_of(rs).unwrap_or_else(|| format!("ReplicaSet/{rs}")),
+        ("pods", Some(("Job", job))) => cronjob_of(job).unwrap_or_else(|| format!("Job/{job}")),
+        (_, Some((kind @ ("Deployment" | "CronJob" | "DaemonSet" | "StatefulSet" | "ReplicaSet" | "Job"), n))) => format!("{kind}/{n}"),
+        ("replicasets", None) => match own_name {
+            Some(n) => deployment_of(n).unwrap_or_else(|| format!("ReplicaSet/{n}")),
+            None => return (None, None),
+        },
+        (_, _) => match own_name {
+            Some(n) => format!("{}/{n}", kind_of(resource)),
+            None => return (owner.map(|(k, n)| format!("{k}/{n}")), None),
+        },
+    };
+    (owner.map(|(k, n)| format!("{k}/{n}")), Some(workload))
 }
 
 /// A pod spec, or a workload spec that holds one under `template` (Deployment, DaemonSet, Job…)
@@ -312,7 +394,17 @@ struct HostPath<'a> {
 /// The `kind` of a request body and, for pods, workloads and ServiceAccounts, its pod-spec facts.
 /// A body that does not parse (a JSON patch, a strange shape) yields no facts, never an error:
 /// the event itself is still valid.
-pub fn object_facts(resource: &str, body: &RawJson<'_>) -> (Option<String>, Option<PodFacts>) {
+pub fn object_facts(resource: &str, name: Option<&str>, body: &RawJson<'_>) -> (Option<String>, Option<PodFacts>) {
+    if body.get().trim_start().starts_with('[') {
+        // A JSON Patch (RFC 6902) carries only the change: the facts are those of what it sets.
+        return match json_patch_skeleton(body.get()) {
+            Some(skeleton) if carries_pod_spec(resource) => {
+                let (_, facts) = object_facts(resource, name, &RawJson::owned(skeleton.to_string()));
+                (None, facts)
+            }
+            _ => (None, None),
+        };
+    }
     let Ok(obj) = serde_json::from_str::<K8sObject<'_>>(body.get()) else {
         return (None, None);
     };
@@ -338,7 +430,77 @@ pub fn object_facts(resource: &str, body: &RawJson<'_>) -> (Option<String>, Opti
             break;
         }
     }
-    (kind, Some(pod_facts(&spec)))
+    let (owner, workload) = owner_and_workload(resource, name, obj.metadata.as_ref());
+    (kind, Some(PodFacts { owner, workload, ..pod_facts(&spec) }))
+}
+
+/// What a JSON Patch adds or replaces, as one object: `[{"op":"replace","path":
+/// "/spec/template/spec/containers/0/securityContext/privileged","value":true}]` becomes
+/// `{"spec":{"template":{"spec":{"containers":[{"securityContext":{"privileged":true}}]}}}}`, so
+/// the same fact finding reads it. Removals and moves set nothing; None when the text is not a
+/// patch.
+fn json_patch_skeleton(text: &str) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    #[derive(Deserialize)]
+    struct Op<'a> {
+        #[serde(borrow)]
+        op: Str<'a>,
+        #[serde(borrow)]
+        path: Str<'a>,
+        #[serde(default)]
+        value: Option<Value>,
+    }
+    let ops: Vec<Op<'_>> = serde_json::from_str(text).ok()?;
+    // Only a patch of the pod spec has pod-spec facts (a patch of `/spec/replicas` has none).
+    const POD_SPEC: &[&str] = &[
+        "/containers",
+        "/initContainers",
+        "/ephemeralContainers",
+        "/volumes",
+        "/host",
+        "/securityContext",
+        "/template",
+        "/serviceAccount",
+        "/automount",
+    ];
+    if !ops.iter().any(|op| POD_SPEC.iter().any(|p| op.path.contains(p))) {
+        return None;
+    }
+    let mut root = Value::Object(Default::default());
+    for op in ops {
+        let (Some(value), "add" | "replace") = (op.value, op.op.as_ref()) else { continue };
+        let parts: Vec<String> = op.path.split('/').skip(1).map(|p| p.replace("~1", "/").replace("~0", "~")).collect();
+        let Some((last, parents)) = parts.split_last() else { continue };
+        let mut at = &mut root;
+        for (i, part) in parents.iter().enumerate() {
+            // A numeric segment or `-` indexes an array: one element stands for any.
+            let next_is_index = parents.get(i + 1).unwrap_or(last).parse::<usize>().is_ok() || parents.get(i + 1).unwrap_or(last) == "-";
+            at = match at {
+                Value::Array(items) => {
+                    if items.is_empty() {
+                        items.push(Value::Object(Default::default()));
+                    }
+                    items.last_mut()?
+                }
+                Value::Object(map) => map.entry(part.clone()).or_insert_with(|| {
+                    if next_is_index {
+                        Value::Array(Vec::new())
+                    } else {
+                        Value::Object(Default::default())
+                    }
+                }),
+                _ => break,
+            };
+        }
+        match at {
+            Value::Array(items) => items.push(value),
+            Value::Object(map) => {
+                map.insert(last.clone(), value);
+            }
+            _ => {}
+        }
+    }
+    Some(root)
 }
 
 fn pod_facts(spec: &AnySpec<'_>) -> PodFacts {
@@ -390,7 +552,7 @@ mod tests {
 
     fn facts(resource: &str, json: &str) -> PodFacts {
         let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
-        object_facts(resource, &RawJson::borrowed(raw.get())).1.unwrap()
+        object_facts(resource, None, &RawJson::borrowed(raw.get())).1.unwrap()
     }
 
     #[test]
@@ -428,11 +590,58 @@ mod tests {
     }
 
     #[test]
+    fn json_patches_give_the_facts_of_what_they_set() {
+        let f = facts(
+            "deployments",
+            r#"[{"op":"replace","path":"/spec/template/spec/containers/0/securityContext/privileged","value":true},
+                {"op":"add","path":"/spec/template/spec/hostNetwork","value":true},
+                {"op":"add","path":"/spec/template/spec/volumes/-","value":{"name":"r","hostPath":{"path":"/var/run/docker.sock"}}}]"#,
+        );
+        assert!(f.privileged && f.host_network && !f.host_pid);
+        assert_eq!(f.host_path_mounts, ["/var/run/docker.sock"]);
+        let p = facts(
+            "pods",
+            r#"[{"op":"add","path":"/spec/containers/1","value":{"name":"x","image":"alpine","securityContext":{"privileged":true}}}]"#,
+        );
+        assert!(p.privileged);
+        assert_eq!(p.images, ["alpine"]);
+        let removed = RawJson::borrowed(r#"[{"op":"remove","path":"/spec/template/spec/hostNetwork"}]"#);
+        assert_eq!(object_facts("deployments", None, &removed), (None, None));
+        assert_eq!(object_facts("deployments", None, &RawJson::borrowed("[1,2]")), (None, None));
+    }
+
+    #[test]
+    fn workloads_by_owner() {
+        let of = |resource: &str, name: Option<&str>, json: &str| {
+            let f = object_facts(resource, name, &RawJson::borrowed(json)).1.unwrap();
+            (f.owner, f.workload)
+        };
+        let spec = r#""spec":{"containers":[{"image":"x"}]}"#;
+        let rs_pod = format!(
+            r#"{{"metadata":{{"generateName":"web-5d8f7c9b4-","labels":{{"app":"web","pod-template-hash":"5d8f7c9b4"}},
+                "ownerReferences":[{{"kind":"ReplicaSet","name":"web-5d8f7c9b4","controller":true}}]}},{spec}}}"#
+        );
+        assert_eq!(of("pods", None, &rs_pod), (Some("ReplicaSet/web-5d8f7c9b4".into()), Some("Deployment/web".into())));
+        let job_pod =
+            format!(r#"{{"metadata":{{"ownerReferences":[{{"kind":"Job","name":"backup-29370240","controller":true}}]}},{spec}}}"#);
+        assert_eq!(of("pods", Some("backup-29370240-x7k2p"), &job_pod).1.as_deref(), Some("CronJob/backup"));
+        let ds_pod = format!(r#"{{"metadata":{{"ownerReferences":[{{"kind":"DaemonSet","name":"agent","controller":true}}]}},{spec}}}"#);
+        assert_eq!(of("pods", None, &ds_pod).1.as_deref(), Some("DaemonSet/agent"));
+        let bare = format!(r#"{{"metadata":{{"name":"debug"}},{spec}}}"#);
+        assert_eq!(of("pods", Some("debug"), &bare), (None, Some("Pod/debug".into())));
+        let rs = r#"{"metadata":{"name":"web-5d8f7c9b4","labels":{"pod-template-hash":"5d8f7c9b4"},
+            "ownerReferences":[{"kind":"Deployment","name":"web","controller":true}]},"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#;
+        assert_eq!(of("replicasets", None, rs).1.as_deref(), Some("Deployment/web"));
+        let deploy = r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#;
+        assert_eq!(of("deployments", Some("web"), deploy).1.as_deref(), Some("Deployment/web"));
+    }
+
+    #[test]
     fn odd_bodies_give_no_facts() {
         let raw: Box<RawValue> = serde_json::from_str(r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#).unwrap();
-        assert_eq!(object_facts("deployments", &RawJson::borrowed(raw.get())), (None, None));
+        assert_eq!(object_facts("deployments", None, &RawJson::borrowed(raw.get())), (None, None));
         let raw: Box<RawValue> = serde_json::from_str(r#"{"kind":"ClusterRoleBinding","roleRef":{"name":"cluster-admin"}}"#).unwrap();
-        assert_eq!(object_facts("clusterrolebindings", &RawJson::borrowed(raw.get())), (Some("ClusterRoleBinding".into()), None));
+        assert_eq!(object_facts("clusterrolebindings", None, &RawJson::borrowed(raw.get())), (Some("ClusterRoleBinding".into()), None));
     }
 
     #[test]

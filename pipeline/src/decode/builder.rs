@@ -67,6 +67,8 @@ pub struct AuditBatchBuilder {
     automount_sa_token: BooleanBuilder,
     missing_resource_limits: BooleanBuilder,
     service_account_name: StringBuilder,
+    owner: StringBuilder,
+    workload: StringBuilder,
 }
 
 fn list_builder() -> ListBuilder<StringBuilder> {
@@ -150,6 +152,8 @@ impl AuditBatchBuilder {
             automount_sa_token: BooleanBuilder::new(),
             missing_resource_limits: BooleanBuilder::new(),
             service_account_name: StringBuilder::new(),
+            owner: StringBuilder::new(),
+            workload: StringBuilder::new(),
         }
     }
 
@@ -184,7 +188,7 @@ impl AuditBatchBuilder {
         let obj = ev.object_ref.as_ref();
         let resource = obj.and_then(|o| o.resource.as_deref());
         let (kind, facts) = match &ev.request_object {
-            Some(body) => object_facts(resource.unwrap_or(""), body),
+            Some(body) => object_facts(resource.unwrap_or(""), obj.and_then(|o| o.name.as_deref()), body),
             None => (None, None),
         };
 
@@ -238,7 +242,16 @@ impl AuditBatchBuilder {
 
     fn append_facts(&mut self, f: Option<&PodFacts>) {
         // Pod facts are NULL for events that carry no pod spec; a ServiceAccount only sets automount.
-        let pod = f.filter(|f| !f.images.is_empty() || f.host_pid || f.host_network || f.host_ipc || !f.host_path_mounts.is_empty());
+        // A patch may set privileged (or add a capability) and nothing else.
+        let pod = f.filter(|f| {
+            !f.images.is_empty()
+                || f.host_pid
+                || f.host_network
+                || f.host_ipc
+                || !f.host_path_mounts.is_empty()
+                || f.privileged
+                || !f.added_capabilities.is_empty()
+        });
         let b = |v: &mut BooleanBuilder, x: Option<bool>| v.append_option(x);
         b(&mut self.privileged, pod.map(|f| f.privileged));
         b(&mut self.host_pid, pod.map(|f| f.host_pid));
@@ -252,6 +265,8 @@ impl AuditBatchBuilder {
         b(&mut self.automount_sa_token, f.and_then(|f| f.automount_sa_token));
         b(&mut self.missing_resource_limits, pod.map(|f| f.missing_resource_limits));
         self.service_account_name.append_option(pod.and_then(|f| f.service_account_name.as_deref()));
+        self.owner.append_option(f.and_then(|f| f.owner.as_deref()));
+        self.workload.append_option(f.and_then(|f| f.workload.as_deref()));
     }
 
     /// Finishes the rows appended so far into a batch and starts afresh.
@@ -300,6 +315,8 @@ impl AuditBatchBuilder {
             Arc::new(self.automount_sa_token.finish()),
             Arc::new(self.missing_resource_limits.finish()),
             finish_sized(&mut self.service_account_name),
+            finish_sized(&mut self.owner),
+            finish_sized(&mut self.workload),
         ];
         self.rows = 0;
         // The builders and the schema are written side by side; a mismatch is a bug caught by tests.

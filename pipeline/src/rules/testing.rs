@@ -23,6 +23,9 @@ pub struct TestCase {
     /// Entity values every alert must have.
     #[serde(default)]
     pub entities: Option<Map<String, Value>>,
+    /// Output values every alert must have (who did it, the owner… beside the entities).
+    #[serde(default)]
+    pub fields: Option<Map<String, Value>>,
     /// Wrap the events in `{"records":[…]}` envelopes: audit events as AKS diagnostic-settings
     /// records, Container Insights records (with `Type`) as Log Analytics data export sends them.
     #[serde(default)]
@@ -167,12 +170,18 @@ pub fn run_all(set: &RuleSet, opts: &EngineOptions) -> Result<Vec<CaseResult>> {
                     failure = Some(format!("the rule failed to evaluate: {err}"));
                 } else if alerts.len() != case.expect {
                     failure = Some(format!("expected {} alert(s), got {}", case.expect, alerts.len()));
-                } else if let Some(want) = &case.entities {
+                } else {
                     for a in &alerts {
-                        for (k, v) in want {
-                            if a.entities.get(k) != Some(v) {
-                                failure =
-                                    Some(format!("alert {} has {k} = {}, expected {v}", a.id, a.entities.get(k).unwrap_or(&Value::Null)));
+                        let wanted = [(&case.entities, &a.entities, "entity"), (&case.fields, &a.fields, "field")];
+                        for (want, have, what) in wanted {
+                            for (k, v) in want.iter().flatten() {
+                                if have.get(k) != Some(v) {
+                                    failure = Some(format!(
+                                        "alert {} has {what} {k} = {}, expected {v}",
+                                        a.id,
+                                        have.get(k).unwrap_or(&Value::Null)
+                                    ));
+                                }
                             }
                         }
                     }

@@ -117,7 +117,9 @@ pub mod audit_col {
     pub const AUTOMOUNT_SA_TOKEN: usize = 40;
     pub const MISSING_RESOURCE_LIMITS: usize = 41;
     pub const SERVICE_ACCOUNT_NAME: usize = 42;
-    pub const COUNT: usize = 43;
+    pub const OWNER: usize = 43;
+    pub const WORKLOAD: usize = 44;
+    pub const COUNT: usize = 45;
 }
 
 /// The `kube_audit` table: one row per audit.k8s.io/v1 Event (per auditID and stage).
@@ -209,6 +211,19 @@ pub fn kube_audit_schema() -> SchemaRef {
             field("missing_resource_limits", DataType::Boolean, true, "derived: some container has no cpu or no memory limit"),
         ),
         (c::SERVICE_ACCOUNT_NAME, field("service_account_name", DataType::Utf8, true, "derived: pod spec serviceAccountName")),
+        (
+            c::OWNER,
+            field("owner", DataType::Utf8, true, "derived: the controlling ownerReference of a pod or workload as Kind/name, e.g. ReplicaSet/web-5d8f7c9b4"),
+        ),
+        (
+            c::WORKLOAD,
+            field(
+                "workload",
+                DataType::Utf8,
+                true,
+                "derived: the workload a pod or workload object belongs to, as Kind/name: a ReplicaSet's pods and the ReplicaSet itself give their Deployment (pod-template-hash removed), a CronJob's Jobs and their pods the CronJob, other pods their owner, a workload itself",
+            ),
+        ),
     ];
     debug_assert!(fields.iter().enumerate().all(|(i, (pos, _))| i == *pos));
     debug_assert_eq!(fields.len(), c::COUNT);
