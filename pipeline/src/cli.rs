@@ -86,6 +86,10 @@ enum Command {
         /// Audit records only, no Container Insights records (the audit records stay the same).
         #[arg(long)]
         no_insights: bool,
+        /// Background traffic: calm (the bundled sample's), or public-api (a cluster whose API
+        /// server has a public endpoint: nodes and agents call from the cluster's egress IP).
+        #[arg(long, value_enum, default_value_t = gen::Profile::Calm)]
+        profile: gen::Profile,
     },
     /// Measure replay throughput against serde_json::Value parsing (and DuckDB when available).
     Bench(bench::BenchArgs),
@@ -278,13 +282,14 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
         }
         Command::Rules { command: RulesCommand::ImportSigma { path, out } } => import_sigma(&path, &out),
         Command::Schema { table, json, write_dir } => schema(table.as_deref(), json, write_dir.as_deref()).map(|_| ExitCode::SUCCESS),
-        Command::Gen { events, seed, rate, out, start, no_attacks, no_insights } => {
+        Command::Gen { events, seed, rate, out, start, no_attacks, no_insights, profile } => {
             let mut opts = gen::GenOptions {
                 events,
                 seed,
                 events_per_second: rate,
                 attacks: !no_attacks,
                 insights: !no_insights,
+                profile,
                 ..gen::GenOptions::default()
             };
             if let Some(s) = start {

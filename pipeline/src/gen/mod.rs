@@ -4,8 +4,13 @@
 //! sends them (see [`insights`]), with named attack scenarios woven in. Used for the bundled
 //! sample, the tests and the benchmarks. The same (events, seed, rate) always gives the same
 //! bytes, and the audit records do not depend on whether Container Insights records are on.
+//! The traffic has two profiles (see [`Profile`]): the default, calm one, and a cluster with a
+//! public API server (see [`public_api`]).
 
 mod insights;
+mod public_api;
+
+pub use public_api::PUBLIC_API_EGRESS_IP;
 
 use std::io::{self, Write};
 
@@ -25,12 +30,35 @@ pub struct GenOptions {
     pub attacks: bool,
     /// Write Container Insights records too (beside, not instead of, the audit events).
     pub insights: bool,
+    /// The background traffic's shape.
+    pub profile: Profile,
+}
+
+/// The shape of the background traffic (the attack scenarios are the same in every profile).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// A flat mix of kubelets and add-ons on the node network, controllers, people and a CI
+    /// deployer: the bundled sample, the tests and the benchmarks (its output never changes).
+    #[default]
+    Calm,
+    /// A cluster whose API server has a public endpoint: nodes and in-cluster agents call it
+    /// from the cluster's egress IP ([`PUBLIC_API_EGRESS_IP`]), heartbeats at their real
+    /// periods, GitOps (Flux) instead of a CI deployer, people a few times a day.
+    PublicApi,
 }
 
 impl Default for GenOptions {
     fn default() -> Self {
         // 2026-11-01T08:00:00Z
-        GenOptions { events: 10_000, seed: 1, start_unix_secs: 1_793_520_000, events_per_second: 100.0, attacks: true, insights: true }
+        GenOptions {
+            events: 10_000,
+            seed: 1,
+            start_unix_secs: 1_793_520_000,
+            events_per_second: 100.0,
+            attacks: true,
+            insights: true,
+            profile: Profile::Calm,
+        }
     }
 }
 
@@ -921,16 +949,33 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
             w.insights(&rec, &mut insights_rng)?;
         }
     }
+    let mut public = match opts.profile {
+        Profile::Calm => None,
+        Profile::PublicApi => Some(public_api::PublicApi::new(&mut g, start, rate)),
+    };
     let mut attacks = attacks.into_iter().peekable();
     let mut t = start;
     for _ in 0..background {
-        // Exponential gaps: a Poisson stream of requests at the given rate.
-        let gap = -(1.0 - g.rng.unit()).ln() / rate;
-        t += (gap * 1e9) as i64;
+        let task = match &mut public {
+            None => {
+                // Exponential gaps: a Poisson stream of requests at the given rate.
+                let gap = -(1.0 - g.rng.unit()).ln() / rate;
+                t += (gap * 1e9) as i64;
+                None
+            }
+            Some(p) => {
+                let (at, task) = p.next(&mut g.rng);
+                t = at;
+                Some(task)
+            }
+        };
         while let Some((_, _, item)) = attacks.next_if(|(at, _, _)| *at <= t) {
             w.item(&item, &mut g.rng, &mut insights_rng)?;
         }
-        let ev = g.background(t);
+        let ev = match (&mut public, task) {
+            (Some(p), Some(task)) => p.event(&mut g, task, t),
+            _ => g.background(t),
+        };
         w.audit(&ev, &mut g.rng)?;
         if opts.insights {
             if let Some(rec) = ig.background(&mut insights_rng, t) {
@@ -1044,6 +1089,177 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(audit_lines(true), audit_lines(false));
+    }
+
+    /// The calm profile's output, byte for byte, as it was before the public-API profile came
+    /// (the bundled sample and many tests depend on it).
+    #[test]
+    fn calm_profile_output_is_unchanged() {
+        use sha2::{Digest, Sha256};
+        let hash = |opts: GenOptions| {
+            let mut buf = Vec::new();
+            generate(&opts, &mut buf).unwrap();
+            format!("{:x}", Sha256::digest(&buf))
+        };
+        let got = [
+            hash(GenOptions { events: 3000, seed: 7, ..Default::default() }),
+            hash(GenOptions { events: 2000, seed: 5, attacks: false, ..Default::default() }),
+            hash(GenOptions { events: 2000, seed: 5, insights: false, events_per_second: 20.0, ..Default::default() }),
+        ];
+        assert_eq!(
+            got,
+            [
+                // The bundled sample, pipeline/samples/aks-sample.jsonl.gz, uncompressed.
+                "d3a3ed0786d44d9104a4a866b0ccf0c23593d41a4b501f9dcf6973c1f861c78a",
+                "cbd24d93d0153e566e45484daab449f217fca8bb45afb51ea5a2d7db0cb2da6f",
+                "bbf446fe26f3eb971f35253cabd6cebecd1fabeb2a54443e7dbbe0af8ce27f09",
+            ]
+        );
+    }
+
+    /// The audit events of a run of the public-API profile.
+    fn public_api(events: u64, seed: u64, rate: f64, attacks: bool) -> (Vec<u8>, Vec<serde_json::Value>) {
+        let mut buf = Vec::new();
+        let opts = GenOptions { events, seed, events_per_second: rate, attacks, profile: Profile::PublicApi, ..Default::default() };
+        generate(&opts, &mut buf).unwrap();
+        let mut audit = Vec::new();
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            for r in v["records"].as_array().unwrap() {
+                if r["category"] == "kube-audit" {
+                    audit.push(serde_json::from_str(r["properties"]["log"].as_str().unwrap()).unwrap());
+                }
+            }
+        }
+        (buf, audit)
+    }
+
+    fn user(ev: &serde_json::Value) -> &str {
+        ev["user"]["username"].as_str().unwrap()
+    }
+
+    #[test]
+    fn public_api_profile_is_deterministic_per_seed() {
+        assert_eq!(public_api(2000, 3, 100.0, true).0, public_api(2000, 3, 100.0, true).0);
+        assert_ne!(public_api(2000, 3, 100.0, true).0, public_api(2000, 4, 100.0, true).0);
+        // Another profile, other bytes; the same scenarios.
+        assert_ne!(public_api(2000, 3, 100.0, true).0, gen(2000, 3).0);
+        let (buf, audit) = public_api(3000, 9, 100.0, true);
+        assert_eq!(audit.len(), 3000);
+        let text = String::from_utf8(buf).unwrap();
+        for needle in ["debug-shell", "maintenance-admin", "compromised-app", "db-credentials"] {
+            assert!(text.contains(needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn public_api_nodes_and_agents_call_from_the_egress_ip() {
+        let (_, audit) = public_api(20_000, 5, 100.0, false);
+        let mut from_nodes = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for ev in &audit {
+            let (u, ip) = (user(ev), ev["sourceIPs"][0].as_str().unwrap());
+            let in_cluster = u.starts_with("system:node:")
+                || u == "nodeclient"
+                || ["coredns", "konnectivity-agent", "metrics-server", "azure-policy", "ama-logs"]
+                    .iter()
+                    .any(|sa| u == format!("system:serviceaccount:kube-system:{sa}"))
+                || u.starts_with("system:serviceaccount:kube-system:microsoft-defender-")
+                || ["gatekeeper-system:", "flux-system:", "cert-manager:", "ingress-nginx:"]
+                    .iter()
+                    .any(|ns| u.starts_with(&format!("system:serviceaccount:{ns}")))
+                || u == "system:serviceaccount:ci:deployer";
+            if in_cluster {
+                assert_eq!(ip, PUBLIC_API_EGRESS_IP, "{u}");
+                from_nodes += 1;
+                seen.insert(u.split(':').take(3).collect::<Vec<_>>().join(":"));
+            } else if u.starts_with("system:kube-")
+                || u.starts_with("system:serviceaccount:kube-system:")
+                || u == "aksService"
+                || u == "masterclient"
+            {
+                assert!(ip.starts_with("172.31."), "{u} from {ip}");
+            }
+            assert!(!ip.starts_with("10."), "{u} from {ip}");
+        }
+        assert!(from_nodes > audit.len() / 2, "{from_nodes} of {}", audit.len());
+        for who in [
+            "system:node:aks-nodepool1-38211463-vmss000000",
+            "nodeclient",
+            "system:serviceaccount:kube-system",
+            "system:serviceaccount:gatekeeper-system",
+            "system:serviceaccount:flux-system",
+        ] {
+            assert!(seen.iter().any(|s| s.starts_with(who)), "{who}: {seen:?}");
+        }
+        // The node leases, every 10 s per node.
+        let span = audit.last().unwrap()["requestReceivedTimestamp"].as_str().unwrap().to_string();
+        let leases = audit
+            .iter()
+            .filter(|ev| ev["objectRef"]["namespace"] == "kube-node-lease" && user(ev) == "system:node:aks-nodepool1-38211463-vmss000002")
+            .count();
+        assert!((19..=21).contains(&leases), "{leases} leases in 200 s (last event {span})");
+    }
+
+    #[test]
+    fn public_api_mix_is_mostly_reads_with_one_write_in_ten() {
+        for rate in [100.0, 20.0] {
+            let (_, audit) = public_api(20_000, 11, rate, false);
+            let n = audit.len() as f64;
+            let reads = audit.iter().filter(|ev| ["get", "list", "watch"].contains(&ev["verb"].as_str().unwrap())).count() as f64;
+            let writes = audit
+                .iter()
+                .filter(|ev| {
+                    ["create", "update", "patch", "delete"].contains(&ev["verb"].as_str().unwrap())
+                        && [
+                            "pods",
+                            "deployments",
+                            "replicasets",
+                            "daemonsets",
+                            "statefulsets",
+                            "jobs",
+                            "cronjobs",
+                            "services",
+                            "configmaps",
+                            "secrets",
+                            "ingresses",
+                            "roles",
+                            "rolebindings",
+                            "clusterroles",
+                            "clusterrolebindings",
+                        ]
+                        .contains(&ev["objectRef"]["resource"].as_str().unwrap_or(""))
+                })
+                .count() as f64;
+            assert!(reads / n > 0.6, "rate {rate}: reads {}", reads / n);
+            assert!((0.07..0.13).contains(&(writes / n)), "rate {rate}: writes {}", writes / n);
+            // People: a few kubectl requests a day, so hardly any in 20 000 events.
+            let people = audit.iter().filter(|ev| user(ev).ends_with("@contoso.com")).count();
+            assert!(people < 10, "{people}");
+            // In time order, spanning events / rate seconds.
+            let times: Vec<&str> = audit.iter().map(|ev| ev["requestReceivedTimestamp"].as_str().unwrap()).collect();
+            assert!(times.windows(2).all(|w| w[0] <= w[1]));
+            let span = (crate::decode::time::parse_rfc3339_nanos(times[times.len() - 1]).unwrap()
+                - crate::decode::time::parse_rfc3339_nanos(times[0]).unwrap()) as f64
+                / 1e9;
+            assert!((span - n / rate).abs() < 0.05 * n / rate, "rate {rate}: {span} s");
+        }
+    }
+
+    #[test]
+    fn public_api_controllers_create_pods_with_owners() {
+        let (_, audit) = public_api(40_000, 2, 20.0, false);
+        let created: Vec<_> = audit
+            .iter()
+            .filter(|ev| ev["verb"] == "create" && ev["objectRef"]["resource"] == "pods" && ev["objectRef"].get("subresource").is_none())
+            .collect();
+        assert!(!created.is_empty());
+        for ev in created {
+            assert!(user(ev).starts_with("system:serviceaccount:kube-system:"), "{}", user(ev));
+            assert!(ev["requestObject"]["metadata"]["ownerReferences"][0]["controller"].as_bool().unwrap());
+            let pod = ev["objectRef"]["name"].as_str().unwrap();
+            assert!(audit.iter().any(|b| b["objectRef"]["name"] == pod && b["objectRef"]["subresource"] == "binding"), "{pod}");
+        }
     }
 
     #[test]
