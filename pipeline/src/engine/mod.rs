@@ -7,6 +7,7 @@
 //! the idle timeout, minus the allowed lateness. The engine never sees where the bytes came
 //! from, and never plans a query after start-up.
 
+pub mod authors;
 pub mod egress;
 pub mod first_seen;
 pub mod functions;
@@ -87,7 +88,7 @@ const BACKLOG_PATIENCE: u32 = 10;
 
 /// A DataFusion context with Crowsnest's tables (empty), the JSON functions, the window markers
 /// and the list functions: what rules are planned against, and what hunts run in.
-pub fn session_context(lists: Arc<Lists>, egress: Arc<egress::ClusterEgress>) -> Result<SessionContext> {
+pub fn session_context(lists: Arc<Lists>, learned: &Learned) -> Result<SessionContext> {
     // Rules are planned, never optimized as whole queries: the optimizer would reshape the plan
     // (push filters into scans, rewrite aggregates) that the engine takes apart.
     // Identifiers keep their case: the Container Insights tables use Log Analytics' column
@@ -103,12 +104,42 @@ pub fn session_context(lists: Arc<Lists>, egress: Arc<egress::ClusterEgress>) ->
     for f in ListFn::all(lists) {
         ctx.register_udf(f);
     }
-    ctx.register_udf(egress::ClusterEgressFn::udf(egress));
+    ctx.register_udf(egress::ClusterEgressFn::udf(learned.egress.clone()));
+    ctx.register_udf(authors::WorkloadAuthorFn::udf(learned.authors.clone()));
     for table in tables::event_tables() {
         let schema = tables::schema_of(table.name).expect("known table");
         ctx.register_table(table.name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
     }
     Ok(ctx)
+}
+
+/// What the engine learns from every `kube_audit` batch before the rules see it, for rules to
+/// ask through SQL functions: the clusters' own egress addresses, who is behind each workload.
+#[derive(Debug, Clone)]
+pub struct Learned {
+    pub egress: Arc<egress::ClusterEgress>,
+    pub authors: Arc<authors::WorkloadAuthors>,
+}
+
+impl Learned {
+    pub fn new(lists: &Lists) -> Learned {
+        Learned { egress: Arc::new(egress::ClusterEgress::new(lists)), authors: Arc::new(authors::WorkloadAuthors::new(lists)) }
+    }
+
+    fn learn(&self, audit: &RecordBatch) {
+        self.egress.learn(audit);
+        self.authors.learn(audit);
+    }
+
+    fn load(&self, dir: &std::path::Path) -> Result<()> {
+        self.egress.load(dir)?;
+        self.authors.load(dir)
+    }
+
+    fn save(&self, dir: &std::path::Path) -> Result<()> {
+        self.egress.save(dir)?;
+        self.authors.save(dir)
+    }
 }
 
 /// Counters of one rule, for metrics and summaries.
@@ -192,8 +223,8 @@ pub struct Engine {
     last_batch_max: i64,
     /// Events stamped more than MAX_FUTURE_SKEW ahead of the wall clock (not used for the watermark).
     pub future_events: u64,
-    /// The clusters' own egress addresses, learned from each batch before the rules run.
-    egress: Arc<egress::ClusterEgress>,
+    /// What rules may ask about, learned from each batch before the rules run.
+    learned: Learned,
 }
 
 /// How far ahead of the wall clock an event time may be and still advance the watermark.
@@ -203,8 +234,8 @@ impl Engine {
     /// Plans every rule. Fails with the list of every rule that does not plan, by file.
     pub fn new(set: &RuleSet, opts: &EngineOptions) -> Result<Engine> {
         let lists = Arc::new(set.lists.clone());
-        let egress = Arc::new(egress::ClusterEgress::new(&lists));
-        let ctx = session_context(lists.clone(), egress.clone())?;
+        let learned = Learned::new(&lists);
+        let ctx = session_context(lists.clone(), &learned)?;
         let mut rules = Vec::new();
         let mut sequences = Vec::new();
         let mut problems = Vec::new();
@@ -234,7 +265,7 @@ impl Engine {
             base: i64::MIN,
             last_batch_max: i64::MIN,
             future_events: 0,
-            egress,
+            learned,
         })
     }
 
@@ -384,8 +415,9 @@ impl Engine {
         // Every batch in, with the windows and sequence state as the previous chunk left them…
         for TableBatch { table, batch } in batches {
             if *table == tables::KUBE_AUDIT {
-                // Before any rule: a node's first call from a new egress address is not an alarm.
-                self.egress.learn(batch);
+                // Before any rule: a node's first call from a new egress address is not an alarm,
+                // and the pods of a workload created in this batch already have its author.
+                self.learned.learn(batch);
             }
             let mut shared = SharedSelections::default();
             for r in self.rules.iter_mut().filter(|r| r.table == *table) {
@@ -425,20 +457,20 @@ impl Engine {
 
     /// Loads the first-sighting histories saved in `dir` (see [`Engine::save_state`]).
     pub fn load_state(&mut self, dir: &std::path::Path) -> Result<()> {
-        self.egress.load(dir)?;
+        self.learned.load(dir)?;
         self.histories().try_for_each(|(id, step, f)| f.load(dir, id, step))
     }
 
     /// Saves the first-sighting histories to `dir`, so a restart keeps its baselines. Window
     /// and sequence state need no saving: a restart rebuilds them from the source offsets.
     pub fn save_state(&mut self, dir: &std::path::Path) -> Result<()> {
-        self.egress.save(dir)?;
+        self.learned.save(dir)?;
         self.histories().try_for_each(|(id, step, f)| f.save(dir, id, step))
     }
 
     /// The addresses learned as each cluster's own egress (see [`egress`]).
     pub fn cluster_egress(&self) -> std::collections::BTreeMap<String, std::collections::BTreeSet<std::net::IpAddr>> {
-        self.egress.snapshot()
+        self.learned.egress.snapshot()
     }
 
     /// Whether any rule keeps first-sighting history (worth a state directory).
