@@ -548,7 +548,7 @@ fn rules_test(ids: &[String], rules: &RulesArg, show: bool) -> Result<std::proce
     if !ids.is_empty() {
         set.retain_ids(ids)?;
     }
-    let results = crate::rules::testing::run_all(&set, &EngineOptions::default())?;
+    let results = crate::rule_tests::run_all(&set, &EngineOptions::default())?;
     let mut out = std::io::stdout().lock();
     let (mut passed, mut failed) = (0, 0);
     let mut current = String::new();
@@ -579,7 +579,7 @@ fn rules_test(ids: &[String], rules: &RulesArg, show: bool) -> Result<std::proce
 }
 
 fn rules_lint(rules: &RulesArg) -> Result<std::process::ExitCode> {
-    use crate::rules::lint::{lint, Level};
+    use crate::rule_lint::{lint, Level};
     let set = rules.load()?;
     let findings = lint(&set);
     let mut out = std::io::stdout().lock();

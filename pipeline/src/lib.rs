@@ -3,10 +3,14 @@
 //! Modules, from the command line down to the shared vocabulary (imports point down):
 //!
 //! - [`cli`], [`config`], [`bench`] — the `crowsnest` binary and its TOML config
+//! - [`backtest`], [`rule_tests`], [`rule_lint`] — one rule over recorded input; every rule's own
+//!   test cases; what a rule needs before it ships (they drive the engine, so they sit above it)
 //! - [`pipeline`] — wires sources, decoders, engine, router and sinks together
-//! - [`source`] (files, stdin, Kafka), [`decode`] (envelopes, audit Events, Arrow batches),
-//!   [`engine`] (rules planned once; single-event and windowed evaluation, watermarks),
-//!   [`rules`] (rule files, lists, tests), [`sink`] (stdout, files, Kafka, alert routing),
+//! - [`source`] (files, archive trees, stdin, Kafka), [`decode`] (envelopes, audit Events, Log
+//!   Analytics rows, Arrow batches),
+//!   [`engine`] (rules planned once; single-event and windowed evaluation, watermarks; what
+//!   it learns from the stream: the clusters' egress, workload authors), [`rules`] (rule files,
+//!   lists, test cases, Sigma import), [`sink`] (stdout, files, Kafka, alert routing),
 //!   [`checkpoint`] (which source offsets are safe to commit), [`kafka`] (connections, presets,
 //!   URLs), [`server`]
 //! - [`gen`] — synthetic AKS audit data with attack scenarios
@@ -26,6 +30,8 @@ pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod redact;
+pub mod rule_lint;
+pub mod rule_tests;
 pub mod rules;
 pub mod server;
 pub mod sink;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crowsnest::alert::Alert;
 use crowsnest::engine::{Engine, EngineOptions};
-use crowsnest::rules::testing::evaluate;
+use crowsnest::rule_tests::evaluate;
 use crowsnest::rules::RuleSet;
 use crowsnest::sink::router::AlertRouter;
 use crowsnest::tables::KUBE_AUDIT;

@@ -28,9 +28,6 @@ use serde_json::{Map, Value};
 use super::scalar_to_json;
 use crate::rules::FirstSeenSpec;
 
-/// (entity, value) pairs a rule keeps by default.
-pub const DEFAULT_MAX_PAIRS: usize = 1_000_000;
-
 /// Per entity: value → newest event time it was seen at.
 type History = HashMap<String, i64>;
 

@@ -4,10 +4,9 @@
 
 pub mod catalog;
 pub mod coverage;
-pub mod lint;
 pub mod lists;
 pub mod sigma;
-pub mod testing;
+pub mod test_case;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -90,7 +89,7 @@ pub struct Rule {
     #[serde(default)]
     pub sequence: Option<SequenceSpec>,
     #[serde(default)]
-    pub tests: Vec<testing::TestCase>,
+    pub tests: Vec<test_case::TestCase>,
     /// Where the rule was read from (set by the loader).
     #[serde(skip)]
     pub path: PathBuf,
@@ -159,8 +158,11 @@ pub struct FirstSeenSpec {
     pub max_pairs: usize,
 }
 
+/// (entity, value) pairs a first-sighting rule keeps by default.
+pub const DEFAULT_MAX_PAIRS: usize = 1_000_000;
+
 fn default_max_pairs() -> usize {
-    crate::engine::first_seen::DEFAULT_MAX_PAIRS
+    DEFAULT_MAX_PAIRS
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -1,4 +1,5 @@
-//! `crowsnest rules lint`: what a rule needs before it ships, checked without running it.
+//! `crowsnest rules lint`: what a rule needs before it ships, checked without running it. It
+//! plans rules with the engine, so it sits above it (the engine reads rules, not the other way).
 //!
 //! Errors: missing metadata the SOC relies on (description, false-positive notes, entities,
 //! suppression, MITRE ids, Threat Matrix cells), names outside the catalog, no positive or no
@@ -7,9 +8,9 @@
 
 use std::fmt;
 
-use super::catalog::{is_control, is_threat_matrix_cell};
-use super::{Rule, RuleSet};
 use crate::engine::{Engine, EngineOptions};
+use crate::rules::catalog::{is_control, is_threat_matrix_cell};
+use crate::rules::{Rule, RuleSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
