@@ -67,6 +67,11 @@ pub struct BenchArgs {
     /// Distinct keys (users) for --windows.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// The generated traffic: calm (the figures of earlier runs), or public-api (busier: nodes
+    /// and agents calling from the cluster's egress IP, controllers making pods with owners,
+    /// one event in ten a workload, RBAC or secret write).
+    #[arg(long, value_enum, default_value_t = crate::gen::Profile::Calm)]
+    profile: crate::gen::Profile,
 }
 
 /// Counts alerts, keeps none: the bench measures the pipeline, not a terminal.
@@ -109,14 +114,20 @@ fn reset_peak_rss() {
 
 fn ensure_file(args: &BenchArgs, events: u64, name: &str) -> Result<(PathBuf, u64)> {
     std::fs::create_dir_all(&args.dir)?;
-    let path = args.dir.join(name);
+    // Each profile its own file, so switching never reuses the other's.
+    let name = match args.profile {
+        crate::gen::Profile::Calm => name.to_string(),
+        other => format!("{other:?}-{name}").to_lowercase(),
+    };
+    let path = args.dir.join(&name);
     let stamp = args.dir.join(format!("{name}.done"));
-    let want = format!("{events} {} audit-only", args.seed);
+    let want = format!("{events} {} audit-only {:?}", args.seed, args.profile);
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
         eprintln!("generating {events} events into {} …", path.display());
         let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(&path)?);
         // Audit records only: the figures stay comparable with earlier runs and with DuckDB's load.
-        crate::gen::generate(&crate::gen::GenOptions { events, seed: args.seed, insights: false, ..Default::default() }, &mut w)?;
+        let opts = crate::gen::GenOptions { events, seed: args.seed, insights: false, profile: args.profile, ..Default::default() };
+        crate::gen::generate(&opts, &mut w)?;
         w.flush()?;
         std::fs::write(&stamp, &want)?;
     }
