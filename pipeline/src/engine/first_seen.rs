@@ -133,6 +133,52 @@ impl FirstSeen {
         Some(novel)
     }
 
+    /// Whether row `row`'s (entity, value) pair was seen at or before `t` and not forgotten
+    /// since: then the row cannot be a first sighting whatever order the rows are decided in,
+    /// and it is recorded here (its time refines `forget`) instead of waiting for the watermark.
+    /// A single-event rule skips building such rows (most rows of a first-sighting rule repeat
+    /// a known pair). False for anything else, non-string columns included.
+    pub fn known_before(&mut self, names: &[String], columns: &[ArrayRef], row: usize, t: i64) -> bool {
+        let strings = |name: &String| names.iter().position(|n| n == name).and_then(|i| columns[i].as_string_opt::<i32>());
+        let Some(value) = strings(&self.spec.value) else { return false };
+        if !value.is_valid(row) {
+            return false;
+        }
+        let mut key = std::mem::take(&mut self.key_buf);
+        key.clear();
+        key.push(b'[');
+        let mut complete = true;
+        for (n, by) in self.spec.by.iter().enumerate() {
+            let Some(column) = strings(by) else {
+                complete = false;
+                break;
+            };
+            if n > 0 {
+                key.push(b',');
+            }
+            if column.is_valid(row) {
+                serde_json::to_writer(&mut key, column.value(row)).expect("writing to a Vec");
+            } else {
+                key.extend_from_slice(b"null");
+            }
+        }
+        key.push(b']');
+        let forget = self.spec.forget;
+        // SAFETY: serde_json writes UTF-8, and the rest is ASCII.
+        let known = complete
+            && self.seen.get_mut(unsafe { std::str::from_utf8_unchecked(&key) }).and_then(|h| h.get_mut(value.value(row))).is_some_and(
+                |last| {
+                    let fresh = *last <= t && !forget.is_some_and(|f| t.saturating_sub(*last) > f);
+                    if fresh {
+                        *last = t;
+                    }
+                    fresh
+                },
+            );
+        self.key_buf = key;
+        known
+    }
+
     pub fn live_pairs(&self) -> usize {
         self.pairs
     }
@@ -314,6 +360,26 @@ mod tests {
         assert!(!f.observe(&row("sa", "198.51.100.7"), 4), "only once");
         assert!(!f.observe(&row("other", "198.51.100.7"), 5));
         assert_eq!(f.live_pairs(), 3);
+    }
+
+    #[test]
+    fn only_a_pair_seen_before_and_not_forgotten_is_known_before() {
+        use datafusion::arrow::array::StringArray;
+        use std::sync::Arc;
+        let mut f = FirstSeen::new(&spec(Some(100), 100), &["account".into(), "ip".into()]).unwrap();
+        f.observe(&row("sa", "10.0.0.1"), 1000);
+        let names = ["account".to_string(), "ip".to_string()];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["sa", "sa", "sa", "other"])),
+            Arc::new(StringArray::from(vec!["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.1"])),
+        ];
+        assert!(!f.known_before(&names, &columns, 0, 999), "seen only after this row");
+        assert!(f.known_before(&names, &columns, 0, 1050), "seen before");
+        assert!(!f.known_before(&names, &columns, 1, 1060), "a new value");
+        assert!(!f.known_before(&names, &columns, 3, 1060), "a new entity");
+        assert!(f.known_before(&names, &columns, 2, 1140), "its time moved to 1050 above: not forgotten");
+        assert!(!f.known_before(&names, &columns, 2, 1300), "unseen for longer than forget");
+        assert!(f.observe(&row("sa", "10.0.0.1"), 1300), "and the pipeline decides it: new again");
     }
 
     #[test]

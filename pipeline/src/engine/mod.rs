@@ -631,8 +631,15 @@ impl CompiledRule {
         let ids = meta.audit_id.map(|c| rows.column(c).as_string::<i32>().clone());
         let clusters = meta.cluster.map(|c| rows.column(c).as_string::<i32>().clone());
         let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        let names: Vec<String> = match self.first_seen {
+            Some(_) => self.plan.projection.iter().map(|(n, _)| n.clone()).collect(),
+            None => Vec::new(),
+        };
         for i in 0..rows.num_rows() {
             let t = times.value(i);
+            if self.first_seen.as_mut().is_some_and(|h| h.known_before(&names, &columns, i, t)) {
+                continue; // a pair already seen before this row: never a first sighting
+            }
             let (fields, entities) = self.fields_and_entities(&columns, i)?;
             let row = Match {
                 t,
