@@ -35,6 +35,8 @@ const IDLE: u64 = u64::MAX;
 enum Mode {
     Unknown,
     Lines,
+    /// A pretty-printed top-level array, read an element at a time.
+    Array,
     Done,
 }
 
@@ -54,6 +56,9 @@ pub struct FileSource {
     carry: Vec<u8>,
     /// Buffers of chunks already decoded, to read the next blocks into.
     spare: Vec<Vec<u8>>,
+    /// In `Mode::Array`: where the array's elements end, and how many were cut.
+    array: super::json_array::ArraySplitter,
+    elements: u64,
 }
 
 fn open_reader(raw: Box<dyn Read + Send>, counter: ByteCounter) -> io::Result<Box<dyn BufRead + Send>> {
@@ -95,6 +100,8 @@ impl FileSource {
             pending: None,
             carry: Vec::new(),
             spare: Vec::new(),
+            array: Default::default(),
+            elements: 0,
         }
     }
 
@@ -163,6 +170,13 @@ impl FileSource {
             self.mode = Mode::Lines;
             self.pending = Some((first, (len as usize > max).then_some(len)));
             return self.next_lines();
+        }
+        if super::strip_bom(first.trim_ascii_start()).trim_ascii_start().starts_with(b"[") {
+            // An array spread over lines: its elements, one at a time (it may be any size).
+            self.mode = Mode::Array;
+            self.carry = first;
+            self.carry.push(b'\n');
+            return self.next_array();
         }
         // A document spread over lines: read the rest, up to the limit.
         let mut buf = first;
@@ -276,6 +290,82 @@ impl FileSource {
         Ok((!chunk.docs.is_empty()).then_some(chunk))
     }
 
+    /// The next elements of a pretty-printed top-level array (see [`super::json_array`]), each a
+    /// document of its own; an element over the limit is not buffered: its first bytes become
+    /// the sample of a `too_large` document. What follows the array's end is read as one more
+    /// document, for the decoder to explain, unless it is blank.
+    fn next_array(&mut self) -> io::Result<Option<Chunk>> {
+        let mut chunk = Chunk {
+            source: self.name.clone(),
+            unit: "array element",
+            buf: self.spare.pop().unwrap_or_default(),
+            docs: Vec::new(),
+            offsets: None,
+            opens_stream: false,
+        };
+        chunk.buf.clear();
+        let max = self.limits.max_document_bytes;
+        let mut start = 0;
+        let mut seen: u64 = 0;
+        loop {
+            let from_carry = !self.carry.is_empty();
+            let block: &[u8] = if from_carry { &self.carry } else { self.reader.fill_buf()? };
+            if block.is_empty() || self.array.is_done() {
+                break;
+            }
+            let step = self.array.step(block);
+            let take = &block[step.take.clone()];
+            seen += take.len() as u64;
+            let room = (max + 1).saturating_sub(chunk.buf.len() - start);
+            chunk.buf.extend_from_slice(&take[..take.len().min(room)]);
+            let consumed = step.consumed;
+            if from_carry {
+                self.carry.drain(..consumed);
+            } else {
+                self.reader.consume(consumed);
+            }
+            if step.cut.is_some() {
+                self.push_element(&mut chunk, start, seen);
+                start = chunk.buf.len();
+                seen = 0;
+                if chunk.buf.len() >= self.limits.chunk_bytes {
+                    return Ok(Some(chunk));
+                }
+            }
+        }
+        if !self.array.is_done() {
+            // The input ended inside the array: what was read of the last element is a document
+            // too (the decoder says it is cut short).
+            if seen > 0 {
+                self.push_element(&mut chunk, start, seen);
+            }
+        } else {
+            // Anything after the closing bracket other than white space.
+            let mut rest = std::mem::take(&mut self.carry);
+            (&mut self.reader).take((max + 1) as u64).read_to_end(&mut rest)?;
+            if !rest.trim_ascii().is_empty() {
+                let from = chunk.buf.len();
+                let over = (rest.len() > max).then(|| rest.len() as u64 + io::copy(&mut self.reader, &mut io::sink()).unwrap_or(0));
+                rest.truncate(if over.is_some() { SAMPLE_BYTES } else { rest.len() });
+                chunk.buf.extend_from_slice(&rest);
+                self.elements += 1;
+                chunk.docs.push(DocRef { index: self.elements, start: from, end: chunk.buf.len(), oversize: over });
+            }
+        }
+        self.mode = Mode::Done;
+        Ok((!chunk.docs.is_empty()).then_some(chunk))
+    }
+
+    /// Closes the element at `chunk.buf[start..]`, `seen` bytes long in the input.
+    fn push_element(&mut self, chunk: &mut Chunk, start: usize, seen: u64) {
+        self.elements += 1;
+        let oversize = (seen > self.limits.max_document_bytes as u64).then_some(seen);
+        if oversize.is_some() {
+            chunk.buf.truncate(start + SAMPLE_BYTES);
+        }
+        chunk.docs.push(DocRef { index: self.elements, start, end: chunk.buf.len(), oversize });
+    }
+
     /// Adds a document per line of `chunk.buf[from..to]`.
     fn line_numbers_and_docs(&mut self, chunk: &mut Chunk, from: usize, to: usize) {
         let mut start = from;
@@ -325,6 +415,7 @@ impl Source for FileSource {
         match self.mode {
             Mode::Unknown => self.detect(),
             Mode::Lines => self.next_lines(),
+            Mode::Array => self.next_array(),
             Mode::Done => Ok(None),
         }
     }
@@ -436,6 +527,30 @@ mod tests {
                 assert!(over.is_none());
             }
         }
+    }
+
+    #[test]
+    fn a_pretty_printed_array_is_read_an_element_at_a_time() {
+        let rows: Vec<String> =
+            (0..300).map(|i| format!("  {{\n    \"n\": {i},\n    \"pad\": \"{}\"\n  }}", "x,]".repeat(i % 40))).collect();
+        let big = format!("  {{\"big\": \"{}\"}}", "y".repeat(5000));
+        let text: &'static str = Box::leak(format!("\u{feff}[\n{},\n{big}\n]\n", rows.join(",\n")).into_boxed_str());
+        for chunk in [64, 1000, 1 << 20] {
+            // Each element is under the 1,000-byte limit but the whole array is far over it.
+            let got = frame(text.as_bytes(), chunk, 1000);
+            assert_eq!(got.len(), 301, "chunk {chunk}");
+            for (i, (index, doc, over)) in got.iter().take(300).enumerate() {
+                assert_eq!(*index, i as u64 + 1);
+                let v: serde_json::Value = serde_json::from_str(doc).unwrap_or_else(|e| panic!("element {i}: {e}: {doc}"));
+                assert_eq!(v["n"], i);
+                assert!(over.is_none());
+            }
+            assert_eq!(got[300].2, Some(big.len() as u64 + 2), "the oversize element is cut, its length (with its line breaks) counted");
+        }
+        // Cut short: the last element is still handed over, for the decoder to explain.
+        let cut: &'static str = "[\n {\"a\": 1},\n {\"b\": ";
+        let got = frame(cut.as_bytes(), 1 << 20, 1000);
+        assert_eq!(got.iter().map(|d| d.1.trim().to_string()).collect::<Vec<_>>(), ["{\"a\": 1}", "{\"b\":"]);
     }
 
     #[test]

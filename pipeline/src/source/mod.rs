@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod file;
+pub mod json_array;
 pub mod kafka;
 
 use std::sync::atomic::AtomicU64;
