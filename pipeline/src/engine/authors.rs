@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type};
@@ -136,19 +136,13 @@ impl WorkloadAuthors {
                 author: author.clone(),
             })
             .collect();
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, dir.join(STATE_FILE)).with_context(|| format!("renaming to {}", dir.join(STATE_FILE).display()))
+        super::state_file::write(&dir.join(STATE_FILE), &saved)
     }
 
     pub fn load(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(STATE_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        let Some(saved) = super::state_file::read::<Vec<Saved>>(&dir.join(STATE_FILE), "workload authors")? else {
+            return Ok(());
         };
-        let saved: Vec<Saved> = serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
         let mut t = self.table.write().expect("authors lock");
         for s in saved {
             t.writes += 1;

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type};
@@ -109,23 +109,13 @@ impl ClusterEgress {
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(STATE_FILE);
-        let text = serde_json::to_string_pretty(&self.snapshot())?;
-        // Written aside and renamed: a crash mid-write never leaves half a file.
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+        super::state_file::write(&dir.join(STATE_FILE), &self.snapshot())
     }
 
     pub fn load(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(STATE_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        let Some(saved) = super::state_file::read::<BTreeMap<String, BTreeSet<IpAddr>>>(&dir.join(STATE_FILE), "cluster egress")? else {
+            return Ok(());
         };
-        let saved: BTreeMap<String, BTreeSet<IpAddr>> =
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
         let mut learned = self.learned.write().expect("egress lock");
         for (cluster, ips) in saved {
             learned.entry(cluster).or_default().extend(ips);

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
@@ -289,8 +289,6 @@ impl FirstSeen {
             return Ok(());
         }
         let path = Self::file(dir, rule_id, step);
-        let parent = path.parent().expect("has a folder");
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         let saved = Saved {
             version: 1,
             rule: rule_id.to_string(),
@@ -299,10 +297,7 @@ impl FirstSeen {
             seen: self.seen.clone(),
             learning: self.learning.clone(),
         };
-        let tmp = path.with_extension("json.tmp");
-        let file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        serde_json::to_writer(std::io::BufWriter::new(file), &saved).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        super::state_file::write(&path, &saved)?;
         self.dirty = false;
         Ok(())
     }
@@ -311,13 +306,9 @@ impl FirstSeen {
     /// A file written for another `by`/`value` is ignored with a warning (the rule changed).
     pub fn load(&mut self, dir: &Path, rule_id: &str, step: Option<usize>) -> Result<()> {
         let path = Self::file(dir, rule_id, step);
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        let Some(saved) = super::state_file::read::<Saved>(&path, "first-sighting")? else {
+            return Ok(());
         };
-        let saved: Saved =
-            serde_json::from_slice(&text).with_context(|| format!("{} is not a first-sighting state file", path.display()))?;
         if saved.by != self.spec.by || saved.value != self.spec.value {
             log::warn!(
                 "{}: written for by {:?} / value {:?}, the rule now uses {:?} / {:?}: starting afresh",

@@ -13,6 +13,7 @@ pub mod first_seen;
 pub mod functions;
 pub mod plan;
 pub mod sequence;
+mod state_file;
 pub mod window;
 
 use std::collections::HashMap;
