@@ -179,10 +179,7 @@ pub fn user_oid(extra: &RawJson<'_>) -> Option<String> {
 
 /// Resources whose request body holds a pod spec (directly or as a template).
 pub fn carries_pod_spec(resource: &str) -> bool {
-    matches!(
-        resource,
-        "pods" | "deployments" | "daemonsets" | "statefulsets" | "replicasets" | "jobs" | "cronjobs" | "replicationcontrollers"
-    )
+    kind_of(resource).is_some()
 }
 
 /// Facts about a pod spec that rules test, computed once at decode.
@@ -248,9 +245,9 @@ struct Labels<'a> {
     pod_template_hash: Option<Str<'a>>,
 }
 
-/// The kind of the objects of a resource that holds a pod spec.
-fn kind_of(resource: &str) -> &'static str {
-    match resource {
+/// The kind of the objects of a resource that holds a pod spec (None for other resources).
+fn kind_of(resource: &str) -> Option<&'static str> {
+    Some(match resource {
         "pods" => "Pod",
         "deployments" => "Deployment",
         "daemonsets" => "DaemonSet",
@@ -259,8 +256,8 @@ fn kind_of(resource: &str) -> &'static str {
         "jobs" => "Job",
         "cronjobs" => "CronJob",
         "replicationcontrollers" => "ReplicationController",
-        _ => "Object",
-    }
+        _ => return None,
+    })
 }
 
 /// The controlling owner (`Kind/name`) and the workload (`Kind/name`) of a pod or workload
@@ -288,7 +285,8 @@ fn owner_and_workload(resource: &str, name: Option<&str>, meta: Option<&Metadata
             None => return (None, None),
         },
         (_, _) => match own_name {
-            Some(n) => format!("{}/{n}", kind_of(resource)),
+            // Only pod-spec resources get here (see `object_facts`).
+            Some(n) => format!("{}/{n}", kind_of(resource).unwrap_or("Object")),
             None => return (owner.map(|(k, n)| format!("{k}/{n}")), None),
         },
     };

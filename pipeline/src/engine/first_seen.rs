@@ -63,6 +63,38 @@ struct Saved {
 /// Bytes one (entity, value) pair costs besides its strings: hash-map slots and the time.
 const PAIR_OVERHEAD: usize = 48;
 
+/// The entity key of row `row` (its `by` values as a JSON array, the text
+/// [`FirstSeen::observe`] makes from JSON values) written into `key`, and its value, when every
+/// column is a string. None: a column of another type; Some(None): no pair (a null value, or
+/// every `by` value null).
+fn string_pair<'c>(
+    spec: &FirstSeenSpec,
+    names: &[String],
+    columns: &'c [ArrayRef],
+    row: usize,
+    key: &mut Vec<u8>,
+) -> Option<Option<&'c str>> {
+    let strings = |name: &String| names.iter().position(|n| n == name).and_then(|i| columns[i].as_string_opt::<i32>());
+    let value = strings(&spec.value)?;
+    key.clear();
+    key.push(b'[');
+    let mut any = false;
+    for (n, by) in spec.by.iter().enumerate() {
+        let column = strings(by)?;
+        if n > 0 {
+            key.push(b',');
+        }
+        if column.is_valid(row) {
+            serde_json::to_writer(&mut *key, column.value(row)).expect("writing to a Vec");
+            any = true;
+        } else {
+            key.extend_from_slice(b"null");
+        }
+    }
+    key.push(b']');
+    Some((value.is_valid(row) && any).then(|| value.value(row)))
+}
+
 impl FirstSeen {
     pub fn new(spec: &FirstSeenSpec, columns: &[String]) -> Result<FirstSeen> {
         if spec.by.is_empty() {
@@ -106,29 +138,16 @@ impl FirstSeen {
     /// reused buffer, the same text [`FirstSeen::observe`] makes from JSON values, and a known
     /// pair allocates nothing. None when a column is of another type.
     fn observe_string_row(&mut self, names: &[String], columns: &[ArrayRef], row: usize, t: i64) -> Option<bool> {
-        let strings = |name: &String| names.iter().position(|n| n == name).and_then(|i| columns[i].as_string_opt::<i32>());
-        let value = strings(&self.spec.value)?;
         let mut key = std::mem::take(&mut self.key_buf);
-        key.clear();
-        key.push(b'[');
-        let mut any = false;
-        for (n, by) in self.spec.by.iter().enumerate() {
-            let column = strings(by)?;
-            if n > 0 {
-                key.push(b',');
-            }
-            if column.is_valid(row) {
-                serde_json::to_writer(&mut key, column.value(row)).expect("writing to a Vec");
-                any = true;
-            } else {
-                key.extend_from_slice(b"null");
-            }
-        }
-        key.push(b']');
-        let novel = value.is_valid(row)
-            && any
-            // SAFETY: serde_json writes UTF-8, and the rest is ASCII.
-            && self.observe_pair(unsafe { std::str::from_utf8_unchecked(&key) }, value.value(row), t);
+        let Some(pair) = string_pair(&self.spec, names, columns, row, &mut key) else {
+            self.key_buf = key;
+            return None;
+        };
+        let novel = match pair {
+            // SAFETY: `string_pair` writes UTF-8 (serde_json's, and ASCII).
+            Some(value) => self.observe_pair(unsafe { std::str::from_utf8_unchecked(&key) }, value, t),
+            None => false,
+        };
         self.key_buf = key;
         Some(novel)
     }
@@ -139,42 +158,21 @@ impl FirstSeen {
     /// A single-event rule skips building such rows (most rows of a first-sighting rule repeat
     /// a known pair). False for anything else, non-string columns included.
     pub fn known_before(&mut self, names: &[String], columns: &[ArrayRef], row: usize, t: i64) -> bool {
-        let strings = |name: &String| names.iter().position(|n| n == name).and_then(|i| columns[i].as_string_opt::<i32>());
-        let Some(value) = strings(&self.spec.value) else { return false };
-        if !value.is_valid(row) {
-            return false;
-        }
         let mut key = std::mem::take(&mut self.key_buf);
-        key.clear();
-        key.push(b'[');
-        let mut complete = true;
-        for (n, by) in self.spec.by.iter().enumerate() {
-            let Some(column) = strings(by) else {
-                complete = false;
-                break;
-            };
-            if n > 0 {
-                key.push(b',');
-            }
-            if column.is_valid(row) {
-                serde_json::to_writer(&mut key, column.value(row)).expect("writing to a Vec");
-            } else {
-                key.extend_from_slice(b"null");
-            }
-        }
-        key.push(b']');
         let forget = self.spec.forget;
-        // SAFETY: serde_json writes UTF-8, and the rest is ASCII.
-        let known = complete
-            && self.seen.get_mut(unsafe { std::str::from_utf8_unchecked(&key) }).and_then(|h| h.get_mut(value.value(row))).is_some_and(
-                |last| {
+        let known = match string_pair(&self.spec, names, columns, row, &mut key) {
+            // SAFETY: `string_pair` writes UTF-8 (serde_json's, and ASCII).
+            Some(Some(value)) => {
+                self.seen.get_mut(unsafe { std::str::from_utf8_unchecked(&key) }).and_then(|h| h.get_mut(value)).is_some_and(|last| {
                     let fresh = *last <= t && !forget.is_some_and(|f| t.saturating_sub(*last) > f);
                     if fresh {
                         *last = t;
                     }
                     fresh
-                },
-            );
+                })
+            }
+            _ => false,
+        };
         self.key_buf = key;
         known
     }

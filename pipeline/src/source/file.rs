@@ -212,20 +212,19 @@ impl FileSource {
         Ok(Some(Chunk { source: self.name.clone(), unit: "document starting at line", buf, docs, offsets: None, opens_stream: false }))
     }
 
+    /// A chunk with no documents yet, its buffer one a decoded chunk gave back (see `recycle`).
+    fn empty_chunk(&mut self, unit: &'static str) -> Chunk {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        Chunk { source: self.name.clone(), unit, buf, docs: Vec::new(), offsets: None, opens_stream: false }
+    }
+
     /// Reads the next block of whole lines straight into the chunk's buffer (no per-line
     /// copy), keeping a partial last line for the next call. A line longer than the limit is
     /// not buffered: its first bytes become the sample of a `too_large` document and the rest is
     /// skipped.
     fn next_lines(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk {
-            source: self.name.clone(),
-            unit: "line",
-            buf: self.spare.pop().unwrap_or_default(),
-            docs: Vec::new(),
-            offsets: None,
-            opens_stream: false,
-        };
-        chunk.buf.clear();
+        let mut chunk = self.empty_chunk("line");
         chunk.buf.extend_from_slice(&self.carry);
         self.carry.clear();
         let max = self.limits.max_document_bytes;
@@ -295,15 +294,7 @@ impl FileSource {
     /// the sample of a `too_large` document. What follows the array's end is read as one more
     /// document, for the decoder to explain, unless it is blank.
     fn next_array(&mut self) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk {
-            source: self.name.clone(),
-            unit: "array element",
-            buf: self.spare.pop().unwrap_or_default(),
-            docs: Vec::new(),
-            offsets: None,
-            opens_stream: false,
-        };
-        chunk.buf.clear();
+        let mut chunk = self.empty_chunk("array element");
         let max = self.limits.max_document_bytes;
         let mut start = 0;
         let mut seen: u64 = 0;
