@@ -526,6 +526,42 @@ mod tests {
         fast.0.map_or(0, |b| b.num_rows())
     }
 
+    /// The forms audit logs are kept in, broken: each becomes a dead letter with its reason,
+    /// on the fast path and on serde alike, and a good line beside them still decodes.
+    #[test]
+    fn broken_archive_and_log_analytics_forms_are_dead_letters_with_reasons() {
+        let event = r#"{"kind":"Event","auditID":"a1","stage":"ResponseComplete","verb":"get","user":{"username":"u"},"requestReceivedTimestamp":"2026-11-01T08:00:00Z"}"#;
+        let cases: Vec<(String, Reason)> = vec![
+            // A bare archive record whose Event AKS cut at 16 KiB.
+            (
+                serde_json::json!({"category": "kube-audit", "resourceId": "/C", "properties": {"log": &event[..60]}}).to_string(),
+                Reason::Truncated,
+            ),
+            // A bare audit record without its log.
+            (r#"{"category":"kube-audit","resourceId":"/C","properties":{"stream":"stdout"}}"#.into(), Reason::MissingField),
+            // An AKSAudit row whose dynamic column is a string holding no JSON, one that would
+            // splice fields into the Event, and one without any time.
+            (r#"{"Type":"AKSAudit","AuditId":"a2","User":"{\"username\":"}"#.into(), Reason::WrongShape),
+            (r#"{"Type":"AKSAudit","AuditId":"a3","User":"{\"username\":\"u\"},\"verb\":\"delete\""}"#.into(), Reason::WrongShape),
+            (r#"{"Type":"AKSAudit","AuditId":"a4","Verb":"get"}"#.into(), Reason::MissingField),
+            // AzureDiagnostics: an audit row without log_s, and one whose log_s is not JSON.
+            (r#"{"Type":"AzureDiagnostics","Category":"kube-audit","ResourceId":"/C"}"#.into(), Reason::MissingField),
+            (r#"{"Type":"AzureDiagnostics","Category":"kube-audit","log_s":"{\"auditID\": oops}"}"#.into(), Reason::InvalidJson),
+        ];
+        for serde_only in [false, true] {
+            let mut d = Decoder { serde_only, ..Decoder::new() };
+            for (i, (line, _)) in cases.iter().enumerate() {
+                d.decode(Origin { source: "t", unit: "line", index: i as u64 + 1 }, line.as_bytes());
+            }
+            let good = serde_json::json!({"Type": "AzureDiagnostics", "Category": "kube-audit", "log_s": event}).to_string();
+            d.decode(Origin { source: "t", unit: "line", index: 99 }, format!("\u{feff}{good}").as_bytes());
+            let got: Vec<(String, Reason)> = d.dead_letters.iter().map(|x| (x.position.clone(), x.reason)).collect();
+            let want: Vec<(String, Reason)> = cases.iter().enumerate().map(|(i, (_, r))| (format!("line {}", i + 1), *r)).collect();
+            assert_eq!(got, want, "serde only: {serde_only}: {:?}", d.dead_letters.iter().map(|x| &x.detail).collect::<Vec<_>>());
+            assert_eq!(d.finish_audit().map(|b| b.num_rows()), Some(1), "the good row beside them");
+        }
+    }
+
     #[test]
     fn mutated_envelopes_decode_as_serde_decodes_them() {
         // Generated AKS lines changed three ways: the Event inside a log edited and escaped
