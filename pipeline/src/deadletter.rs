@@ -25,10 +25,12 @@ pub enum Reason {
     TooDeep,
     /// A Log Analytics record whose `Type` is not a table Crowsnest decodes.
     UnknownTable,
+    /// A destination refused the record (the Logs Ingestion API's 400 or 404).
+    Rejected,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::InvalidJson,
         Reason::Truncated,
         Reason::WrongShape,
@@ -38,6 +40,7 @@ impl Reason {
         Reason::TooLarge,
         Reason::TooDeep,
         Reason::UnknownTable,
+        Reason::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::TooDeep => "too_deep",
             Reason::UnknownTable => "unknown_table",
+            Reason::Rejected => "rejected",
         }
     }
 
@@ -114,6 +118,9 @@ pub struct DeadLetter {
     pub detail: String,
     /// The first bytes of the input (lossy UTF-8).
     pub sample: String,
+    /// The whole record, when it is one a sink refused (so it can be sent again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<serde_json::Value>,
 }
 
 impl DeadLetter {
@@ -125,6 +132,7 @@ impl DeadLetter {
             reason,
             detail: detail.into(),
             sample: String::from_utf8_lossy(&input[..cut]).into_owned(),
+            record: None,
         }
     }
 }

@@ -40,6 +40,17 @@ pub struct Metrics {
     pub kafka_produce_retries: IntCounterVec,
     pub kafka_paused: IntGauge,
     pub kafka_offset_gaps: IntCounterVec,
+    /// The Sentinel sink (Logs Ingestion API), by stream.
+    pub sentinel_requests: IntCounterVec,
+    pub sentinel_bytes: IntCounterVec,
+    pub sentinel_records: IntCounterVec,
+    pub sentinel_retries: IntCounterVec,
+    pub sentinel_throttled: IntCounterVec,
+    pub sentinel_dead_letters: IntCounterVec,
+    pub sentinel_spool_bytes: IntGaugeVec,
+    pub sentinel_spool_oldest_seconds: IntGaugeVec,
+    pub sentinel_token_refreshes: IntCounterVec,
+    pub sentinel_token_failures: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -175,6 +186,50 @@ impl Metrics {
                 "Offsets a partition skipped between two messages read in order (normal on compacted topics; \
                  on others the broker failed to return them)",
                 &["topic"],
+            ),
+            sentinel_requests: cv(
+                "crowsnest_sentinel_requests_total",
+                "Requests to the Logs Ingestion API, by stream and HTTP status (0: no answer: connection error or timeout)",
+                &["stream", "status"],
+            ),
+            sentinel_bytes: cv(
+                "crowsnest_sentinel_bytes_total",
+                "Request bytes accepted by the Logs Ingestion API, by stream and stage (raw JSON, gzip on the wire)",
+                &["stream", "stage"],
+            ),
+            sentinel_records: cv("crowsnest_sentinel_records_total", "Rows accepted by the Logs Ingestion API, by stream", &["stream"]),
+            sentinel_retries: cv(
+                "crowsnest_sentinel_retries_total",
+                "Requests retried, by stream and reason (throttled, server, connection, auth, split)",
+                &["stream", "reason"],
+            ),
+            sentinel_throttled: cv("crowsnest_sentinel_throttled_total", "429 answers (Retry-After honoured), by stream", &["stream"]),
+            sentinel_dead_letters: cv(
+                "crowsnest_sentinel_dead_letters_total",
+                "Rows the service refused (400, 404, too large) and sent to the dead-letter output, by stream",
+                &["stream"],
+            ),
+            sentinel_spool_bytes: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("crowsnest_sentinel_spool_bytes", "Bytes of batches spooled on disk, not yet accepted"),
+                    &["stream"],
+                )
+                .expect("valid metric"),
+            ),
+            sentinel_spool_oldest_seconds: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("crowsnest_sentinel_spool_oldest_seconds", "Age of the oldest spooled batch (0 when the spool is empty)"),
+                    &["stream"],
+                )
+                .expect("valid metric"),
+            ),
+            sentinel_token_refreshes: cv("crowsnest_sentinel_token_refreshes_total", "Entra ID tokens obtained, by stream", &["stream"]),
+            sentinel_token_failures: cv(
+                "crowsnest_sentinel_token_failures_total",
+                "Failures to obtain an Entra ID token, by stream",
+                &["stream"],
             ),
             registry: r,
         };

@@ -3,9 +3,10 @@
 
 pub mod kafka;
 pub mod router;
+pub mod sentinel;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -34,6 +35,11 @@ pub trait Sink: Send {
     /// Returns once everything sent so far is durable (synced to disk, acknowledged by the
     /// broker). Source offsets are committed only after every sink flushed.
     fn flush(&mut self) -> Result<()>;
+    /// The run is over: make everything durable and deliver what can be delivered before the
+    /// process exits (a sink with a spool drains it, for as long as it is allowed to).
+    fn finish(&mut self) -> Result<()> {
+        self.flush()
+    }
 }
 
 /// JSON lines on stdout, flushed per batch so `| jq` sees alerts as they fire.
@@ -61,19 +67,22 @@ impl Sink for StdoutSink {
     }
 }
 
-/// JSON lines appended to a file; created lazily, so an empty run leaves no file.
+/// JSON lines appended to a file; created lazily, so an empty run leaves no file. Each `send`
+/// is one append of whole lines, so two writers of the same file (the pipeline's dead letters
+/// and a sink's own) never interleave within a line.
 pub struct JsonLinesFile {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<File>,
+    buf: Vec<u8>,
     label: String,
 }
 
 impl JsonLinesFile {
     pub fn new(path: &Path, label: &str) -> Self {
-        JsonLinesFile { path: path.to_path_buf(), out: None, label: format!("{label}:{}", path.display()) }
+        JsonLinesFile { path: path.to_path_buf(), out: None, buf: Vec::new(), label: format!("{label}:{}", path.display()) }
     }
 
-    fn open(&mut self) -> Result<&mut BufWriter<File>> {
+    fn open(&mut self) -> Result<&mut File> {
         if self.out.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -83,7 +92,7 @@ impl JsonLinesFile {
                 .append(true)
                 .open(&self.path)
                 .with_context(|| format!("opening {}", self.path.display()))?;
-            self.out = Some(BufWriter::new(f));
+            self.out = Some(f);
         }
         Ok(self.out.as_mut().expect("opened above"))
     }
@@ -97,18 +106,20 @@ impl Sink for JsonLinesFile {
         if records.is_empty() {
             return Ok(());
         }
-        let path = self.path.display().to_string();
-        let out = self.open()?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for r in records {
-            out.write_all(&r.json)?;
-            out.write_all(b"\n")?;
+            buf.extend_from_slice(&r.json);
+            buf.push(b'\n');
         }
-        out.flush().with_context(|| format!("writing {path}"))
+        let path = self.path.display().to_string();
+        let written = self.open()?.write_all(&buf).with_context(|| format!("writing {path}"));
+        self.buf = buf;
+        written
     }
     fn flush(&mut self) -> Result<()> {
         if let Some(out) = self.out.as_mut() {
-            out.flush()?;
-            out.get_ref().sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
+            out.sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
         }
         Ok(())
     }

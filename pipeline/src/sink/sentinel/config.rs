@@ -1,0 +1,330 @@
+//! `[sinks.sentinel]` and `--sink sentinel://…`: where the Logs Ingestion API is, which identity
+//! posts to it, and how the sink batches, spools and retries.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The stream the bundled templates declare for alerts (deploy/sentinel/).
+pub const DEFAULT_STREAM: &str = "Custom-CrowsnestAlert";
+/// The service refuses a request body above 1 MB, compressed or not.
+pub const MAX_REQUEST_BYTES: usize = 1_000_000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The DCR's own logs-ingestion endpoint or a DCE: https://NAME.REGION-1.ingest.monitor.azure.com
+    pub endpoint: String,
+    /// The DCR's immutable id (dcr-…; not its resource name).
+    pub dcr: String,
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Which identity posts: chosen explicitly, never guessed from the environment.
+    pub auth: AuthMethod,
+    /// Default: $AZURE_TENANT_ID (client_secret, workload_identity).
+    pub tenant_id: Option<String>,
+    /// Default: $AZURE_CLIENT_ID; for managed_identity, a user-assigned identity's client id.
+    pub client_id: Option<String>,
+    /// client_secret only. Default: $AZURE_CLIENT_SECRET; write "${VAR}" to read another
+    /// variable, never the secret itself.
+    pub client_secret: Option<String>,
+    /// workload_identity only. Default: $AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets it).
+    pub federated_token_file: Option<PathBuf>,
+    /// public (default), usgov or china: picks the Entra ID host and the token scope.
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// The Entra ID endpoint. Default: $AZURE_AUTHORITY_HOST, else the cloud's.
+    pub authority_host: Option<String>,
+    /// Default: the cloud's monitor scope (https://monitor.azure.com//.default).
+    pub scope: Option<String>,
+    /// A PEM bundle trusted besides the system's (a TLS-inspecting proxy's CA); $SSL_CERT_FILE
+    /// replaces the system bundle as in every OpenSSL program.
+    pub ca_file: Option<PathBuf>,
+    /// A partly filled batch is sent after this long, e.g. "5s".
+    pub batch_timeout: Option<String>,
+    /// Largest request body, bytes (at most 1,000,000).
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: usize,
+    /// Batches wait here (fsynced) until Azure accepts them. Default: STATE_DIR/sentinel/STREAM,
+    /// or ./crowsnest-spool/sentinel/STREAM without a state directory.
+    pub spool_dir: Option<PathBuf>,
+    /// When the spool holds this much, the pipeline waits (back-pressure to the source).
+    #[serde(default = "default_max_spool")]
+    pub max_spool_bytes: u64,
+    /// One request's time limit, e.g. "30s".
+    pub request_timeout: Option<String>,
+    /// How long a stopping service waits for the spool to drain before leaving the rest for
+    /// the next start, e.g. "30s". A replay waits until everything is delivered.
+    pub drain_timeout: Option<String>,
+}
+
+fn default_stream() -> String {
+    DEFAULT_STREAM.to_string()
+}
+fn default_max_request() -> usize {
+    MAX_REQUEST_BYTES
+}
+fn default_max_spool() -> u64 {
+    1 << 30
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A pod on AKS with Entra Workload ID: a federated service-account token exchanged for an
+    /// Entra token (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE).
+    WorkloadIdentity,
+    /// An app registration's secret (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET).
+    ClientSecret,
+    /// The VM's or node pool's managed identity (IMDS).
+    ManagedIdentity,
+    /// `az login` on a laptop.
+    AzureCli,
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "workload_identity" => AuthMethod::WorkloadIdentity,
+            "client_secret" => AuthMethod::ClientSecret,
+            "managed_identity" => AuthMethod::ManagedIdentity,
+            "azure_cli" => AuthMethod::AzureCli,
+            _ => bail!("auth {s:?}: one of workload_identity, client_secret, managed_identity, azure_cli"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cloud {
+    #[default]
+    Public,
+    Usgov,
+    China,
+}
+
+impl Cloud {
+    pub fn authority_host(self) -> &'static str {
+        match self {
+            Cloud::Public => "https://login.microsoftonline.com",
+            Cloud::Usgov => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.chinacloudapi.cn",
+        }
+    }
+    pub fn scope(self) -> &'static str {
+        match self {
+            Cloud::Public => "https://monitor.azure.com//.default",
+            Cloud::Usgov => "https://monitor.azure.us//.default",
+            Cloud::China => "https://monitor.azure.cn//.default",
+        }
+    }
+}
+
+impl SentinelConfig {
+    pub fn validate(&self) -> Result<()> {
+        let url =
+            reqwest::Url::parse(&self.endpoint).with_context(|| format!("[sinks.sentinel] endpoint {:?} is not a URL", self.endpoint))?;
+        if url.scheme() != "https" {
+            bail!("[sinks.sentinel] endpoint {:?}: the Logs Ingestion API is HTTPS only", self.endpoint);
+        }
+        if !self.dcr.starts_with("dcr-") {
+            bail!(
+                "[sinks.sentinel] dcr {:?}: give the rule's immutable id (dcr-…, the template's dcrImmutableId output), not its name",
+                self.dcr
+            );
+        }
+        if self.stream.is_empty() || self.stream.contains('/') {
+            bail!("[sinks.sentinel] stream {:?} is not a stream name (Custom-…)", self.stream);
+        }
+        if self.max_request_bytes > MAX_REQUEST_BYTES || self.max_request_bytes < 1024 {
+            bail!("[sinks.sentinel] max_request_bytes must be between 1024 and {MAX_REQUEST_BYTES} (the service's limit)");
+        }
+        if let Some(h) = &self.authority_host {
+            if !h.starts_with("https://") {
+                bail!("[sinks.sentinel] authority_host {h:?} must be an https:// URL");
+            }
+        }
+        for (name, v) in
+            [("batch_timeout", &self.batch_timeout), ("request_timeout", &self.request_timeout), ("drain_timeout", &self.drain_timeout)]
+        {
+            if let Some(v) = v {
+                crate::rules::parse_duration(v).with_context(|| format!("[sinks.sentinel] {name}"))?;
+            }
+        }
+        if self.client_secret.is_some() && self.auth != AuthMethod::ClientSecret {
+            bail!("[sinks.sentinel] client_secret is set but auth is not \"client_secret\"");
+        }
+        Ok(())
+    }
+
+    /// `POST {endpoint}/dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01`.
+    pub fn ingestion_url(&self) -> String {
+        format!("{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01", self.endpoint.trim_end_matches('/'), self.dcr, self.stream)
+    }
+
+    pub fn batch_timeout(&self) -> Duration {
+        duration_or(&self.batch_timeout, Duration::from_secs(5))
+    }
+    pub fn request_timeout(&self) -> Duration {
+        duration_or(&self.request_timeout, Duration::from_secs(30))
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        duration_or(&self.drain_timeout, Duration::from_secs(30))
+    }
+
+    /// The authority host in force: the config's, else $AZURE_AUTHORITY_HOST, else the cloud's.
+    pub fn authority_host(&self) -> String {
+        self.authority_host
+            .clone()
+            .or_else(|| std::env::var("AZURE_AUTHORITY_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| self.cloud.authority_host().to_string())
+    }
+
+    pub fn scope(&self) -> String {
+        self.scope.clone().unwrap_or_else(|| self.cloud.scope().to_string())
+    }
+
+    pub fn spool_dir(&self, state_dir: Option<&Path>) -> PathBuf {
+        match (&self.spool_dir, state_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(s)) => s.join("sentinel").join(&self.stream),
+            (None, None) => PathBuf::from("crowsnest-spool").join("sentinel").join(&self.stream),
+        }
+    }
+
+    /// What logs and errors may say about this sink: never a secret.
+    pub fn describe(&self) -> String {
+        format!("sentinel {} at {} (dcr {}, auth {:?})", self.stream, self.endpoint, self.dcr, self.auth)
+    }
+}
+
+fn duration_or(v: &Option<String>, default: Duration) -> Duration {
+    v.as_deref().and_then(|s| crate::rules::parse_duration(s).ok()).map_or(default, |n| Duration::from_nanos(n.max(0) as u64))
+}
+
+/// `sentinel://HOST[:PORT]?dcr=dcr-…&stream=Custom-…&auth=workload_identity[&cloud=…][&ca_file=…]`:
+/// the endpoint is https://HOST[:PORT].
+pub fn from_url(url: &str) -> Result<SentinelConfig> {
+    let rest = url.strip_prefix("sentinel://").context("a sentinel sink URL starts with sentinel://")?;
+    let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let host = host.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        bail!("{url:?}: sentinel://HOST?dcr=…&stream=…&auth=… (HOST is the ingestion endpoint's host name)");
+    }
+    let mut cfg = SentinelConfig {
+        endpoint: format!("https://{host}"),
+        dcr: String::new(),
+        stream: default_stream(),
+        auth: AuthMethod::WorkloadIdentity,
+        tenant_id: None,
+        client_id: None,
+        client_secret: None,
+        federated_token_file: None,
+        cloud: Cloud::Public,
+        authority_host: None,
+        scope: None,
+        ca_file: None,
+        batch_timeout: None,
+        max_request_bytes: MAX_REQUEST_BYTES,
+        spool_dir: None,
+        max_spool_bytes: default_max_spool(),
+        request_timeout: None,
+        drain_timeout: None,
+    };
+    let mut auth = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').with_context(|| format!("{url:?}: {pair:?} is not KEY=VALUE"))?;
+        let v = percent_decode(v);
+        match k {
+            "dcr" => cfg.dcr = v,
+            "stream" => cfg.stream = v,
+            "auth" => auth = Some(v.parse()?),
+            "tenant_id" => cfg.tenant_id = Some(v),
+            "client_id" => cfg.client_id = Some(v),
+            "cloud" => {
+                cfg.cloud = match v.as_str() {
+                    "public" => Cloud::Public,
+                    "usgov" => Cloud::Usgov,
+                    "china" => Cloud::China,
+                    _ => bail!("{url:?}: cloud is public, usgov or china"),
+                }
+            }
+            "authority_host" => cfg.authority_host = Some(v),
+            "scope" => cfg.scope = Some(v),
+            "ca_file" => cfg.ca_file = Some(PathBuf::from(v)),
+            "batch_timeout" => cfg.batch_timeout = Some(v),
+            "max_request_bytes" => cfg.max_request_bytes = v.parse().with_context(|| format!("{url:?}: max_request_bytes"))?,
+            "spool_dir" => cfg.spool_dir = Some(PathBuf::from(v)),
+            "max_spool_bytes" => cfg.max_spool_bytes = v.parse().with_context(|| format!("{url:?}: max_spool_bytes"))?,
+            "drain_timeout" => cfg.drain_timeout = Some(v),
+            // The URL is not repeated: it holds the secret.
+            "client_secret" => bail!("--sink sentinel://…: a secret never goes in a URL; set AZURE_CLIENT_SECRET, or client_secret = \"${{VAR}}\" in the config"),
+            _ => bail!(
+                "{url:?}: unknown option {k:?} (sentinel sinks take dcr, stream, auth, tenant_id, client_id, cloud, authority_host, scope, ca_file, batch_timeout, max_request_bytes, spool_dir, max_spool_bytes, drain_timeout)"
+            ),
+        }
+    }
+    cfg.auth = auth.with_context(|| {
+        format!("{url:?}: say which identity posts: auth=workload_identity, client_secret, managed_identity or azure_cli")
+    })?;
+    if cfg.dcr.is_empty() {
+        bail!("{url:?}: dcr=… (the data collection rule's immutable id) is required");
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 3 <= b.len() => match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(x) => {
+                    out.push(x);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_form() {
+        let c = from_url("sentinel://crowsnest-abcd.westeurope-1.ingest.monitor.azure.com?dcr=dcr-0123&stream=Custom-CrowsnestAlert&auth=workload_identity").unwrap();
+        assert_eq!(
+            c.ingestion_url(),
+            "https://crowsnest-abcd.westeurope-1.ingest.monitor.azure.com/dataCollectionRules/dcr-0123/streams/Custom-CrowsnestAlert?api-version=2023-01-01"
+        );
+        assert_eq!(c.auth, AuthMethod::WorkloadIdentity);
+        assert_eq!(c.scope(), "https://monitor.azure.com//.default");
+        let gov = from_url(
+            "sentinel://h.usgovvirginia-1.ingest.monitor.azure.us?dcr=dcr-1&auth=client_secret&cloud=usgov&ca_file=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            (gov.scope().as_str(), gov.cloud.authority_host()),
+            ("https://monitor.azure.us//.default", "https://login.microsoftonline.us")
+        );
+        assert_eq!(gov.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert!(from_url("sentinel://h?dcr=dcr-1").unwrap_err().to_string().contains("auth="), "the identity is chosen explicitly");
+        assert!(from_url("sentinel://h?auth=azure_cli").is_err(), "dcr is required");
+        assert!(from_url("sentinel://h?dcr=my-rule&auth=azure_cli").is_err(), "a name is not an immutable id");
+        assert!(from_url("sentinel://h?dcr=dcr-1&auth=azure_cli&strem=x").is_err(), "typos are errors");
+        let e = from_url("sentinel://h?dcr=dcr-1&auth=client_secret&client_secret=hunter2").unwrap_err().to_string();
+        assert!(!e.contains("hunter2") && e.contains("never goes in a URL"), "{e}");
+    }
+}

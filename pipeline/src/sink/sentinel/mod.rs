@@ -1,0 +1,372 @@
+//! Alerts into Microsoft Sentinel through the Azure Monitor Logs Ingestion API.
+//!
+//! ```text
+//! send() ─rows─► Batcher ─batch (≤1 MB)─► Spool (fsynced) ─oldest first─► Sender ─gzip POST─► DCR stream
+//!  engine thread          cut on size or batch_timeout       on disk          own thread, retries
+//! ```
+//!
+//! A batch counts as delivered for checkpointing once it is in the spool ([`Sink::flush`] spools
+//! the open batch), so a Kafka offset is committed only when every alert derived from it is on
+//! disk or in Azure. The spool is bounded: when full, `send` waits, and the wait reaches the
+//! source as back-pressure. Alert ids are deterministic, so a retry after an unknown outcome
+//! repeats a row at worst (deploy/sentinel/dedup.kql drops repeats).
+//!
+//! Modules: [`config`] (settings, URL form), [`row`] (the alert as table columns), [`request`]
+//! (bodies under the size limit, gzip), [`spool`], [`auth`] (Entra ID through azure_identity),
+//! [`service`] (the sender and its retry policy), [`check`] (`crowsnest validate --check`).
+
+pub mod auth;
+pub mod check;
+pub mod config;
+pub mod request;
+pub mod row;
+pub mod service;
+pub mod spool;
+pub mod tactics;
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::deadletter::{DeadLetter, Reason};
+use crate::metrics::Metrics;
+
+use self::config::SentinelConfig;
+use self::request::{Batcher, Body};
+use self::service::{Sender, Step};
+use self::spool::Spool;
+use super::{Record, Sink};
+
+/// Where the sink's own dead letters go (rows the service refused, rows too large for any
+/// request): an output of its own, opened on the same destination as the pipeline's.
+#[derive(Clone)]
+pub struct DeadLetterOut(Arc<Mutex<Box<dyn Sink>>>);
+
+impl DeadLetterOut {
+    pub fn new(sink: Box<dyn Sink>) -> Self {
+        DeadLetterOut(Arc::new(Mutex::new(sink)))
+    }
+
+    /// Writes and flushes: once this returns the letters are durable.
+    pub fn write(&self, letters: &[DeadLetter]) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Record> = letters.iter().map(|dl| Record::new(format!("{} {}", dl.source, dl.position), dl)).collect();
+        let mut sink = self.0.lock().map_err(|_| anyhow!("dead-letter output poisoned"))?;
+        sink.send(&records)?;
+        sink.flush()
+    }
+}
+
+/// What the sink's two threads share.
+pub struct Shared {
+    state: Mutex<State>,
+    /// Signals the engine thread waiting for room in the spool or for the drain.
+    changed: Condvar,
+    /// Wakes the sender (a batch spooled, a stop).
+    wake: tokio::sync::Notify,
+    metrics: Metrics,
+    stream: String,
+}
+
+struct State {
+    batcher: Batcher,
+    spool: Spool,
+    /// The pipeline finished: send what is open, then the sender may stop when asked.
+    finishing: bool,
+    /// Stop now, leaving the spool for the next start.
+    abandon: bool,
+    last_error: Option<String>,
+    /// A spool write failed in the sender thread: the next send/flush reports it.
+    failed: Option<String>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state holds no invariant a panic could break halfway: keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_gauges(&self, st: &State) {
+        self.metrics.sentinel_spool_bytes.with_label_values(&[&self.stream]).set(st.spool.bytes() as i64);
+        self.metrics.sentinel_spool_oldest_seconds.with_label_values(&[&self.stream]).set(st.spool.oldest_age().as_secs() as i64);
+    }
+
+    /// The sender's next step; spools the open batch first when its time is up.
+    fn next_to_send(&self, batch_timeout: Duration) -> Step {
+        let mut st = self.lock();
+        if st.abandon {
+            return Step::Abandon;
+        }
+        let due = st.batcher.opened.is_some_and(|t| st.finishing || t.elapsed() >= batch_timeout);
+        if due {
+            if let Some(body) = st.batcher.cut() {
+                if let Err(e) = st.spool.push(&body) {
+                    log::error!("{e:#}");
+                    st.failed = Some(format!("{e:#}"));
+                }
+            }
+        }
+        self.update_gauges(&st);
+        match st.spool.oldest() {
+            Some(e) => Step::Send(e),
+            None => {
+                self.changed.notify_all();
+                let wait = st.batcher.opened.map_or(Duration::from_secs(1), |t| batch_timeout.saturating_sub(t.elapsed()));
+                Step::Idle(wait.max(Duration::from_millis(10)))
+            }
+        }
+    }
+
+    fn delivered(&self, seq: u64) {
+        let mut st = self.lock();
+        if let Err(e) = st.spool.remove(seq) {
+            log::error!("{e:#}");
+        }
+        st.last_error = None;
+        self.update_gauges(&st);
+        self.changed.notify_all();
+    }
+
+    fn replace(&self, seq: u64, parts: &[Body]) -> Result<()> {
+        let mut st = self.lock();
+        for p in parts {
+            st.spool.push(p)?;
+        }
+        st.spool.remove(seq)?;
+        self.update_gauges(&st);
+        Ok(())
+    }
+
+    fn set_error(&self, e: String) {
+        self.lock().last_error = Some(e);
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
+    }
+}
+
+/// How long [`Sink::finish`] waits for the spool to drain.
+#[derive(Debug, Clone, Copy)]
+pub enum Drain {
+    /// A replay: until everything is delivered (what is left when it is interrupted stays in
+    /// the spool for the next run).
+    Complete,
+    /// A service stopping: at most this long.
+    AtMost(Duration),
+}
+
+pub struct SentinelSink {
+    label: String,
+    cfg: SentinelConfig,
+    shared: Arc<Shared>,
+    sender: Option<JoinHandle<()>>,
+    dead: DeadLetterOut,
+    drain: Drain,
+    last_wait_log: Option<Instant>,
+}
+
+impl SentinelSink {
+    /// Opens the spool (taking over what an earlier run left), builds the credential and starts
+    /// the sender. Fails on what cannot work at all (no identity settings, unreadable CA file,
+    /// spool in use); an unreachable or refusing service is retried, not an error here.
+    pub fn new(cfg: &SentinelConfig, state_dir: Option<&Path>, dead: DeadLetterOut, metrics: Metrics, drain: Drain) -> Result<Self> {
+        Self::with_slow_retry(cfg, state_dir, dead, metrics, drain, Duration::from_secs(30))
+    }
+
+    /// As [`SentinelSink::new`], with the first slow retry after a 401/403 given (tests).
+    pub fn with_slow_retry(
+        cfg: &SentinelConfig,
+        state_dir: Option<&Path>,
+        dead: DeadLetterOut,
+        metrics: Metrics,
+        drain: Drain,
+        slow_retry: Duration,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let http = auth::http_client(cfg)?;
+        let auth = auth::Auth::new(cfg, http.clone())?;
+        let dir = cfg.spool_dir(state_dir);
+        let spool = Spool::open(&dir)?;
+        if !spool.is_empty() {
+            log::warn!(
+                "{}: {} batches ({} alerts) left in the spool {} by an earlier run are sent first",
+                cfg.describe(),
+                spool.len(),
+                spool.records(),
+                dir.display()
+            );
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                batcher: Batcher::new(cfg.max_request_bytes),
+                spool,
+                finishing: false,
+                abandon: false,
+                last_error: None,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+            wake: tokio::sync::Notify::new(),
+            metrics: metrics.clone(),
+            stream: cfg.stream.clone(),
+        });
+        let sender = Sender { cfg: cfg.clone(), shared: shared.clone(), http, auth, dead: dead.clone(), metrics, slow_retry };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the sentinel sender")?;
+        let handle = std::thread::Builder::new().name("cn-sentinel".into()).spawn(move || rt.block_on(sender.run()))?;
+        Ok(SentinelSink { label: cfg.describe(), cfg: cfg.clone(), shared, sender: Some(handle), dead, drain, last_wait_log: None })
+    }
+
+    fn check_failed(st: &State) -> Result<()> {
+        match &st.failed {
+            Some(e) => Err(anyhow!("the sentinel spool cannot be written: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits while the spool is full (back-pressure: the pipeline, then the source, slow down).
+    fn wait_for_room<'a>(&mut self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        while st.spool.bytes() >= self.cfg.max_spool_bytes && !st.abandon && st.failed.is_none() {
+            if self.last_wait_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                log::warn!(
+                    "{}: the spool is full ({} bytes in {} batches, oldest {}s); waiting for Azure ({})",
+                    self.label,
+                    st.spool.bytes(),
+                    st.spool.len(),
+                    st.spool.oldest_age().as_secs(),
+                    st.last_error.as_deref().unwrap_or("no error yet")
+                );
+                self.last_wait_log = Some(Instant::now());
+            }
+            st = self.shared.changed.wait_timeout(st, Duration::from_secs(1)).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+        }
+        st
+    }
+
+    /// Waits until the spool is empty, or the drain time is up.
+    fn drain(&mut self) -> Result<()> {
+        let deadline = match self.drain {
+            Drain::Complete => None,
+            Drain::AtMost(d) => Some(Instant::now() + d),
+        };
+        let started = Instant::now();
+        let mut last_log = Instant::now();
+        let mut st = self.shared.lock();
+        st.finishing = true;
+        self.shared.wake.notify_one();
+        loop {
+            Self::check_failed(&st)?;
+            if st.spool.is_empty() && st.batcher.is_empty() {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                log::warn!(
+                    "{}: stopping with {} batches ({} alerts) not yet accepted; they stay in {} and are sent first at the next start",
+                    self.label,
+                    st.spool.len(),
+                    st.spool.records(),
+                    st.spool.dir().display()
+                );
+                return Ok(());
+            }
+            if last_log.elapsed() >= Duration::from_secs(10) {
+                log::warn!(
+                    "{}: waiting {}s for Azure to accept {} batches ({} alerts){}",
+                    self.label,
+                    started.elapsed().as_secs(),
+                    st.spool.len(),
+                    st.spool.records(),
+                    st.last_error.as_deref().map(|e| format!("; last answer: {e}")).unwrap_or_default()
+                );
+                last_log = Instant::now();
+            }
+            st = self.shared.changed.wait_timeout(st, Duration::from_millis(200)).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn stop_sender(&mut self) {
+        self.shared.lock().abandon = true;
+        self.shared.wake.notify_one();
+        self.shared.changed.notify_all();
+        if let Some(h) = self.sender.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Sink for SentinelSink {
+    fn name(&self) -> &str {
+        &self.label
+    }
+
+    fn send(&mut self, records: &[Record]) -> Result<()> {
+        let mut rows = Vec::with_capacity(records.len());
+        let mut too_large = Vec::new();
+        for r in records {
+            let alert: serde_json::Value = serde_json::from_slice(&r.json).context("an alert that is not JSON")?;
+            let Some(row) = row::alert_row(&alert) else { continue };
+            let json = serde_json::to_vec(&row)?;
+            if json.len() + 2 > self.cfg.max_request_bytes {
+                let mut dl = DeadLetter::new(
+                    &format!("sentinel:{}", self.cfg.stream),
+                    format!("alert {}", r.key),
+                    Reason::TooLarge,
+                    format!("the row is {} bytes; a request may hold {} (max_request_bytes)", json.len(), self.cfg.max_request_bytes),
+                    &json,
+                );
+                dl.record = Some(serde_json::Value::Object(row));
+                too_large.push(dl);
+                continue;
+            }
+            rows.push(json);
+        }
+        if !too_large.is_empty() {
+            self.shared.metrics.sentinel_dead_letters.with_label_values(&[&self.cfg.stream]).inc_by(too_large.len() as u64);
+            self.dead.write(&too_large)?;
+        }
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        Self::check_failed(&st)?;
+        for row in rows {
+            st = self.wait_for_room(st);
+            Self::check_failed(&st)?;
+            // Size checked above: push cannot refuse it.
+            if let Ok(Some(full)) = st.batcher.push(&row) {
+                st.spool.push(&full)?;
+                shared.update_gauges(&st);
+                shared.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Spools the open batch: once this returns, every alert sent is on disk or in Azure.
+    fn flush(&mut self) -> Result<()> {
+        let mut st = self.shared.lock();
+        Self::check_failed(&st)?;
+        if let Some(body) = st.batcher.cut() {
+            st.spool.push(&body)?;
+            self.shared.update_gauges(&st);
+            self.shared.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        let result = self.drain();
+        self.stop_sender();
+        result
+    }
+}
+
+impl Drop for SentinelSink {
+    fn drop(&mut self) {
+        self.stop_sender();
+    }
+}

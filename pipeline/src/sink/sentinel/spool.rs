@@ -1,0 +1,194 @@
+//! The on-disk spool: every batch is written here (gzipped, fsynced, renamed into place) before
+//! it counts as delivered, and deleted once Azure answered 204. What a crash or an outage leaves
+//! is sent first at the next start. One process at a time: the directory is locked.
+//!
+//! A file is `SEQ.ROWS.RAWBYTES.json.gz`, so a restart knows what it holds without reading it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+
+use super::request::Body;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub path: PathBuf,
+    /// On disk (gzip), what is sent.
+    pub bytes: u64,
+    pub records: usize,
+    /// The JSON before compression.
+    pub raw: u64,
+    pub created: SystemTime,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    _lock: File,
+    entries: BTreeMap<u64, Entry>,
+    next_seq: u64,
+    bytes: u64,
+}
+
+impl Spool {
+    /// Opens (creating) the spool directory and takes what an earlier run left in it.
+    pub fn open(dir: &Path) -> Result<Spool> {
+        fs::create_dir_all(dir).with_context(|| format!("creating the spool directory {}", dir.display()))?;
+        let lock_path = dir.join("spool.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            bail!("the spool {} is in use by another crowsnest process (give each its own spool_dir)", dir.display());
+        }
+        let mut spool = Spool { dir: dir.to_path_buf(), _lock: lock, entries: BTreeMap::new(), next_seq: 0, bytes: 0 };
+        for item in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let item = item?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                // A write cut short by a crash: it never counted as spooled.
+                let _ = fs::remove_file(item.path());
+                continue;
+            }
+            let Some(e) = parse_name(&name).map(|(seq, records, raw)| {
+                let meta = item.metadata().ok();
+                Entry {
+                    seq,
+                    path: item.path(),
+                    bytes: meta.as_ref().map_or(0, |m| m.len()),
+                    records,
+                    raw,
+                    created: meta.and_then(|m| m.modified().ok()).unwrap_or_else(SystemTime::now),
+                }
+            }) else {
+                continue;
+            };
+            spool.bytes += e.bytes;
+            spool.next_seq = spool.next_seq.max(e.seq + 1);
+            spool.entries.insert(e.seq, e);
+        }
+        Ok(spool)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a batch durably; it is spooled once this returns.
+    pub fn push(&mut self, body: &Body) -> Result<Entry> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let gz = body.gzip();
+        let name = format!("{seq:016}.{}.{}.json.gz", body.records, body.json.len());
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&gz)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            // The rename itself must survive a power cut.
+            File::open(&self.dir)?.sync_all()
+        };
+        write().with_context(|| format!("writing {} to the spool", path.display()))?;
+        let e = Entry { seq, path, bytes: gz.len() as u64, records: body.records, raw: body.json.len() as u64, created: SystemTime::now() };
+        self.bytes += e.bytes;
+        self.entries.insert(seq, e.clone());
+        Ok(e)
+    }
+
+    pub fn oldest(&self) -> Option<Entry> {
+        self.entries.values().next().cloned()
+    }
+
+    /// Deletes a batch Azure accepted (or the dead-letter output took).
+    pub fn remove(&mut self, seq: u64) -> Result<()> {
+        if let Some(e) = self.entries.remove(&seq) {
+            self.bytes -= e.bytes;
+            fs::remove_file(&e.path).with_context(|| format!("removing {} from the spool", e.path.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn records(&self) -> usize {
+        self.entries.values().map(|e| e.records).sum()
+    }
+    pub fn oldest_age(&self) -> Duration {
+        self.entries.values().next().and_then(|e| e.created.elapsed().ok()).unwrap_or_default()
+    }
+}
+
+/// The gzipped body of a spooled batch, as sent.
+pub fn read(e: &Entry) -> Result<Vec<u8>> {
+    fs::read(&e.path).with_context(|| format!("reading {} from the spool", e.path.display()))
+}
+
+/// The JSON of a spooled batch (to split it, or to dead-letter its rows).
+pub fn read_body(e: &Entry) -> Result<Body> {
+    let gz = read(e)?;
+    let mut json = Vec::with_capacity(e.raw as usize);
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut json).with_context(|| format!("{} is not gzip", e.path.display()))?;
+    Ok(Body { json, records: e.records })
+}
+
+fn parse_name(name: &str) -> Option<(u64, usize, u64)> {
+    let stem = name.strip_suffix(".json.gz")?;
+    let mut parts = stem.split('.');
+    let seq = parts.next()?.parse().ok()?;
+    let records = parts.next()?.parse().ok()?;
+    let raw = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((seq, records, raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_survive_a_restart_in_order_and_the_directory_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |n: usize| Body::of_rows((0..n).map(|_| &br#"{"a":1}"#[..]));
+        {
+            let mut s = Spool::open(dir.path()).unwrap();
+            assert!(Spool::open(dir.path()).is_err(), "a second process cannot share the spool");
+            let a = s.push(&body(2)).unwrap();
+            s.push(&body(3)).unwrap();
+            assert_eq!((s.len(), s.records()), (2, 5));
+            assert_eq!(read_body(&a).unwrap(), body(2));
+            fs::write(dir.path().join("0000000000000009.1.9.json.gz.tmp"), b"cut short").unwrap();
+        }
+        let mut s = Spool::open(dir.path()).unwrap();
+        assert_eq!((s.len(), s.records()), (2, 5));
+        let first = s.oldest().unwrap();
+        assert_eq!((first.records, first.raw), (2, body(2).json.len() as u64));
+        s.remove(first.seq).unwrap();
+        assert_eq!(s.oldest().unwrap().records, 3);
+        assert_eq!(s.push(&body(1)).unwrap().seq, 2, "sequence numbers continue after a restart");
+        assert!(!dir.path().join("0000000000000009.1.9.json.gz.tmp").exists(), "half-written files are dropped");
+        assert_eq!(
+            s.bytes(),
+            fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".gz"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum::<u64>()
+        );
+    }
+}
