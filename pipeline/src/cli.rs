@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, DeadLetterConfig, SinksConfig, SourceConfig};
 use crate::engine::{Engine, EngineOptions};
 use crate::kafka::{Connection, Role};
 use crate::metrics::Metrics;
@@ -16,6 +16,7 @@ use crate::pipeline::{self, Control, Outputs, Summary};
 use crate::rules::{parse_duration, RuleSet};
 use crate::sink::kafka::KafkaSink;
 use crate::sink::router::AlertRouter;
+use crate::sink::sentinel::{DeadLetterOut, Drain, SentinelSink};
 use crate::sink::{JsonLinesFile, Sink, StdoutSink};
 use crate::source::file::{open_paths, FileSource, Opened};
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
@@ -47,8 +48,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Run the service from a TOML config and/or source and sink URLs, with /metrics, /healthz and /readyz.
     Run(RunArgs),
-    /// Check a config (and URLs) and the rules without running.
-    Validate(RunArgs),
+    /// Check a config (and URLs) and the rules without running; --check also tries the sinks.
+    Validate(ValidateArgs),
     /// List and test detection rules.
     Rules {
         #[command(subcommand)]
@@ -119,7 +120,8 @@ struct RunArgs {
     /// kafka://HOST:PORT/TOPIC[,TOPIC]?group=G&start=earliest|latest, file:///PATH[?follow=true], or stdin.
     #[arg(long, value_name = "URL")]
     source: Option<String>,
-    /// Where alerts go (repeatable): stdout, file:///PATH, kafka://HOST:PORT/TOPIC.
+    /// Where alerts go (repeatable): stdout, file:///PATH, kafka://HOST:PORT/TOPIC,
+    /// sentinel://HOST?dcr=DCR_IMMUTABLE_ID&stream=Custom-CrowsnestAlert&auth=workload_identity.
     #[arg(long = "sink", value_name = "URL")]
     sinks: Vec<String>,
     /// Where dead letters go: file:///PATH (or a path) or kafka://HOST:PORT/TOPIC.
@@ -127,6 +129,16 @@ struct RunArgs {
     dead_letters: Option<String>,
     #[command(flatten)]
     rules: RulesArg,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Also try the sinks: the Sentinel sink gets a token and posts an empty batch, and says
+    /// what a refusal (401, 403, 404) means.
+    #[arg(long)]
+    check: bool,
 }
 
 impl RunArgs {
@@ -160,6 +172,11 @@ struct ReplayArgs {
     /// Also append alerts to this file.
     #[arg(long)]
     alerts: Option<PathBuf>,
+    /// Where alerts go instead of stdout (repeatable), as for `run`: file:///PATH,
+    /// kafka://HOST:PORT/TOPIC, sentinel://HOST?dcr=…&stream=…&auth=… (a backfill into Sentinel
+    /// is a replay: it ends once Azure accepted every alert).
+    #[arg(long = "sink", value_name = "URL")]
+    sinks: Vec<String>,
     /// Do not print alerts on stdout (with --alerts, or to see only the summary).
     #[arg(long)]
     no_stdout: bool,
@@ -256,7 +273,7 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
     match cmd {
         Command::Replay(a) => replay(a).map(|_| ExitCode::SUCCESS),
         Command::Run(a) => run_service(&a).map(|_| ExitCode::SUCCESS),
-        Command::Validate(a) => validate(&a).map(|_| ExitCode::SUCCESS),
+        Command::Validate(a) => validate(&a.run, a.check).map(|_| ExitCode::SUCCESS),
         Command::Rules { command: RulesCommand::List { rules } } => rules_list(&rules).map(|_| ExitCode::SUCCESS),
         Command::Rules { command: RulesCommand::Test { ids, rules, show_alerts } } => rules_test(&ids, &rules, show_alerts),
         Command::Rules { command: RulesCommand::Lint { rules } } => rules_lint(&rules),
@@ -327,10 +344,16 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
     let engine = Engine::new(&set, &opts)?;
     log::info!("{} rules planned", engine.rule_count());
     let sources = opened.sources;
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if !a.no_stdout {
-        sinks.push(Box::new(StdoutSink));
-    }
+    let metrics = Metrics::new();
+    let dead_letter_cfg = DeadLetterConfig { file: a.dead_letters.clone(), kafka: None };
+    let mut sinks = if a.sinks.is_empty() {
+        let stdout: Vec<Box<dyn Sink>> = if a.no_stdout { vec![] } else { vec![Box::new(StdoutSink)] };
+        stdout
+    } else {
+        let mut cfg = Config::default();
+        cfg.override_with(None, &a.sinks, None)?;
+        alert_sinks(&cfg.sinks, &dead_letter_cfg, a.state_dir.as_deref(), &metrics, Drain::Complete)?
+    };
     if let Some(p) = &a.alerts {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
@@ -339,7 +362,6 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
         dead_letters: Some(Box::new(JsonLinesFile::new(&a.dead_letters, "dead-letters"))),
         late_events: Some(Box::new(JsonLinesFile::new(&a.late_events, "late-events"))),
     };
-    let metrics = Metrics::new();
     let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
     eprint!("{}", summary.render(Some(&a.dead_letters.display().to_string())));
@@ -399,30 +421,54 @@ fn describe_source(cfg: &Config) -> String {
     }
 }
 
-/// The alert sinks and the dead-letter output a config names.
-fn build_outputs(cfg: &Config, metrics: &Metrics) -> Result<Outputs> {
+/// The alert sinks a config names. `drain`: how long the Sentinel sink may take to deliver its
+/// spool when the run ends.
+fn alert_sinks(
+    sinks_cfg: &SinksConfig,
+    dead_letter_cfg: &DeadLetterConfig,
+    state_dir: Option<&Path>,
+    metrics: &Metrics,
+    drain: Drain,
+) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if cfg.sinks.stdout {
+    if sinks_cfg.stdout {
         sinks.push(Box::new(StdoutSink));
     }
-    if let Some(p) = &cfg.sinks.file {
+    if let Some(p) = &sinks_cfg.file {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
-    if let Some(k) = &cfg.sinks.kafka {
+    if let Some(k) = &sinks_cfg.kafka {
         sinks.push(Box::new(KafkaSink::new(&k.connection(), &k.topic, "alerts", metrics.clone())?));
     }
+    if let Some(s) = &sinks_cfg.sentinel {
+        // Rows the service refuses go where the pipeline's dead letters go, through an output
+        // of the sink's own (it writes them from its sender thread).
+        let dead = DeadLetterOut::new(dead_letter_sink(dead_letter_cfg, metrics)?);
+        sinks.push(Box::new(SentinelSink::new(s, state_dir, dead, metrics.clone(), drain)?));
+    }
+    Ok(sinks)
+}
+
+fn dead_letter_sink(cfg: &DeadLetterConfig, metrics: &Metrics) -> Result<Box<dyn Sink>> {
+    Ok(match &cfg.kafka {
+        Some(k) => Box::new(KafkaSink::new(&k.connection(), &k.topic, "dead-letters", metrics.clone())?),
+        None => Box::new(JsonLinesFile::new(&cfg.file, "dead-letters")),
+    })
+}
+
+/// The alert sinks and the dead-letter output a config names.
+fn build_outputs(cfg: &Config, metrics: &Metrics) -> Result<Outputs> {
+    let drain = cfg.sinks.sentinel.as_ref().map_or(Drain::AtMost(std::time::Duration::ZERO), |s| Drain::AtMost(s.drain_timeout()));
+    let sinks = alert_sinks(&cfg.sinks, &cfg.dead_letters, cfg.state.dir.as_deref(), metrics, drain)?;
     if sinks.is_empty() {
         bail!("no alert sink configured: alerts would go nowhere");
     }
-    let dead_letters: Box<dyn Sink> = match &cfg.dead_letters.kafka {
-        Some(k) => Box::new(KafkaSink::new(&k.connection(), &k.topic, "dead-letters", metrics.clone())?),
-        None => Box::new(JsonLinesFile::new(&cfg.dead_letters.file, "dead-letters")),
-    };
+    let dead_letters = dead_letter_sink(&cfg.dead_letters, metrics)?;
     let late_events: Box<dyn Sink> = Box::new(JsonLinesFile::new(&cfg.late_events.file, "late-events"));
     Ok(Outputs { sinks, dead_letters: Some(dead_letters), late_events: Some(late_events) })
 }
 
-fn validate(args: &RunArgs) -> Result<()> {
+fn validate(args: &RunArgs, check: bool) -> Result<()> {
     let cfg = args.config()?;
     let set = load_rules_for(&cfg, &args.rules)?;
     let engine = Engine::new(&set, &engine_options(&cfg)?)?;
@@ -440,6 +486,15 @@ fn validate(args: &RunArgs) -> Result<()> {
     }
     for k in cfg.sinks.kafka.iter().chain(cfg.dead_letters.kafka.iter()) {
         k.connection().client_config(Role::Producer).with_context(|| format!("kafka sink {}", k.topic))?;
+    }
+    if let Some(s) = &cfg.sinks.sentinel {
+        // The identity settings are checked as the credential would be built.
+        let http = crate::sink::sentinel::auth::http_client(s)?;
+        crate::sink::sentinel::auth::Auth::new(s, http)?;
+        if check {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            println!("{}", rt.block_on(crate::sink::sentinel::check::check(s))?);
+        }
     }
     let metrics = if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" };
     println!(

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::kafka::{parse_url, Connection, Preset};
+use crate::sink::sentinel::config::{self as sentinel, SentinelConfig};
 use crate::source::kafka::StartPosition;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -138,6 +139,8 @@ pub struct SinksConfig {
     pub file: Option<PathBuf>,
     /// Alerts to a Kafka topic, keyed by alert id.
     pub kafka: Option<KafkaSinkConfig>,
+    /// Alerts to Microsoft Sentinel through the Logs Ingestion API.
+    pub sentinel: Option<SentinelConfig>,
 }
 
 fn yes() -> bool {
@@ -146,7 +149,7 @@ fn yes() -> bool {
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        SinksConfig { stdout: true, file: None, kafka: None }
+        SinksConfig { stdout: true, file: None, kafka: None, sentinel: None }
     }
 }
 
@@ -307,12 +310,17 @@ pub enum SinkTarget {
     Stdout,
     File(PathBuf),
     Kafka(KafkaSinkConfig),
+    Sentinel(Box<SentinelConfig>),
 }
 
-/// `--sink URL`: `stdout`, `file:///PATH` (a bare path works too), `kafka://HOST:PORT/TOPIC`.
+/// `--sink URL`: `stdout`, `file:///PATH` (a bare path works too), `kafka://HOST:PORT/TOPIC`,
+/// `sentinel://HOST?dcr=…&stream=…&auth=…`.
 pub fn sink_from_url(url: &str) -> Result<SinkTarget> {
     if url == "stdout" || url == "-" {
         return Ok(SinkTarget::Stdout);
+    }
+    if url.starts_with("sentinel://") {
+        return Ok(SinkTarget::Sentinel(Box::new(sentinel::from_url(url)?)));
     }
     if url.starts_with("kafka://") {
         let u = parse_url(url)?;
@@ -335,7 +343,7 @@ pub fn sink_from_url(url: &str) -> Result<SinkTarget> {
         return Ok(SinkTarget::File(PathBuf::from(path)));
     }
     if url.contains("://") {
-        bail!("{url:?}: sinks are stdout, file:///PATH or kafka://HOST:PORT/TOPIC");
+        bail!("{url:?}: sinks are stdout, file:///PATH, kafka://HOST:PORT/TOPIC or sentinel://HOST?dcr=…&stream=…&auth=…");
     }
     Ok(SinkTarget::File(PathBuf::from(url)))
 }
@@ -347,13 +355,14 @@ impl Config {
             self.source = source_from_url(url)?;
         }
         if !sinks.is_empty() {
-            self.sinks = SinksConfig { stdout: false, file: None, kafka: None };
+            self.sinks = SinksConfig { stdout: false, file: None, kafka: None, sentinel: None };
             for url in sinks {
                 match sink_from_url(url)? {
                     SinkTarget::Stdout => self.sinks.stdout = true,
                     SinkTarget::File(p) if self.sinks.file.is_none() => self.sinks.file = Some(p),
                     SinkTarget::Kafka(k) if self.sinks.kafka.is_none() => self.sinks.kafka = Some(k),
-                    _ => bail!("--sink {url}: one file sink and one kafka sink at most"),
+                    SinkTarget::Sentinel(c) if self.sinks.sentinel.is_none() => self.sinks.sentinel = Some(*c),
+                    _ => bail!("--sink {url}: one file, one kafka and one sentinel sink at most"),
                 }
             }
         }
@@ -362,6 +371,7 @@ impl Config {
                 SinkTarget::File(p) => DeadLetterConfig { file: p, kafka: None },
                 SinkTarget::Kafka(k) => DeadLetterConfig { kafka: Some(k), ..DeadLetterConfig::default() },
                 SinkTarget::Stdout => bail!("--dead-letters: stdout carries alerts; give a file or a kafka:// URL"),
+                SinkTarget::Sentinel(_) => bail!("--dead-letters: give a file or a kafka:// URL (Sentinel takes alerts)"),
             };
         }
         self.validate()
@@ -401,6 +411,9 @@ impl Config {
             if let Some(i) = commit_interval {
                 crate::rules::parse_duration(i).context("[source] commit_interval")?;
             }
+        }
+        if let Some(s) = &self.sinks.sentinel {
+            s.validate()?;
         }
         if self.limits.max_document_bytes < 1024 {
             bail!("[limits] max_document_bytes must be at least 1024");

@@ -441,7 +441,7 @@ fn consume(
         deliver(fired, router, outputs, metrics, &mut summary)?;
     }
     for sink in outputs.all() {
-        sink.flush().with_context(|| format!("flushing sink {}", sink.name()))?;
+        sink.finish().with_context(|| format!("finishing sink {}", sink.name()))?;
     }
     if committers.is_empty() {
         save_state(engine, control)?;
