@@ -36,4 +36,5 @@ pub mod rules;
 pub mod server;
 pub mod sink;
 pub mod source;
+pub mod standin;
 pub mod tables;
