@@ -11,4 +11,7 @@ mod insights;
 mod kafka;
 mod replay;
 mod rules_tools;
+mod sentinel;
+mod sentinel_templates;
 mod service;
+mod standin;

@@ -260,10 +260,11 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
             "spool_dir" => cfg.spool_dir = Some(PathBuf::from(v)),
             "max_spool_bytes" => cfg.max_spool_bytes = v.parse().with_context(|| format!("{url:?}: max_spool_bytes"))?,
             "drain_timeout" => cfg.drain_timeout = Some(v),
+            "request_timeout" => cfg.request_timeout = Some(v),
             // The URL is not repeated: it holds the secret.
             "client_secret" => bail!("--sink sentinel://…: a secret never goes in a URL; set AZURE_CLIENT_SECRET, or client_secret = \"${{VAR}}\" in the config"),
             _ => bail!(
-                "{url:?}: unknown option {k:?} (sentinel sinks take dcr, stream, auth, tenant_id, client_id, cloud, authority_host, scope, ca_file, batch_timeout, max_request_bytes, spool_dir, max_spool_bytes, drain_timeout)"
+                "{url:?}: unknown option {k:?} (sentinel sinks take dcr, stream, auth, tenant_id, client_id, cloud, authority_host, scope, ca_file, batch_timeout, max_request_bytes, request_timeout, spool_dir, max_spool_bytes, drain_timeout)"
             ),
         }
     }

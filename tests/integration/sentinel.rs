@@ -1,0 +1,436 @@
+//! The Sentinel sink end to end: the real binary posts to a local stand-in of the Logs
+//! Ingestion API and of Entra ID (crowsnest::standin), over HTTPS with a CA of the test's own,
+//! through the real workload-identity token exchange of the Azure SDK. The stand-in is as strict
+//! as the service (declared columns, TimeGenerated, 1 MB, bearer tokens, scope) and is told to
+//! fail in the ways Azure fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crowsnest::sink::sentinel::row::{alert_row, COLUMNS};
+use crowsnest::standin::logs_ingestion::{ColumnType, Scripted, Standin, StandinConfig};
+use serde_json::Value;
+
+use crate::common::*;
+use crowsnest::standin::pki::test_pki;
+
+const STREAM: &str = "Custom-CrowsnestAlert";
+const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.federated-service-account-token.sig";
+const SECRET: &str = "s3cr3t-Value~that-must-never-be-logged";
+
+struct Azure {
+    standin: Standin,
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    token_file: PathBuf,
+}
+
+fn azure(tweak: impl FnOnce(&mut StandinConfig)) -> Azure {
+    let pki = test_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("test-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, FEDERATED_TOKEN).unwrap();
+    let columns = COLUMNS.iter().map(|(n, t)| (n.to_string(), ColumnType::parse(t).expect("a DCR type"))).collect();
+    let mut cfg = StandinConfig::new(BTreeMap::from([(STREAM.to_string(), columns)]));
+    cfg.federated_token = Some(FEDERATED_TOKEN.to_string());
+    cfg.client_secret = Some(SECRET.to_string());
+    cfg.tls = Some((pki.cert_pem.clone(), pki.key_pem.clone()));
+    tweak(&mut cfg);
+    let standin = Standin::start(cfg).unwrap();
+    Azure { standin, dir, ca, token_file }
+}
+
+impl Azure {
+    fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    /// The sink URL; `extra` adds options (`&max_request_bytes=…`).
+    fn sink_url(&self, auth: &str, extra: &str) -> String {
+        format!(
+            "sentinel://{}?dcr={}&stream={STREAM}&auth={auth}&spool_dir={}&batch_timeout=1s{extra}",
+            self.standin.addr(),
+            "dcr-0123456789abcdef0123456789abcdef",
+            self.spool().display()
+        )
+    }
+
+    /// `crowsnest` with the environment a pod on AKS with workload identity has, pointed at the
+    /// stand-in: AZURE_AUTHORITY_HOST for Entra ID, SSL_CERT_FILE for the test CA.
+    fn crowsnest(&self) -> Command {
+        let mut c = bin();
+        c.current_dir(self.dir.path())
+            .env("AZURE_AUTHORITY_HOST", self.standin.base_url())
+            .env("SSL_CERT_FILE", &self.ca)
+            .env("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001")
+            .env("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000002")
+            .env("AZURE_FEDERATED_TOKEN_FILE", &self.token_file)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("CROWSNEST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn replay(&self, extra_args: &[&str], sink: &str) -> Output {
+        let mut c = self.crowsnest();
+        c.args(["replay", "--no-progress", "--sink", sink]).args(extra_args);
+        c.output().unwrap()
+    }
+
+    fn delivered_ids(&self) -> Vec<String> {
+        self.standin.accepted_rows(STREAM).iter().map(|r| r["AlertId"].as_str().unwrap().to_string()).collect()
+    }
+
+    fn spooled_records(&self) -> usize {
+        std::fs::read_dir(self.spool())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        e.file_name().to_string_lossy().strip_suffix(".json.gz").and_then(|s| s.split('.').nth(1)?.parse::<usize>().ok())
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// The alerts `crowsnest replay` prints for the bundled sample (what Sentinel must receive).
+fn reference_alerts() -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["replay", "--no-progress"], dir.path());
+    assert!(out.status.success());
+    let alerts = stdout_alerts(&out);
+    assert!(alerts.len() > 20, "the sample raises alerts");
+    alerts
+}
+
+fn ids(alerts: &[Value]) -> BTreeSet<String> {
+    alerts.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_replay_delivers_every_alert_exactly_as_printed_gzipped_under_the_size_limit() {
+    let az = azure(|_| {});
+    let reference = reference_alerts();
+    // Small requests, so the run needs many.
+    let out = az.replay(&["--sink", "stdout"], &az.sink_url("workload_identity", "&max_request_bytes=8000"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout_alerts(&out);
+    assert_eq!(ids(&printed), ids(&reference));
+
+    let rows = az.standin.accepted_rows(STREAM);
+    assert_eq!(rows.len(), printed.len(), "each alert once");
+    let by_id: BTreeMap<&str, &Value> = rows.iter().map(|r| (r["AlertId"].as_str().unwrap(), r)).collect();
+    for a in &printed {
+        let expected = Value::Object(alert_row(a).unwrap());
+        assert_eq!(by_id[a["id"].as_str().unwrap()], &expected, "the row is the alert as printed");
+    }
+    let requests = az.standin.requests();
+    assert!(requests.len() >= 5, "max_request_bytes=8000 splits {} alerts into several requests", rows.len());
+    let mut request_ids = BTreeSet::new();
+    for r in &requests {
+        assert_eq!(r.status, 204);
+        assert!(r.gzip && r.wire_bytes < r.raw_bytes, "gzip on");
+        assert!(r.raw_bytes <= 8000, "{} raw bytes in one request", r.raw_bytes);
+        assert!(request_ids.insert(r.client_request_id.clone().expect("x-ms-client-request-id")), "a fresh id per request");
+    }
+    let tokens = az.standin.tokens();
+    assert!(!tokens.is_empty() && tokens.iter().all(|t| t.grant == "client_assertion" && t.status == 200), "workload identity");
+    assert_eq!(tokens.len(), 1, "the token is cached across requests");
+    assert_eq!(az.spooled_records(), 0, "the spool is empty once Azure accepted everything");
+    assert!(!az.dir.path().join("dead-letters.jsonl").exists());
+}
+
+#[test]
+fn run_from_a_config_delivers_with_a_client_secret_and_ca_file_through_an_https_proxy() {
+    let az = azure(|_| {});
+    let reference = reference_alerts();
+    let sample = az.dir.path().join("sample.jsonl.gz");
+    std::fs::write(&sample, crowsnest::cli::SAMPLE).unwrap();
+    let proxy = ConnectProxy::start();
+    let config = format!(
+        r#"
+[source]
+kind = "file"
+paths = ["{}"]
+
+[sinks]
+stdout = false
+
+[sinks.sentinel]
+endpoint = "https://{}"
+dcr = "dcr-0123456789abcdef0123456789abcdef"
+stream = "{STREAM}"
+auth = "client_secret"
+client_secret = "${{APP_SECRET}}"
+authority_host = "{}"
+ca_file = "{}"
+spool_dir = "{}"
+
+[metrics]
+enabled = false
+"#,
+        sample.display(),
+        az.standin.addr(),
+        az.standin.base_url(),
+        az.ca.display(),
+        az.spool().display()
+    );
+    std::fs::write(az.dir.path().join("crowsnest.toml"), config).unwrap();
+    let out = az
+        .crowsnest()
+        .args(["run", "-c", "crowsnest.toml"])
+        .env("APP_SECRET", SECRET)
+        // The CA comes from ca_file, not from SSL_CERT_FILE; the traffic goes through the proxy.
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("AZURE_AUTHORITY_HOST")
+        .env_remove("NO_PROXY")
+        .env("HTTPS_PROXY", format!("http://{}", proxy.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(az.delivered_ids().into_iter().collect::<BTreeSet<_>>(), ids(&reference));
+    assert!(az.standin.tokens().iter().all(|t| t.grant == "client_secret"));
+    assert!(proxy.tunnels.load(Ordering::Relaxed) >= 1, "HTTPS_PROXY is honoured");
+    assert!(!stderr(&out).contains(SECRET));
+}
+
+#[test]
+fn an_outage_loses_nothing_and_the_spool_drains_when_azure_returns() {
+    let az = azure(|_| {});
+    let expected = ids(&reference_alerts());
+    az.standin.set_down(true);
+    let child = az
+        .crowsnest()
+        .args(["replay", "--no-progress", "--sink", &az.sink_url("workload_identity", "&max_request_bytes=8000")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // Every alert waits on disk while Azure is away…
+    wait_for("every alert in the spool", Duration::from_secs(60), || (az.spooled_records() == expected.len()).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.0.try_wait().unwrap().is_none(), "a replay waits for delivery");
+    assert!(az.delivered_ids().is_empty());
+    // …and goes once it is back.
+    az.standin.set_down(false);
+    let status = wait_for("the replay to end", Duration::from_secs(120), || child.0.try_wait().unwrap());
+    assert!(status.success());
+    assert_eq!(az.delivered_ids().into_iter().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(az.spooled_records(), 0);
+}
+
+#[test]
+fn kill_9_during_an_outage_then_a_restart_delivers_every_alert_from_the_spool() {
+    let az = azure(|_| {});
+    let expected = ids(&reference_alerts());
+    az.standin.set_down(true);
+    let url = az.sink_url("workload_identity", "&max_request_bytes=8000");
+    let mut child = KillOnDrop(az.crowsnest().args(["replay", "--no-progress", "--sink", &url]).stderr(Stdio::null()).spawn().unwrap());
+    wait_for("every alert in the spool", Duration::from_secs(60), || (az.spooled_records() == expected.len()).then_some(()));
+    child.0.kill().unwrap(); // SIGKILL: no flush, no drain, no goodbye
+    child.0.wait().unwrap();
+    az.standin.set_down(false);
+    // The restart reads nothing new: whatever arrives comes from the spool.
+    let empty = az.dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = az.replay(&[empty.to_str().unwrap()], &url);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("left in the spool"), "the restart says it resumes: {}", stderr(&out));
+    assert_eq!(az.delivered_ids().into_iter().collect::<BTreeSet<_>>(), expected, "every alert arrives, ids compared");
+}
+
+#[test]
+fn throttling_is_paced_by_retry_after_and_server_errors_timeouts_and_413_are_retried() {
+    let az = azure(|_| {});
+    let expected = ids(&reference_alerts());
+    let status = |s: u16, ra: Option<&str>| Scripted::Status { status: s, retry_after: ra.map(str::to_string), error_code: None };
+    az.standin.script(vec![
+        status(429, Some("2")),
+        status(429, Some("1")),
+        status(503, None),
+        status(500, None),
+        Scripted::Hang(Duration::from_secs(4)),
+        status(413, None),
+    ]);
+    let started = Instant::now();
+    let out = az.replay(&[], &az.sink_url("workload_identity", "&max_request_bytes=20000&request_timeout=1s"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(az.delivered_ids().into_iter().collect::<BTreeSet<_>>(), expected);
+    let r = az.standin.requests();
+    let statuses: Vec<u16> = r.iter().map(|r| r.status).collect();
+    assert_eq!(&statuses[..2], &[429, 429], "{statuses:?}");
+    // Retry-After: 2 then 1 seconds between the attempts, not the backoff's 1 s then 2 s.
+    let gap = |i: usize| r[i + 1].at.duration_since(r[i].at);
+    assert!(gap(0) >= Duration::from_millis(1900) && gap(0) < Duration::from_millis(3500), "Retry-After 2 honoured: {:?}", gap(0));
+    assert!(gap(1) >= Duration::from_millis(900) && gap(1) < Duration::from_millis(1900), "Retry-After 1 honoured: {:?}", gap(1));
+    assert!(statuses.contains(&503) && statuses.contains(&500) && statuses.contains(&413));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(!az.dir.path().join("dead-letters.jsonl").exists(), "a 413 splits the batch, it drops nothing");
+}
+
+#[test]
+fn a_refused_batch_goes_to_dead_letters_whole_and_later_batches_still_arrive() {
+    let az = azure(|_| {});
+    let expected = ids(&reference_alerts());
+    az.standin.script(vec![Scripted::Status { status: 400, retry_after: None, error_code: Some("InvalidArgument".into()) }]);
+    let out = az.replay(&[], &az.sink_url("workload_identity", "&max_request_bytes=8000"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = read_jsonl(&az.dir.path().join("dead-letters.jsonl"));
+    assert!(!dead.is_empty());
+    for d in &dead {
+        assert_eq!(d["reason"], "rejected");
+        assert!(d["detail"].as_str().unwrap().contains("400 InvalidArgument"), "{d}");
+        assert_eq!(d["source"], format!("sentinel:{STREAM}"));
+    }
+    let dead_ids: BTreeSet<String> = dead.iter().map(|d| d["record"]["AlertId"].as_str().unwrap().to_string()).collect();
+    let delivered: BTreeSet<String> = az.delivered_ids().into_iter().collect();
+    assert!(delivered.is_disjoint(&dead_ids));
+    assert_eq!(delivered.union(&dead_ids).cloned().collect::<BTreeSet<_>>(), expected, "every alert is in Sentinel or a dead letter");
+    assert!(delivered.len() > dead_ids.len(), "later batches were not blocked");
+}
+
+#[test]
+fn an_expired_or_revoked_token_is_replaced_and_no_secret_reaches_stderr_or_dead_letters() {
+    // Tokens say they last an hour but the service stops taking them after one second: the
+    // SDK's cache would hand the dead one back; the sink must get a fresh one.
+    let az = azure(|c| c.token_valid_for = Some(Duration::from_secs(1)));
+    let expected = ids(&reference_alerts());
+    let status = |s: u16| Scripted::Status { status: s, retry_after: None, error_code: None };
+    // Two server errors keep the first batch waiting past its token's life; a 400 makes dead letters.
+    az.standin.script(vec![
+        status(503),
+        status(503),
+        Scripted::Status { status: 400, retry_after: None, error_code: Some("InvalidArgument".into()) },
+    ]);
+    let out = az
+        .crowsnest()
+        .args(["-vv", "replay", "--no-progress", "--sink", &az.sink_url("client_secret", "&max_request_bytes=8000")])
+        .env("AZURE_CLIENT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delivered: BTreeSet<String> = az.delivered_ids().into_iter().collect();
+    let dead = std::fs::read_to_string(az.dir.path().join("dead-letters.jsonl")).unwrap();
+    assert_eq!(delivered.len() + dead.lines().count(), expected.len());
+    assert!(az.standin.requests().iter().any(|r| r.status == 401), "the stale token was refused");
+    assert!(az.standin.tokens().len() >= 2, "and replaced");
+    let err = stderr(&out);
+    for secret in az.standin.issued_tokens().iter().map(String::as_str).chain([SECRET, FEDERATED_TOKEN]) {
+        assert!(!err.contains(secret), "a secret in stderr");
+        assert!(!dead.contains(secret), "a secret in a dead letter");
+    }
+    assert!(!err.contains("Bearer "), "no Authorization header is logged");
+}
+
+#[test]
+fn validate_check_explains_what_a_refusal_means() {
+    let az = azure(|_| {});
+    let check = |url: &str| az.crowsnest().args(["validate", "--check", "--source", "stdin", "--sink", url]).output().unwrap();
+    let ok = check(&az.sink_url("workload_identity", ""));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(az.standin.accepted_rows(STREAM).len(), 0, "the check adds no row");
+
+    let wrong_dcr =
+        az.sink_url("workload_identity", "").replace("dcr-0123456789abcdef0123456789abcdef", "dcr-ffffffffffffffffffffffffffffffff");
+    let out = check(&wrong_dcr);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("immutableId, not its name"), "{}", stderr(&out));
+
+    az.standin.script(vec![Scripted::Status { status: 403, retry_after: None, error_code: Some("Forbidden".into()) }]);
+    let out = check(&az.sink_url("workload_identity", ""));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Monitoring Metrics Publisher") && stderr(&out).contains("30 minutes"), "{}", stderr(&out));
+
+    let out = az
+        .crowsnest()
+        .args(["validate", "--check", "--source", "stdin", "--sink", &az.sink_url("workload_identity", "")])
+        .env("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/token")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("federated token file"), "{}", stderr(&out));
+}
+
+/// Kills the child if the test fails first.
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTP CONNECT proxy (what HTTPS_PROXY points at), counting the tunnels it opened.
+struct ConnectProxy {
+    addr: std::net::SocketAddr,
+    tunnels: Arc<AtomicUsize>,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tunnels = Arc::new(AtomicUsize::new(0));
+        let count = tunnels.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let _ = tunnel(client, &count);
+                });
+            }
+        });
+        ConnectProxy { addr, tunnels }
+    }
+}
+
+fn tunnel(client: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.strip_prefix("CONNECT ").and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_string();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    let upstream = TcpStream::connect(&target)?;
+    count.fetch_add(1, Ordering::Relaxed);
+    (&client).write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")?;
+    let (mut up_r, mut up_w) = (upstream.try_clone()?, upstream);
+    let mut client_w = client;
+    let pending = reader.buffer().to_vec();
+    up_w.write_all(&pending)?;
+    let mut client_r = reader.into_inner();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_r, &mut up_w);
+    });
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = up_r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        client_w.write_all(&buf[..n])?;
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: &Path) {}
