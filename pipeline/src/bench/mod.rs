@@ -8,11 +8,13 @@
 //! 4. peak memory of the pipeline on 10 % of the file and on the whole file (flat = no growth);
 //! 5. DuckDB, when its Python module is installed: load the same file and run comparable SQL.
 //!
-//! `--windows` measures the stateful side alone (see [`windows`]).
+//! `--windows` measures the stateful side alone (see [`windows`]); `--sentinel` the Sentinel sink
+//! (see [`sentinel`]).
 //!
 //! `--kafka HOST:PORT` measures instead the pipeline reading a Kafka topic (3 partitions) and
 //! writing alerts to a topic, against file replay of the same events in the same run.
 
+mod sentinel;
 mod windows;
 
 use std::fs::File;
@@ -64,6 +66,13 @@ pub struct BenchArgs {
     /// chunks read first), then the rules (the file decoded first).
     #[arg(long, conflicts_with_all = ["kafka", "windows"])]
     stages: bool,
+    /// Sentinel mode: --alerts alerts through the Sentinel sink into the local stand-in of the
+    /// Logs Ingestion API (HTTPS, gzip), end to end and on the engine thread.
+    #[arg(long, conflicts_with_all = ["kafka", "windows", "stages"])]
+    sentinel: bool,
+    /// Alerts for --sentinel.
+    #[arg(long, default_value_t = 200_000)]
+    alerts: u64,
     /// Distinct keys (users) for --windows.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
@@ -499,6 +508,9 @@ fn load_topic(brokers: &str, topic: &str, path: &Path) -> Result<Loaded> {
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.windows {
         return windows::run(args.events, args.keys, args.seed);
+    }
+    if args.sentinel {
+        return sentinel::run(args.alerts);
     }
     let set = RuleSet::bundled()?;
     if let Some(brokers) = &args.kafka {
