@@ -198,7 +198,10 @@ impl Sender {
                         self.cfg.describe(),
                         next.records
                     );
-                    self.reject(&next, Reason::Rejected, &detail);
+                    if !self.reject(&next, Reason::Rejected, &detail) {
+                        // The dead-letter output is down too: try again later, not in a loop.
+                        not_before = Some(Instant::now() + Duration::from_secs(5));
+                    }
                     attempt = 0;
                 }
             }
@@ -274,15 +277,19 @@ impl Sender {
                     self.shared.set_error(format!("{err:#}"));
                 }
             }
-            Ok(None) => self.reject(e, Reason::TooLarge, "413: the service refused a single row as too large"),
-            Err(err) => self.reject(e, Reason::Rejected, &format!("413, and the spooled batch could not be split: {err}")),
+            Ok(None) => {
+                self.reject(e, Reason::TooLarge, "413: the service refused a single row as too large");
+            }
+            Err(err) => {
+                self.reject(e, Reason::Rejected, &format!("413, and the spooled batch could not be split: {err}"));
+            }
         }
     }
 
     /// Every row of a batch to the dead-letter output (whole, so it can be sent again), then
     /// the batch out of the spool, in that order: a crash in between repeats dead letters at
-    /// worst, never loses a row.
-    fn reject(&mut self, e: &Entry, reason: Reason, detail: &str) {
+    /// worst, never loses a row. False when the dead-letter output could not take them.
+    fn reject(&mut self, e: &Entry, reason: Reason, detail: &str) -> bool {
         let source = format!("sentinel:{}", self.cfg.stream);
         let letters: Vec<DeadLetter> = match spool::read_body(e).map(|b| Body::rows(&b.json).map_err(anyhow::Error::from)) {
             Ok(Ok(rows)) => rows.iter().enumerate().map(|(i, r)| row_letter(&source, e.seq, i, reason, detail, r)).collect(),
@@ -295,9 +302,13 @@ impl Sender {
             self.metrics.dead_letters.with_label_values(&[dl.reason.as_str()]).inc();
         }
         match self.dead.write(&letters) {
-            Ok(()) => self.shared.delivered(e.seq),
+            Ok(()) => {
+                self.shared.delivered(e.seq);
+                true
+            }
             Err(err) => {
                 log::error!("{}: writing dead letters: {err:#}; the batch stays in the spool", self.cfg.describe());
+                false
             }
         }
     }
