@@ -41,7 +41,8 @@ pub fn run(mut set: RuleSet, rule_id: &str, files: &[PathBuf], opts: &EngineOpti
     let sources = opened.sources;
     let memory = MemorySink::default();
     // Dead letters and late events are counted in the summary; a backtest writes no files.
-    let mut outputs = Outputs { sinks: vec![Box::new(memory.clone()) as Box<dyn Sink>], dead_letters: None, late_events: None };
+    let mut outputs =
+        Outputs { sinks: vec![Box::new(memory.clone()) as Box<dyn Sink>], dead_letters: None, late_events: None, events: None };
     let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &Metrics::new(), &control)?;
     let records = std::mem::take(&mut *memory.records.lock().expect("memory sink lock"));

@@ -16,6 +16,8 @@ use crate::pipeline::{self, Control, Outputs, Summary};
 use crate::rules::{parse_duration, RuleSet};
 use crate::sink::kafka::KafkaSink;
 use crate::sink::router::AlertRouter;
+use crate::sink::sentinel::config::SentinelConfig;
+use crate::sink::sentinel::events::EventForwarder;
 use crate::sink::sentinel::{DeadLetterOut, Drain, SentinelSink};
 use crate::sink::{JsonLinesFile, Sink, StdoutSink};
 use crate::source::file::{open_paths, FileSource, Opened};
@@ -357,10 +359,15 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
     if let Some(p) = &a.alerts {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
+    let events = match sentinel_of(&a.sinks)? {
+        Some(s) => event_forwarder(&s, &set, &dead_letter_cfg, a.state_dir.as_deref(), &metrics, Drain::Complete)?,
+        None => None,
+    };
     let mut outputs = Outputs {
         sinks,
         dead_letters: Some(Box::new(JsonLinesFile::new(&a.dead_letters, "dead-letters"))),
         late_events: Some(Box::new(JsonLinesFile::new(&a.late_events, "late-events"))),
+        events,
     };
     let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
@@ -449,6 +456,37 @@ fn alert_sinks(
     Ok(sinks)
 }
 
+/// The Sentinel sink among `--sink` URLs, if any.
+fn sentinel_of(urls: &[String]) -> Result<Option<SentinelConfig>> {
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let mut cfg = Config::default();
+    cfg.override_with(None, urls, None)?;
+    Ok(cfg.sinks.sentinel)
+}
+
+/// The normalized-events stream of a Sentinel sink, when `forward_events` asks for it.
+fn event_forwarder(
+    s: &SentinelConfig,
+    set: &RuleSet,
+    dead_letter_cfg: &DeadLetterConfig,
+    state_dir: Option<&Path>,
+    metrics: &Metrics,
+    drain: Drain,
+) -> Result<Option<EventForwarder>> {
+    let Some(events_cfg) = s.events_config(state_dir) else { return Ok(None) };
+    let dead = DeadLetterOut::new(dead_letter_sink(dead_letter_cfg, metrics)?);
+    let sink = SentinelSink::new(&events_cfg, state_dir, dead, metrics.clone(), drain)?.prebuilt_rows();
+    let forwarder = EventForwarder::new(s.events_where.as_deref(), Arc::new(set.lists.clone()), Box::new(sink))?;
+    log::warn!(
+        "forwarding audit events{} as ASIM Audit Events to stream {}",
+        s.events_where.as_deref().map(|w| format!(" where {w}")).unwrap_or_default(),
+        events_cfg.stream
+    );
+    Ok(Some(forwarder))
+}
+
 fn dead_letter_sink(cfg: &DeadLetterConfig, metrics: &Metrics) -> Result<Box<dyn Sink>> {
     Ok(match &cfg.kafka {
         Some(k) => Box::new(KafkaSink::new(&k.connection(), &k.topic, "dead-letters", metrics.clone())?),
@@ -457,7 +495,7 @@ fn dead_letter_sink(cfg: &DeadLetterConfig, metrics: &Metrics) -> Result<Box<dyn
 }
 
 /// The alert sinks and the dead-letter output a config names.
-fn build_outputs(cfg: &Config, metrics: &Metrics) -> Result<Outputs> {
+fn build_outputs(cfg: &Config, set: &RuleSet, metrics: &Metrics) -> Result<Outputs> {
     let drain = cfg.sinks.sentinel.as_ref().map_or(Drain::AtMost(std::time::Duration::ZERO), |s| Drain::AtMost(s.drain_timeout()));
     let sinks = alert_sinks(&cfg.sinks, &cfg.dead_letters, cfg.state.dir.as_deref(), metrics, drain)?;
     if sinks.is_empty() {
@@ -465,7 +503,11 @@ fn build_outputs(cfg: &Config, metrics: &Metrics) -> Result<Outputs> {
     }
     let dead_letters = dead_letter_sink(&cfg.dead_letters, metrics)?;
     let late_events: Box<dyn Sink> = Box::new(JsonLinesFile::new(&cfg.late_events.file, "late-events"));
-    Ok(Outputs { sinks, dead_letters: Some(dead_letters), late_events: Some(late_events) })
+    let events = match &cfg.sinks.sentinel {
+        Some(s) => event_forwarder(s, set, &cfg.dead_letters, cfg.state.dir.as_deref(), metrics, drain)?,
+        None => None,
+    };
+    Ok(Outputs { sinks, dead_letters: Some(dead_letters), late_events: Some(late_events), events })
 }
 
 fn validate(args: &RunArgs, check: bool) -> Result<()> {
@@ -491,6 +533,9 @@ fn validate(args: &RunArgs, check: bool) -> Result<()> {
         // The identity settings are checked as the credential would be built.
         let http = crate::sink::sentinel::auth::http_client(s)?;
         crate::sink::sentinel::auth::Auth::new(s, http)?;
+        if s.forward_events.is_some() {
+            crate::sink::sentinel::events::check(s.events_where.as_deref(), Arc::new(set.lists.clone()))?;
+        }
         if check {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             println!("{}", rt.block_on(crate::sink::sentinel::check::check(s))?);
@@ -538,7 +583,7 @@ fn run_service(args: &RunArgs) -> Result<()> {
             v
         }
     };
-    let mut outputs = build_outputs(&cfg, &metrics)?;
+    let mut outputs = build_outputs(&cfg, &set, &metrics)?;
     let dead_letter_name = outputs.dead_letters.as_ref().map(|d| d.name().to_string());
     log::warn!("source: {}", describe_source(&cfg));
     let health = Arc::new(server::Health::default());

@@ -36,6 +36,7 @@ use crate::decode::{DecodeStats, Decoder, Origin, TableBatch};
 use crate::engine::{Engine, LateRows};
 use crate::metrics::Metrics;
 use crate::sink::router::AlertRouter;
+use crate::sink::sentinel::events::EventForwarder;
 use crate::sink::{Record, Sink};
 use crate::source::{Chunk, OffsetCommitter, Source, SourceOffsets};
 use crate::tables::insights::InsightsTable;
@@ -47,12 +48,19 @@ pub struct Outputs {
     pub dead_letters: Option<Box<dyn Sink>>,
     /// Events a windowed rule matched after their windows fired (see [`LateRows`]).
     pub late_events: Option<Box<dyn Sink>>,
+    /// Decoded audit events forwarded as they are (normalized, to Sentinel), besides alerts.
+    pub events: Option<EventForwarder>,
 }
 
 impl Outputs {
-    /// Every sink: alerts, dead letters, late events (what must be flushed before a commit).
+    /// Every sink: alerts, forwarded events, dead letters, late events (what must be flushed
+    /// before a commit).
     fn all(&mut self) -> impl Iterator<Item = &mut Box<dyn Sink>> {
-        self.sinks.iter_mut().chain(self.dead_letters.iter_mut()).chain(self.late_events.iter_mut())
+        self.sinks
+            .iter_mut()
+            .chain(self.events.iter_mut().map(|e| &mut e.sink))
+            .chain(self.dead_letters.iter_mut())
+            .chain(self.late_events.iter_mut())
     }
 }
 
@@ -590,6 +598,11 @@ fn handle(
     if !d.batches.is_empty() {
         let batches =
             d.batches.into_iter().map(|b| Ok(TableBatch { batch: dedup.apply(b.table, b.batch)?, ..b })).collect::<Result<Vec<_>>>()?;
+        if let Some(events) = outputs.events.as_mut() {
+            for b in batches.iter().filter(|b| b.table == KUBE_AUDIT) {
+                events.forward(&b.batch).with_context(|| format!("forwarding events to {}", events.sink.name()))?;
+            }
+        }
         let t = Instant::now();
         let alerts = engine.process_chunk(&batches, d.stream.as_ref());
         newest_event = engine.last_batch_max_time();

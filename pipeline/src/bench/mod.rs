@@ -67,7 +67,8 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["kafka", "windows"])]
     stages: bool,
     /// Sentinel mode: --alerts alerts through the Sentinel sink into the local stand-in of the
-    /// Logs Ingestion API (HTTPS, gzip), end to end and on the engine thread.
+    /// Logs Ingestion API (HTTPS, gzip), end to end and on the engine thread; then --events
+    /// generated audit events forwarded as ASIM rows.
     #[arg(long, conflicts_with_all = ["kafka", "windows", "stages"])]
     sentinel: bool,
     /// Alerts for --sentinel.
@@ -176,7 +177,7 @@ fn run_pipeline(path: &Path, set: &RuleSet, workers: usize) -> Result<PipelineRu
     let engine = Engine::new(set, &EngineOptions::default())?;
     let control = Control { workers, ..Control::default() };
     let sources: Vec<Box<dyn Source>> = vec![Box::new(FileSource::open(path, FramingLimits::default(), control.bytes_read.clone())?)];
-    let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None };
+    let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None, events: None };
     let metrics = Metrics::new();
     reset_peak_rss();
     let t = Instant::now();
@@ -312,7 +313,7 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
         crate::source::kafka::KafkaSource::new(&source_opts, limits, control.bytes_read.clone(), control.stop.clone(), metrics.clone())?;
     let sink_connection = crate::kafka::Connection { brokers: brokers.to_string(), ..Default::default() };
     let sink = crate::sink::kafka::KafkaSink::new(&sink_connection, &alerts_topic, "alerts", metrics.clone())?;
-    let mut outputs = Outputs { sinks: vec![Box::new(sink)], dead_letters: None, late_events: None };
+    let mut outputs = Outputs { sinks: vec![Box::new(sink)], dead_letters: None, late_events: None, events: None };
     // Stop once every event went through the engine (the pipeline would wait for more).
     let (stop, m, want) = (control.stop.clone(), metrics.clone(), file.events);
     let started = Instant::now();
@@ -510,7 +511,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return windows::run(args.events, args.keys, args.seed);
     }
     if args.sentinel {
-        return sentinel::run(args.alerts);
+        return sentinel::run(args.alerts, args.events);
     }
     let set = RuleSet::bundled()?;
     if let Some(brokers) = &args.kafka {

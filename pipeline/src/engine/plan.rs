@@ -460,7 +460,9 @@ fn simplify(e: &Expr, schema: &DFSchema) -> Result<Expr> {
     ExprSimplifier::new(info).simplify(e.clone()).with_context(|| format!("simplifying {e}"))
 }
 
-fn physical(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
+/// A logical expression as a physical one over `schema`, simplified first (also used by the
+/// Sentinel sink's event forwarder, which plans its SELECT the way rules are planned).
+pub fn physical(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
     physical_simplified(&simplify(e, schema)?, schema, ctx)
 }
 

@@ -58,6 +58,27 @@ pub struct SentinelConfig {
     /// How long a stopping service waits for the spool to drain before leaving the rest for
     /// the next start, e.g. "30s". A replay waits until everything is delivered.
     pub drain_timeout: Option<String>,
+    /// "asim": also send decoded audit events, as ASIM Audit Events, to `events_stream`.
+    pub forward_events: Option<ForwardEvents>,
+    #[serde(default = "default_events_stream")]
+    pub events_stream: String,
+    /// A SQL condition over kube_audit's columns choosing the events forwarded (default: all),
+    /// e.g. "verb NOT IN ('get', 'list', 'watch')".
+    pub events_where: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardEvents {
+    /// The ASIM Audit Event schema (the ASimAuditEventLogs table).
+    Asim,
+}
+
+/// The stream deploy/sentinel declares for forwarded events (flowing to ASimAuditEventLogs).
+pub const DEFAULT_EVENTS_STREAM: &str = "Custom-CrowsnestAuditEvents";
+
+fn default_events_stream() -> String {
+    DEFAULT_EVENTS_STREAM.to_string()
 }
 
 fn default_stream() -> String {
@@ -136,8 +157,13 @@ impl SentinelConfig {
                 self.dcr
             );
         }
-        if self.stream.is_empty() || self.stream.contains('/') {
-            bail!("[sinks.sentinel] stream {:?} is not a stream name (Custom-…)", self.stream);
+        for (key, s) in [("stream", &self.stream), ("events_stream", &self.events_stream)] {
+            if s.is_empty() || s.contains('/') || s.contains('?') {
+                bail!("[sinks.sentinel] {key} {s:?} is not a stream name (Custom-…)");
+            }
+        }
+        if self.forward_events.is_some() && self.events_stream == self.stream {
+            bail!("[sinks.sentinel] events_stream must differ from stream (alerts and events are different tables)");
         }
         if self.max_request_bytes > MAX_REQUEST_BYTES || self.max_request_bytes < 1024 {
             bail!("[sinks.sentinel] max_request_bytes must be between 1024 and {MAX_REQUEST_BYTES} (the service's limit)");
@@ -187,6 +213,18 @@ impl SentinelConfig {
         self.scope.clone().unwrap_or_else(|| self.cloud.scope().to_string())
     }
 
+    /// The settings of the forwarded-events stream, when `forward_events` asks for it: the same
+    /// endpoint, rule and identity, its own stream, and a spool beside the alerts' one, named
+    /// after its stream.
+    pub fn events_config(&self, state_dir: Option<&Path>) -> Option<SentinelConfig> {
+        self.forward_events?;
+        let mut c = self.clone();
+        c.spool_dir = Some(self.spool_dir(state_dir).with_file_name(&self.events_stream));
+        c.stream = self.events_stream.clone();
+        c.forward_events = None;
+        Some(c)
+    }
+
     pub fn spool_dir(&self, state_dir: Option<&Path>) -> PathBuf {
         match (&self.spool_dir, state_dir) {
             (Some(d), _) => d.clone(),
@@ -233,6 +271,9 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
         max_spool_bytes: default_max_spool(),
         request_timeout: None,
         drain_timeout: None,
+        forward_events: None,
+        events_stream: default_events_stream(),
+        events_where: None,
     };
     let mut auth = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -261,10 +302,18 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
             "max_spool_bytes" => cfg.max_spool_bytes = v.parse().with_context(|| format!("{url:?}: max_spool_bytes"))?,
             "drain_timeout" => cfg.drain_timeout = Some(v),
             "request_timeout" => cfg.request_timeout = Some(v),
+            "forward_events" => {
+                cfg.forward_events = match v.as_str() {
+                    "asim" => Some(ForwardEvents::Asim),
+                    _ => bail!("{url:?}: forward_events=asim is the one form"),
+                }
+            }
+            "events_stream" => cfg.events_stream = v,
+            "events_where" => cfg.events_where = Some(v),
             // The URL is not repeated: it holds the secret.
             "client_secret" => bail!("--sink sentinel://…: a secret never goes in a URL; set AZURE_CLIENT_SECRET, or client_secret = \"${{VAR}}\" in the config"),
             _ => bail!(
-                "{url:?}: unknown option {k:?} (sentinel sinks take dcr, stream, auth, tenant_id, client_id, cloud, authority_host, scope, ca_file, batch_timeout, max_request_bytes, request_timeout, spool_dir, max_spool_bytes, drain_timeout)"
+                "{url:?}: unknown option {k:?} (sentinel sinks take dcr, stream, auth, tenant_id, client_id, cloud, authority_host, scope, ca_file, batch_timeout, max_request_bytes, request_timeout, spool_dir, max_spool_bytes, drain_timeout, forward_events, events_stream, events_where)"
             ),
         }
     }

@@ -15,9 +15,11 @@
 //! (bodies under the size limit, gzip), [`spool`], [`auth`] (Entra ID through azure_identity),
 //! [`service`] (the sender and its retry policy), [`check`] (`crowsnest validate --check`).
 
+pub mod asim_columns;
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod events;
 pub mod request;
 pub mod row;
 pub mod service;
@@ -169,6 +171,8 @@ pub struct SentinelSink {
     dead: DeadLetterOut,
     drain: Drain,
     last_wait_log: Option<Instant>,
+    /// Records are alerts to map to rows (the alert stream), or rows already (forwarded events).
+    prebuilt: bool,
 }
 
 impl SentinelSink {
@@ -219,7 +223,22 @@ impl SentinelSink {
         let sender = Sender { cfg: cfg.clone(), shared: shared.clone(), http, auth, dead: dead.clone(), metrics, slow_retry };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the sentinel sender")?;
         let handle = std::thread::Builder::new().name("cn-sentinel".into()).spawn(move || rt.block_on(sender.run()))?;
-        Ok(SentinelSink { label: cfg.describe(), cfg: cfg.clone(), shared, sender: Some(handle), dead, drain, last_wait_log: None })
+        Ok(SentinelSink {
+            label: cfg.describe(),
+            cfg: cfg.clone(),
+            shared,
+            sender: Some(handle),
+            dead,
+            drain,
+            last_wait_log: None,
+            prebuilt: false,
+        })
+    }
+
+    /// Records sent are rows already (the forwarded-events stream), not alerts.
+    pub fn prebuilt_rows(mut self) -> Self {
+        self.prebuilt = true;
+        self
     }
 
     fn check_failed(st: &State) -> Result<()> {
@@ -308,18 +327,22 @@ impl Sink for SentinelSink {
         let mut rows = Vec::with_capacity(records.len());
         let mut too_large = Vec::new();
         for r in records {
-            let alert: serde_json::Value = serde_json::from_slice(&r.json).context("an alert that is not JSON")?;
-            let Some(row) = row::alert_row(&alert) else { continue };
-            let json = serde_json::to_vec(&row)?;
+            let json = if self.prebuilt {
+                r.json.clone()
+            } else {
+                let alert: serde_json::Value = serde_json::from_slice(&r.json).context("an alert that is not JSON")?;
+                let Some(row) = row::alert_row(&alert) else { continue };
+                serde_json::to_vec(&row)?
+            };
             if json.len() + 2 > self.cfg.max_request_bytes {
                 let mut dl = DeadLetter::new(
                     &format!("sentinel:{}", self.cfg.stream),
-                    format!("alert {}", r.key),
+                    if r.key.is_empty() { "row".to_string() } else { format!("alert {}", r.key) },
                     Reason::TooLarge,
                     format!("the row is {} bytes; a request may hold {} (max_request_bytes)", json.len(), self.cfg.max_request_bytes),
                     &json,
                 );
-                dl.record = Some(serde_json::Value::Object(row));
+                dl.record = serde_json::from_slice(&json).ok();
                 too_large.push(dl);
                 continue;
             }
