@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crowsnest::sink::sentinel::asim_columns::ASIM_AUDIT_COLUMNS;
 use crowsnest::sink::sentinel::row::{alert_row, COLUMNS};
 use crowsnest::standin::logs_ingestion::{ColumnType, Scripted, Standin, StandinConfig};
 use serde_json::Value;
@@ -21,6 +22,7 @@ use crate::common::*;
 use crowsnest::standin::pki::test_pki;
 
 const STREAM: &str = "Custom-CrowsnestAlert";
+const EVENTS_STREAM: &str = "Custom-CrowsnestAuditEvents";
 const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.federated-service-account-token.sig";
 const SECRET: &str = "s3cr3t-Value~that-must-never-be-logged";
 
@@ -38,8 +40,11 @@ fn azure(tweak: impl FnOnce(&mut StandinConfig)) -> Azure {
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let token_file = dir.path().join("azure-identity-token");
     std::fs::write(&token_file, FEDERATED_TOKEN).unwrap();
-    let columns = COLUMNS.iter().map(|(n, t)| (n.to_string(), ColumnType::parse(t).expect("a DCR type"))).collect();
-    let mut cfg = StandinConfig::new(BTreeMap::from([(STREAM.to_string(), columns)]));
+    let declare = |cols: &[(&str, &str)]| cols.iter().map(|(n, t)| (n.to_string(), ColumnType::parse(t).expect("a DCR type"))).collect();
+    let mut cfg = StandinConfig::new(BTreeMap::from([
+        (STREAM.to_string(), declare(COLUMNS)),
+        (EVENTS_STREAM.to_string(), declare(ASIM_AUDIT_COLUMNS)),
+    ]));
     cfg.federated_token = Some(FEDERATED_TOKEN.to_string());
     cfg.client_secret = Some(SECRET.to_string());
     cfg.tls = Some((pki.cert_pem.clone(), pki.key_pem.clone()));
@@ -365,6 +370,56 @@ fn validate_check_explains_what_a_refusal_means() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("federated token file"), "{}", stderr(&out));
+}
+
+#[test]
+fn audit_events_are_forwarded_as_asim_rows_filtered_by_the_users_where() {
+    let az = azure(|_| {});
+    // Writes only, as most teams forward: the URL carries the condition percent-encoded.
+    let url = az.sink_url("workload_identity", "&forward_events=asim&events_where=verb%20NOT%20IN%20('get'%2C%20'list'%2C%20'watch')");
+    let out = az.replay(&[], &url);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The oracle, read straight from the sample: every audit event (once per auditID and stage)
+    // whose verb is not a read.
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(crowsnest::cli::SAMPLE).read_to_string(&mut text).unwrap();
+    let mut expected = BTreeSet::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for r in v["records"].as_array().into_iter().flatten() {
+            if !r["category"].as_str().is_some_and(|c| c.starts_with("kube-audit")) {
+                continue;
+            }
+            let Ok(e) = serde_json::from_str::<Value>(r["properties"]["log"].as_str().unwrap_or("")) else { continue };
+            if !["get", "list", "watch"].contains(&e["verb"].as_str().unwrap_or("")) {
+                expected.insert((e["auditID"].as_str().unwrap().to_string(), e["stage"].as_str().unwrap_or("").to_string()));
+            }
+        }
+    }
+    let rows = az.standin.accepted_rows(EVENTS_STREAM);
+    assert_eq!(rows.len(), expected.len(), "one row per forwarded event, no more, no fewer");
+    let uids: BTreeSet<&str> = rows.iter().map(|r| r["EventOriginalUid"].as_str().unwrap()).collect();
+    assert_eq!(uids, expected.iter().map(|(id, _)| id.as_str()).collect());
+    for r in &rows {
+        // ASimAuditEventLogs has no EventSchema column: ASIM's parsers add it at query time.
+        assert_eq!((r["EventSchemaVersion"].as_str(), r["EventVendor"].as_str()), (Some("0.1.2"), Some("Microsoft")), "{r}");
+        assert_ne!(r["EventType"], "Read", "the WHERE kept writes only: {r}");
+        assert!(r["TimeGenerated"].as_str().is_some_and(|t| t.starts_with("2026-")), "{r}");
+    }
+    // The alerts went their own way, as before.
+    assert_eq!(az.delivered_ids().into_iter().collect::<BTreeSet<_>>(), ids(&reference_alerts()));
+    let bad = az
+        .crowsnest()
+        .args([
+            "validate",
+            "--source",
+            "stdin",
+            "--sink",
+            &az.sink_url("workload_identity", "&forward_events=asim&events_where=no_such_column%20%3D%201"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && stderr(&bad).contains("events_where"), "{}", stderr(&bad));
 }
 
 /// Kills the child if the test fails first.

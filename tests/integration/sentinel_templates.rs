@@ -2,16 +2,159 @@
 //! the table, the DCR's stream declaration and `row::COLUMNS` must be the same columns in the same
 //! order with the same types, every name must be one Log Analytics accepts, and the analytics rule
 //! may only name columns that exist. A column added to one place and not the others fails here,
-//! not as a 400 from the Logs Ingestion API or a rule that silently maps nothing.
+//! not as a 400 from the Logs Ingestion API or a rule that silently maps nothing. The optional
+//! normalized-events stream (`forwardAuditEvents`) must declare exactly
+//! `asim_columns::ASIM_AUDIT_COLUMNS`, all of them documented columns of `ASimAuditEventLogs`.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crowsnest::sink::sentinel::asim_columns::ASIM_AUDIT_COLUMNS;
 use crowsnest::sink::sentinel::row::COLUMNS;
 
 use crate::common::repo_root;
 
 const TABLE: &str = "Crowsnest_Alerts_CL";
 const STREAM: &str = "Custom-CrowsnestAlert";
+/// The normalized audit events: the stream the sink posts them to, the table they land in.
+const AUDIT_STREAM: &str = "Custom-CrowsnestAuditEvents";
+const ASIM_AUDIT_OUTPUT: &str = "Microsoft-ASimAuditEventLogs";
+/// The DCR's streamDeclarations and dataFlows: the alert stream always, the audit-event stream
+/// with forwardAuditEvents. `stream_declarations` and `data_flows` evaluate exactly these.
+const STREAM_DECLARATIONS_EXPR: &str =
+    "[union(variables('alertStreamDeclarations'), if(parameters('forwardAuditEvents'), variables('auditEventStreamDeclarations'), createObject()))]";
+const DATA_FLOWS_EXPR: &str =
+    "[concat(variables('alertDataFlows'), if(parameters('forwardAuditEvents'), variables('auditEventDataFlows'), createArray()))]";
+/// The columns of ASimAuditEventLogs a DCR can fill, with their types, as the Azure Monitor table
+/// reference lists them (system columns TenantId, Type, SourceSystem, _ResourceId,
+/// _SubscriptionId, _BilledSize, _IsBillable left out):
+/// https://learn.microsoft.com/azure/azure-monitor/reference/tables/asimauditeventlogs
+/// (MicrosoftDocs/azure-reference-other, azure-monitor-ref/tables/includes/asimauditeventlogs-include.md,
+/// 02/18/2024). The ASIM aliases (EventSchema, Dvc, User, Application, Src, Dst, IpAddr, Value,
+/// Rule, EventUid) are not table columns: the ASIM parsers add them at query time. The reference
+/// writes ThreatIsActive's type as bool, which a stream declares as boolean.
+const ASIM_AUDIT_EVENT_LOGS: &[(&str, &str)] = &[
+    ("TimeGenerated", "datetime"),
+    ("ActingAppId", "string"),
+    ("ActingAppName", "string"),
+    ("ActingAppType", "string"),
+    ("ActingOriginalAppType", "string"),
+    ("ActorOriginalUserType", "string"),
+    ("ActorScope", "string"),
+    ("ActorScopeId", "string"),
+    ("ActorSessionId", "string"),
+    ("ActorUserAadId", "string"),
+    ("ActorUserId", "string"),
+    ("ActorUserIdType", "string"),
+    ("ActorUsername", "string"),
+    ("ActorUsernameType", "string"),
+    ("ActorUserSid", "string"),
+    ("ActorUserType", "string"),
+    ("AdditionalFields", "dynamic"),
+    ("DvcAction", "string"),
+    ("DvcDescription", "string"),
+    ("DvcDomain", "string"),
+    ("DvcDomainType", "string"),
+    ("DvcFQDN", "string"),
+    ("DvcHostname", "string"),
+    ("DvcId", "string"),
+    ("DvcIdType", "string"),
+    ("DvcInterface", "string"),
+    ("DvcIpAddr", "string"),
+    ("DvcMacAddr", "string"),
+    ("DvcOriginalAction", "string"),
+    ("DvcOs", "string"),
+    ("DvcOsVersion", "string"),
+    ("DvcScope", "string"),
+    ("DvcScopeId", "string"),
+    ("DvcZone", "string"),
+    ("EventCount", "int"),
+    ("EventEndTime", "datetime"),
+    ("EventMessage", "string"),
+    ("EventOriginalResultDetails", "string"),
+    ("EventOriginalSeverity", "string"),
+    ("EventOriginalSubType", "string"),
+    ("EventOriginalType", "string"),
+    ("EventOriginalUid", "string"),
+    ("EventOwner", "string"),
+    ("EventProduct", "string"),
+    ("EventProductVersion", "string"),
+    ("EventReportUrl", "string"),
+    ("EventResult", "string"),
+    ("EventResultDetails", "string"),
+    ("EventSchemaVersion", "string"),
+    ("EventSeverity", "string"),
+    ("EventStartTime", "datetime"),
+    ("EventSubType", "string"),
+    ("EventType", "string"),
+    ("EventVendor", "string"),
+    ("HttpUserAgent", "string"),
+    ("NewValue", "string"),
+    ("Object", "string"),
+    ("ObjectId", "string"),
+    ("ObjectType", "string"),
+    ("OldValue", "string"),
+    ("Operation", "string"),
+    ("OriginalObjectType", "string"),
+    ("RuleName", "string"),
+    ("RuleNumber", "int"),
+    ("SrcDescription", "string"),
+    ("SrcDeviceType", "string"),
+    ("SrcDomain", "string"),
+    ("SrcDomainType", "string"),
+    ("SrcDvcId", "string"),
+    ("SrcDvcIdType", "string"),
+    ("SrcDvcScope", "string"),
+    ("SrcDvcScopeId", "string"),
+    ("SrcFQDN", "string"),
+    ("SrcGeoCity", "string"),
+    ("SrcGeoCountry", "string"),
+    ("SrcGeoLatitude", "real"),
+    ("SrcGeoLongitude", "real"),
+    ("SrcGeoRegion", "string"),
+    ("SrcHostname", "string"),
+    ("SrcIpAddr", "string"),
+    ("SrcOriginalRiskLevel", "string"),
+    ("SrcPortNumber", "int"),
+    ("SrcRiskLevel", "int"),
+    ("TargetAppId", "string"),
+    ("TargetAppName", "string"),
+    ("TargetAppType", "string"),
+    ("TargetDescription", "string"),
+    ("TargetDeviceType", "string"),
+    ("TargetDomain", "string"),
+    ("TargetDomainType", "string"),
+    ("TargetDvcId", "string"),
+    ("TargetDvcIdType", "string"),
+    ("TargetDvcOs", "string"),
+    ("TargetDvcScope", "string"),
+    ("TargetDvcScopeId", "string"),
+    ("TargetFQDN", "string"),
+    ("TargetGeoCity", "string"),
+    ("TargetGeoCountry", "string"),
+    ("TargetGeoLatitude", "real"),
+    ("TargetGeoLongitude", "real"),
+    ("TargetGeoRegion", "string"),
+    ("TargetHostname", "string"),
+    ("TargetIpAddr", "string"),
+    ("TargetOriginalAppType", "string"),
+    ("TargetOriginalRiskLevel", "string"),
+    ("TargetPortNumber", "int"),
+    ("TargetRiskLevel", "int"),
+    ("TargetUrl", "string"),
+    ("ThreatCategory", "string"),
+    ("ThreatConfidence", "int"),
+    ("ThreatField", "string"),
+    ("ThreatFirstReportedTime", "datetime"),
+    ("ThreatId", "string"),
+    ("ThreatIpAddr", "string"),
+    ("ThreatIsActive", "boolean"),
+    ("ThreatLastReportedTime", "datetime"),
+    ("ThreatName", "string"),
+    ("ThreatOriginalConfidence", "string"),
+    ("ThreatOriginalRiskLevel", "string"),
+    ("ThreatRiskLevel", "int"),
+    ("ValueType", "string"),
+];
 /// Monitoring Metrics Publisher: the built-in role that may post to a DCR.
 const MONITORING_METRICS_PUBLISHER: &str = "3913510d-42f4-4e42-8a64-420c390055eb";
 /// Column names Log Analytics reserves (besides any name beginning with `_`).
@@ -65,6 +208,28 @@ fn declared() -> Vec<(String, String)> {
     COLUMNS.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
 }
 
+/// The DCR's stream declarations as deployed with `forwardAuditEvents` = `forward`.
+fn stream_declarations(t: &Value, forward: bool) -> Map<String, Value> {
+    let dcr = resource(t, "Microsoft.Insights/dataCollectionRules");
+    assert_eq!(dcr["properties"]["streamDeclarations"], STREAM_DECLARATIONS_EXPR, "streamDeclarations");
+    let mut m = t["variables"]["alertStreamDeclarations"].as_object().expect("variables.alertStreamDeclarations").clone();
+    if forward {
+        m.extend(t["variables"]["auditEventStreamDeclarations"].as_object().expect("variables.auditEventStreamDeclarations").clone());
+    }
+    m
+}
+
+/// The DCR's data flows as deployed with `forwardAuditEvents` = `forward`.
+fn data_flows(t: &Value, forward: bool) -> Vec<Value> {
+    let dcr = resource(t, "Microsoft.Insights/dataCollectionRules");
+    assert_eq!(dcr["properties"]["dataFlows"], DATA_FLOWS_EXPR, "dataFlows");
+    let mut v = t["variables"]["alertDataFlows"].as_array().expect("variables.alertDataFlows").clone();
+    if forward {
+        v.extend(t["variables"]["auditEventDataFlows"].as_array().expect("variables.auditEventDataFlows").iter().cloned());
+    }
+    v
+}
+
 #[test]
 fn table_stream_and_sink_rows_have_the_same_columns() {
     let t = template("crowsnest-sentinel.json");
@@ -78,8 +243,7 @@ fn table_stream_and_sink_rows_have_the_same_columns() {
         assert!(c["description"].as_str().is_some_and(|d| !d.is_empty()), "table column {} has no description", c["name"]);
     }
 
-    let dcr = resource(&t, "Microsoft.Insights/dataCollectionRules");
-    let declarations = dcr["properties"]["streamDeclarations"].as_object().expect("streamDeclarations");
+    let declarations = stream_declarations(&t, false);
     assert_eq!(declarations.keys().collect::<Vec<_>>(), [STREAM], "the DCR declares exactly the stream the sink posts to");
     let stream_columns = columns(&declarations[STREAM]["columns"], "stream");
 
@@ -118,7 +282,7 @@ fn the_dcr_is_direct_and_flows_the_stream_unchanged_into_the_table() {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    let flows = p["dataFlows"].as_array().expect("dataFlows");
+    let flows = data_flows(&t, false);
     assert_eq!(flows.len(), 1);
     let flow = &flows[0];
     assert_eq!(flow["streams"], serde_json::json!([STREAM]));
@@ -206,4 +370,80 @@ fn the_analytics_rule_only_names_columns_the_table_has() {
     }
     let entity_types: Vec<&str> = p["entityMappings"].as_array().unwrap().iter().map(|m| m["entityType"].as_str().unwrap()).collect();
     assert_eq!(entity_types, ["Account", "IP", "AzureResource"]);
+}
+
+#[test]
+fn the_audit_event_stream_declares_the_asim_columns_and_flows_into_asim_audit_event_logs() {
+    let t = template("crowsnest-sentinel.json");
+    let param = &t["parameters"]["forwardAuditEvents"];
+    assert_eq!(param["type"], "bool");
+    assert_eq!(param["defaultValue"], false, "forwarding events is opt-in");
+
+    // Without the parameter: the alert stream alone, as before.
+    let off = stream_declarations(&t, false);
+    assert_eq!(off.keys().collect::<Vec<_>>(), [STREAM]);
+    let flows_off = data_flows(&t, false);
+    assert_eq!(flows_off.len(), 1);
+    assert_eq!(flows_off[0]["streams"], serde_json::json!([STREAM]));
+
+    // With it: both streams; the alert stream unchanged, the events stream = ASIM_AUDIT_COLUMNS.
+    let on = stream_declarations(&t, true);
+    let mut keys: Vec<&str> = on.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut expected = vec![STREAM, AUDIT_STREAM];
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+    assert_eq!(on[STREAM], off[STREAM], "forwarding events leaves the alert stream as it is");
+    let audit_columns = columns(&on[AUDIT_STREAM]["columns"], "audit event stream");
+    let asim: Vec<(String, String)> = ASIM_AUDIT_COLUMNS.iter().map(|(n, ty)| (n.to_string(), ty.to_string())).collect();
+    assert_eq!(audit_columns, asim, "the stream declaration differs from asim_columns::ASIM_AUDIT_COLUMNS (names, types or order)");
+
+    let flows = data_flows(&t, true);
+    assert_eq!(flows.len(), 2);
+    assert_eq!(flows[0], flows_off[0], "the alert flow is unchanged");
+    let flow = &flows[1];
+    assert_eq!(flow["streams"], serde_json::json!([AUDIT_STREAM]));
+    assert_eq!(flow["outputStream"], ASIM_AUDIT_OUTPUT);
+    assert_eq!(flow["transformKql"], "source", "rows go into ASimAuditEventLogs as the sink sends them");
+    let dcr = resource(&t, "Microsoft.Insights/dataCollectionRules");
+    let destinations: Vec<&str> =
+        dcr["properties"]["destinations"]["logAnalytics"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    for d in flow["destinations"].as_array().unwrap() {
+        assert!(destinations.contains(&d.as_str().unwrap()), "data flow destination {d} is not declared");
+    }
+
+    let out = &t["outputs"]["eventsStreamName"];
+    assert_eq!(out["condition"], "[parameters('forwardAuditEvents')]");
+    assert_eq!(out["value"], AUDIT_STREAM);
+}
+
+#[test]
+fn every_asim_column_is_a_documented_column_of_asim_audit_event_logs() {
+    assert_eq!(ASIM_AUDIT_COLUMNS.first().copied(), Some(("TimeGenerated", "datetime")));
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, ty) in ASIM_AUDIT_COLUMNS {
+        let documented = ASIM_AUDIT_EVENT_LOGS.iter().find(|(n, _)| n == name);
+        let Some((_, doc_ty)) = documented else { panic!("{name} is not a column of ASimAuditEventLogs") };
+        assert_eq!(ty, doc_ty, "{name}: the table declares it {doc_ty}");
+        assert!(STREAM_TYPES.contains(ty), "{name}: {ty} is not a stream column type");
+        assert!(!seen.contains(name), "{name} twice");
+        seen.push(*name);
+    }
+    // Mandatory ASIM Audit Event fields that are table columns (EventSchema and Dvc are aliases
+    // the parsers add; the table has neither).
+    for mandatory in [
+        "EventCount",
+        "EventStartTime",
+        "EventEndTime",
+        "EventType",
+        "EventResult",
+        "EventProduct",
+        "EventVendor",
+        "EventSchemaVersion",
+        "Operation",
+        "Object",
+        "ObjectType",
+    ] {
+        assert!(seen.contains(&mandatory), "mandatory ASIM field {mandatory} is not mapped");
+    }
 }
