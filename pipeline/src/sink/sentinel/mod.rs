@@ -27,11 +27,12 @@ pub mod spool;
 pub mod tactics;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::deadletter::{DeadLetter, Reason};
 use crate::metrics::Metrics;
@@ -71,6 +72,8 @@ pub struct Shared {
     changed: Condvar,
     /// Wakes the sender (a batch spooled, a stop).
     wake: tokio::sync::Notify,
+    /// Cuts short a request in flight when the sink is dropped or its drain time is over.
+    abandoned: tokio::sync::Notify,
     metrics: Metrics,
     stream: String,
 }
@@ -83,8 +86,23 @@ struct State {
     /// Stop now, leaving the spool for the next start.
     abandon: bool,
     last_error: Option<String>,
-    /// A spool write failed in the sender thread: the next send/flush reports it.
-    failed: Option<String>,
+    /// Batches cut but not yet written to the spool (a write failed: a full disk); written
+    /// first at the next attempt, and until then `flush` fails, so no offset is committed past
+    /// them.
+    unspooled: Vec<Body>,
+}
+
+impl State {
+    /// Writes `body` (after any batch still waiting to be written) to the spool. On failure the
+    /// batch is kept for the next attempt, never dropped.
+    fn spool(&mut self, body: Option<Body>) -> Result<()> {
+        self.unspooled.extend(body);
+        while let Some(first) = self.unspooled.first() {
+            self.spool.push(first)?;
+            self.unspooled.remove(0);
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -105,12 +123,12 @@ impl Shared {
             return Step::Abandon;
         }
         let due = st.batcher.opened.is_some_and(|t| st.finishing || t.elapsed() >= batch_timeout);
-        if due {
-            if let Some(body) = st.batcher.cut() {
-                if let Err(e) = st.spool.push(&body) {
-                    log::error!("{e:#}");
-                    st.failed = Some(format!("{e:#}"));
-                }
+        if due || !st.unspooled.is_empty() {
+            let body = st.batcher.cut();
+            if let Err(e) = st.spool(body) {
+                // Kept in memory; flush reports it, so nothing past it is committed.
+                log::error!("{e:#}");
+                st.last_error = Some(format!("{e:#}"));
             }
         }
         self.update_gauges(&st);
@@ -134,14 +152,33 @@ impl Shared {
         self.changed.notify_all();
     }
 
+    /// Puts `parts` in the place of batch `seq`: all of them, or none (a half written alone
+    /// would be sent again with the whole at the next try).
     fn replace(&self, seq: u64, parts: &[Body]) -> Result<()> {
         let mut st = self.lock();
+        let mut written = Vec::new();
         for p in parts {
-            st.spool.push(p)?;
+            match st.spool.push(p) {
+                Ok(e) => written.push(e.seq),
+                Err(e) => {
+                    for w in written {
+                        let _ = st.spool.remove(w);
+                    }
+                    return Err(e);
+                }
+            }
         }
         st.spool.remove(seq)?;
         self.update_gauges(&st);
         Ok(())
+    }
+
+    fn quarantine(&self, e: &spool::Entry) -> Result<std::path::PathBuf> {
+        let mut st = self.lock();
+        let path = st.spool.quarantine(e.seq)?;
+        self.update_gauges(&st);
+        self.changed.notify_all();
+        Ok(path)
     }
 
     fn set_error(&self, e: String) {
@@ -173,6 +210,7 @@ pub struct SentinelSink {
     last_wait_log: Option<Instant>,
     /// Records are alerts to map to rows (the alert stream), or rows already (forwarded events).
     prebuilt: bool,
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl SentinelSink {
@@ -213,10 +251,11 @@ impl SentinelSink {
                 finishing: false,
                 abandon: false,
                 last_error: None,
-                failed: None,
+                unspooled: Vec::new(),
             }),
             changed: Condvar::new(),
             wake: tokio::sync::Notify::new(),
+            abandoned: tokio::sync::Notify::new(),
             metrics: metrics.clone(),
             stream: cfg.stream.clone(),
         });
@@ -232,6 +271,7 @@ impl SentinelSink {
             drain,
             last_wait_log: None,
             prebuilt: false,
+            stop: None,
         })
     }
 
@@ -241,16 +281,21 @@ impl SentinelSink {
         self
     }
 
-    fn check_failed(st: &State) -> Result<()> {
-        match &st.failed {
-            Some(e) => Err(anyhow!("the sentinel spool cannot be written: {e}")),
-            None => Ok(()),
-        }
+    /// Gives the sink the service's stop flag: a pipeline waiting for room in a full spool
+    /// stops waiting when the service is asked to stop.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Waits while the spool is full (back-pressure: the pipeline, then the source, slow down).
-    fn wait_for_room<'a>(&mut self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        while st.spool.bytes() >= self.cfg.max_spool_bytes && !st.abandon && st.failed.is_none() {
+    /// Fails when the service is stopping meanwhile: what was not spooled is not committed, and
+    /// the next start reads it again.
+    fn wait_for_room<'a>(&mut self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        while st.spool.bytes() >= self.cfg.max_spool_bytes && !st.abandon {
+            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                bail!("{}: stopping while the spool is full; the alerts not yet spooled are not committed and are read again at the next start", self.label);
+            }
             if self.last_wait_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                 log::warn!(
                     "{}: the spool is full ({} bytes in {} batches, oldest {}s); waiting for Azure ({})",
@@ -264,7 +309,7 @@ impl SentinelSink {
             }
             st = self.shared.changed.wait_timeout(st, Duration::from_secs(1)).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
-        st
+        Ok(st)
     }
 
     /// Waits until the spool is empty, or the drain time is up.
@@ -279,8 +324,7 @@ impl SentinelSink {
         st.finishing = true;
         self.shared.wake.notify_one();
         loop {
-            Self::check_failed(&st)?;
-            if st.spool.is_empty() && st.batcher.is_empty() {
+            if st.spool.is_empty() && st.batcher.is_empty() && st.unspooled.is_empty() {
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -311,6 +355,7 @@ impl SentinelSink {
     fn stop_sender(&mut self) {
         self.shared.lock().abandon = true;
         self.shared.wake.notify_one();
+        self.shared.abandoned.notify_one();
         self.shared.changed.notify_all();
         if let Some(h) = self.sender.take() {
             let _ = h.join();
@@ -354,13 +399,11 @@ impl Sink for SentinelSink {
         }
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        Self::check_failed(&st)?;
         for row in rows {
-            st = self.wait_for_room(st);
-            Self::check_failed(&st)?;
+            st = self.wait_for_room(st)?;
             // Size checked above: push cannot refuse it.
             if let Ok(Some(full)) = st.batcher.push(&row) {
-                st.spool.push(&full)?;
+                st.spool(Some(full))?;
                 shared.update_gauges(&st);
                 shared.wake.notify_one();
             }
@@ -371,13 +414,11 @@ impl Sink for SentinelSink {
     /// Spools the open batch: once this returns, every alert sent is on disk or in Azure.
     fn flush(&mut self) -> Result<()> {
         let mut st = self.shared.lock();
-        Self::check_failed(&st)?;
-        if let Some(body) = st.batcher.cut() {
-            st.spool.push(&body)?;
-            self.shared.update_gauges(&st);
-            self.shared.wake.notify_one();
-        }
-        Ok(())
+        let body = st.batcher.cut();
+        let spooled = st.spool(body);
+        self.shared.update_gauges(&st);
+        self.shared.wake.notify_one();
+        spooled.with_context(|| format!("{}: the batch waits in memory until the spool takes it", self.label))
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -140,7 +140,12 @@ impl Sender {
                 }
                 not_before = None;
             }
-            let outcome = self.post(&url, &next, &mut jitter).await;
+            // A drop or the end of the drain time cuts a request in flight short.
+            let shared = self.shared.clone();
+            let outcome = tokio::select! {
+                o = self.post(&url, &next, &mut jitter) => o,
+                _ = shared.abandoned.notified() => return,
+            };
             let m = &self.metrics;
             match outcome {
                 Outcome::Accepted => {
@@ -156,7 +161,11 @@ impl Sender {
                     if reason == "throttled" {
                         m.sentinel_throttled.with_label_values(&[&stream]).inc();
                     }
-                    let delay = after.unwrap_or_else(|| backoff(attempt, Duration::from_secs(1), Duration::from_secs(60), jitter.next()));
+                    // Retry-After wins over the backoff, but never below a second: a proxy's
+                    // "Retry-After: 0" must not turn into a request loop.
+                    let delay = after
+                        .map(|a| a.max(Duration::from_secs(1)))
+                        .unwrap_or_else(|| backoff(attempt, Duration::from_secs(1), Duration::from_secs(60), jitter.next()));
                     attempt += 1;
                     let why = self.shared.last_error().unwrap_or_default();
                     if quiet_retry.due() {
@@ -189,7 +198,9 @@ impl Sender {
                 }
                 Outcome::Split => {
                     m.sentinel_retries.with_label_values(&[&stream, "split"]).inc();
-                    self.split(&next);
+                    if !self.split(&next) {
+                        not_before = Some(Instant::now() + Duration::from_secs(5));
+                    }
                 }
                 Outcome::Rejected { status, code, message } => {
                     let detail = format!("{status} {code}: {message}");
@@ -268,22 +279,44 @@ impl Sender {
     }
 
     /// A 413: the batch becomes two (a lower `max_request_bytes` than the service's real limit
-    /// would be the only cause, or a service that changed its limit).
-    fn split(&mut self, e: &Entry) {
-        let halves = spool::read_body(e).map_err(|err| format!("{err:#}")).and_then(|b| b.halves().map_err(|err| err.to_string()));
-        match halves {
-            Ok(Some((a, b))) => {
-                if let Err(err) = self.shared.replace(e.seq, &[a, b]) {
+    /// would be the only cause, or a service that changed its limit). False when nothing
+    /// changed (the spool or the dead-letter output failed): try again later.
+    fn split(&mut self, e: &Entry) -> bool {
+        let body = match spool::read_body(e) {
+            Ok(b) => b,
+            Err(err) => return self.unreadable(e, err),
+        };
+        match body.halves() {
+            Ok(Some((a, b))) => match self.shared.replace(e.seq, &[a, b]) {
+                Ok(()) => true,
+                Err(err) => {
                     self.shared.set_error(format!("{err:#}"));
+                    false
                 }
-            }
-            Ok(None) => {
-                self.reject(e, Reason::TooLarge, "413: the service refused a single row as too large");
-            }
-            Err(err) => {
-                self.reject(e, Reason::Rejected, &format!("413, and the spooled batch could not be split: {err}"));
-            }
+            },
+            Ok(None) => self.reject(e, Reason::TooLarge, "413: the service refused a single row as too large"),
+            Err(err) => self.reject(e, Reason::Rejected, &format!("413, and the spooled batch is not a JSON array: {err}")),
         }
+    }
+
+    /// A spooled batch that cannot be read: an I/O error is retried later (false); a file
+    /// that is not gzip is moved aside, named in a dead letter, never deleted.
+    fn unreadable(&mut self, e: &Entry, err: anyhow::Error) -> bool {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() != std::io::ErrorKind::InvalidData) {
+            self.shared.set_error(format!("{err:#}"));
+            return false;
+        }
+        let kept = self.shared.quarantine(e);
+        let detail = match &kept {
+            Ok(path) => format!("the spooled batch is unreadable ({err:#}); kept as {}", path.display()),
+            Err(q) => format!("the spooled batch is unreadable ({err:#}) and could not be moved aside ({q:#})"),
+        };
+        let source = format!("sentinel:{}", self.cfg.stream);
+        let letter = DeadLetter::new(&source, format!("batch {}", e.seq), Reason::Rejected, detail, b"");
+        if let Err(w) = self.dead.write(&[letter]) {
+            log::error!("{}: writing a dead letter: {w:#}", self.cfg.describe());
+        }
+        kept.is_ok()
     }
 
     /// Every row of a batch to the dead-letter output (whole, so it can be sent again), then
@@ -291,10 +324,18 @@ impl Sender {
     /// worst, never loses a row. False when the dead-letter output could not take them.
     fn reject(&mut self, e: &Entry, reason: Reason, detail: &str) -> bool {
         let source = format!("sentinel:{}", self.cfg.stream);
-        let letters: Vec<DeadLetter> = match spool::read_body(e).map(|b| Body::rows(&b.json).map_err(anyhow::Error::from)) {
-            Ok(Ok(rows)) => rows.iter().enumerate().map(|(i, r)| row_letter(&source, e.seq, i, reason, detail, r)).collect(),
-            Ok(Err(err)) | Err(err) => {
-                vec![DeadLetter::new(&source, format!("batch {}", e.seq), reason, format!("{detail}; unreadable: {err:#}"), b"")]
+        let body = match spool::read_body(e) {
+            Ok(b) => b,
+            Err(err) => return self.unreadable(e, err),
+        };
+        let letters: Vec<DeadLetter> = match Body::rows(&body.json) {
+            Ok(rows) => rows.iter().enumerate().map(|(i, r)| row_letter(&source, e.seq, i, reason, detail, r)).collect(),
+            // Not an array of rows (this sink wrote it, so only a damaged file): the whole text
+            // goes into the dead letter.
+            Err(err) => {
+                let mut dl = DeadLetter::new(&source, format!("batch {}", e.seq), reason, format!("{detail}; not rows: {err}"), &body.json);
+                dl.record = Some(serde_json::Value::String(String::from_utf8_lossy(&body.json).into_owned()));
+                vec![dl]
             }
         };
         self.metrics.sentinel_dead_letters.with_label_values(&[&self.cfg.stream]).inc_by(letters.len() as u64);

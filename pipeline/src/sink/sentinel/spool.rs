@@ -97,11 +97,28 @@ impl Spool {
             // The rename itself must survive a power cut.
             File::open(&self.dir)?.sync_all()
         };
-        write().with_context(|| format!("writing {} to the spool", path.display()))?;
+        if let Err(e) = write() {
+            // Leave no half-written file to fill the disk further.
+            let _ = fs::remove_file(&tmp);
+            return Err(anyhow::Error::from(e).context(format!("writing {} to the spool", path.display())));
+        }
         let e = Entry { seq, path, bytes: gz.len() as u64, records: body.records, raw: body.json.len() as u64, created: SystemTime::now() };
         self.bytes += e.bytes;
         self.entries.insert(seq, e.clone());
         Ok(e)
+    }
+
+    /// Moves a batch that cannot be read out of the way (into `quarantine/`), kept for a
+    /// person to look at; it no longer counts as spooled.
+    pub fn quarantine(&mut self, seq: u64) -> Result<PathBuf> {
+        let e = self.entries.get(&seq).cloned().with_context(|| format!("no batch {seq} in the spool"))?;
+        let dir = self.dir.join("quarantine");
+        fs::create_dir_all(&dir)?;
+        let to = dir.join(e.path.file_name().unwrap_or_default());
+        fs::rename(&e.path, &to).with_context(|| format!("moving {} aside", e.path.display()))?;
+        self.entries.remove(&seq);
+        self.bytes -= e.bytes;
+        Ok(to)
     }
 
     pub fn oldest(&self) -> Option<Entry> {
@@ -140,10 +157,14 @@ pub fn read(e: &Entry) -> Result<Vec<u8>> {
 }
 
 /// The JSON of a spooled batch (to split it, or to dead-letter its rows).
+/// An I/O error comes back as `std::io::Error` (retry later); a file that is not gzip as one of
+/// kind `InvalidData`.
 pub fn read_body(e: &Entry) -> Result<Body> {
-    let gz = read(e)?;
+    let gz = fs::read(&e.path)?;
     let mut json = Vec::with_capacity(e.raw as usize);
-    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut json).with_context(|| format!("{} is not gzip", e.path.display()))?;
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut json)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not gzip: {err}", e.path.display())))?;
     Ok(Body { json, records: e.records })
 }
 
