@@ -214,12 +214,13 @@ impl SentinelConfig {
     }
 
     /// The settings of the forwarded-events stream, when `forward_events` asks for it: the same
-    /// endpoint, rule and identity, its own stream, and a spool beside the alerts' one, named
-    /// after its stream.
-    pub fn events_config(&self, state_dir: Option<&Path>) -> Option<SentinelConfig> {
+    /// endpoint, rule and identity, its own stream, and its own spool, named after its stream
+    /// (beside the alerts' one by default, inside `spool_dir` when that is set, so it stays on
+    /// the volume given).
+    pub fn events_config(&self) -> Option<SentinelConfig> {
         self.forward_events?;
         let mut c = self.clone();
-        c.spool_dir = Some(self.spool_dir(state_dir).with_file_name(&self.events_stream));
+        c.spool_dir = self.spool_dir.as_ref().map(|d| d.join(&self.events_stream));
         c.stream = self.events_stream.clone();
         c.forward_events = None;
         Some(c)
@@ -250,7 +251,7 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
     let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
     let host = host.trim_end_matches('/');
     if host.is_empty() || host.contains('/') {
-        bail!("{url:?}: sentinel://HOST?dcr=…&stream=…&auth=… (HOST is the ingestion endpoint's host name)");
+        bail!("--sink sentinel://…: the form is sentinel://HOST?dcr=…&stream=…&auth=… (HOST is the ingestion endpoint's host name)");
     }
     let mut cfg = SentinelConfig {
         endpoint: format!("https://{host}"),
@@ -275,9 +276,15 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
         events_stream: default_events_stream(),
         events_where: None,
     };
+    // Errors name the sink by its host only, never the query: it may hold a secret pasted by
+    // mistake, under any spelling.
+    let url = format!("sentinel://{host}");
+    if query.split('&').any(|p| percent_decode(p.split('=').next().unwrap_or_default()).to_ascii_lowercase().contains("secret")) {
+        bail!("{url}: a secret never goes in a URL; set AZURE_CLIENT_SECRET, or client_secret = \"${{VAR}}\" in the config");
+    }
     let mut auth = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').with_context(|| format!("{url:?}: {pair:?} is not KEY=VALUE"))?;
+        let (k, v) = pair.split_once('=').with_context(|| format!("{url}: an option is not KEY=VALUE"))?;
         let v = percent_decode(v);
         match k {
             "dcr" => cfg.dcr = v,
@@ -290,38 +297,36 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
                     "public" => Cloud::Public,
                     "usgov" => Cloud::Usgov,
                     "china" => Cloud::China,
-                    _ => bail!("{url:?}: cloud is public, usgov or china"),
+                    _ => bail!("{url}: cloud is public, usgov or china"),
                 }
             }
             "authority_host" => cfg.authority_host = Some(v),
             "scope" => cfg.scope = Some(v),
             "ca_file" => cfg.ca_file = Some(PathBuf::from(v)),
             "batch_timeout" => cfg.batch_timeout = Some(v),
-            "max_request_bytes" => cfg.max_request_bytes = v.parse().with_context(|| format!("{url:?}: max_request_bytes"))?,
+            "max_request_bytes" => cfg.max_request_bytes = v.parse().with_context(|| format!("{url}: max_request_bytes"))?,
             "spool_dir" => cfg.spool_dir = Some(PathBuf::from(v)),
-            "max_spool_bytes" => cfg.max_spool_bytes = v.parse().with_context(|| format!("{url:?}: max_spool_bytes"))?,
+            "max_spool_bytes" => cfg.max_spool_bytes = v.parse().with_context(|| format!("{url}: max_spool_bytes"))?,
             "drain_timeout" => cfg.drain_timeout = Some(v),
             "request_timeout" => cfg.request_timeout = Some(v),
             "forward_events" => {
                 cfg.forward_events = match v.as_str() {
                     "asim" => Some(ForwardEvents::Asim),
-                    _ => bail!("{url:?}: forward_events=asim is the one form"),
+                    _ => bail!("{url}: forward_events=asim is the one form"),
                 }
             }
             "events_stream" => cfg.events_stream = v,
             "events_where" => cfg.events_where = Some(v),
-            // The URL is not repeated: it holds the secret.
-            "client_secret" => bail!("--sink sentinel://…: a secret never goes in a URL; set AZURE_CLIENT_SECRET, or client_secret = \"${{VAR}}\" in the config"),
             _ => bail!(
-                "{url:?}: unknown option {k:?} (sentinel sinks take dcr, stream, auth, tenant_id, client_id, cloud, authority_host, scope, ca_file, batch_timeout, max_request_bytes, request_timeout, spool_dir, max_spool_bytes, drain_timeout, forward_events, events_stream, events_where)"
+                "{url}: unknown option {k:?} (sentinel sinks take dcr, stream, auth, tenant_id, client_id, cloud, authority_host, scope, ca_file, batch_timeout, max_request_bytes, request_timeout, spool_dir, max_spool_bytes, drain_timeout, forward_events, events_stream, events_where)"
             ),
         }
     }
     cfg.auth = auth.with_context(|| {
-        format!("{url:?}: say which identity posts: auth=workload_identity, client_secret, managed_identity or azure_cli")
+        format!("{url}: say which identity posts: auth=workload_identity, client_secret, managed_identity or azure_cli")
     })?;
     if cfg.dcr.is_empty() {
-        bail!("{url:?}: dcr=… (the data collection rule's immutable id) is required");
+        bail!("{url}: dcr=… (the data collection rule's immutable id) is required");
     }
     cfg.validate()?;
     Ok(cfg)
@@ -371,10 +376,31 @@ mod tests {
         );
         assert_eq!(gov.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert!(from_url("sentinel://h?dcr=dcr-1").unwrap_err().to_string().contains("auth="), "the identity is chosen explicitly");
+        // The events stream spools on its own: beside the alerts by default, inside spool_dir when set.
+        let ev = from_url("sentinel://h?dcr=dcr-1&auth=azure_cli&forward_events=asim").unwrap();
+        assert!(from_url("sentinel://h?dcr=dcr-1&auth=azure_cli").unwrap().events_config().is_none());
+        let e = ev.events_config().unwrap();
+        assert_eq!(e.stream, DEFAULT_EVENTS_STREAM);
+        assert_eq!(e.spool_dir(Some(Path::new("/state"))), Path::new("/state/sentinel/Custom-CrowsnestAuditEvents"));
+        assert_eq!(ev.spool_dir(Some(Path::new("/state"))), Path::new("/state/sentinel/Custom-CrowsnestAlert"));
+        let mounted = from_url("sentinel://h?dcr=dcr-1&auth=azure_cli&forward_events=asim&spool_dir=/spool").unwrap();
+        assert_eq!(mounted.events_config().unwrap().spool_dir(None), Path::new("/spool/Custom-CrowsnestAuditEvents"));
         assert!(from_url("sentinel://h?auth=azure_cli").is_err(), "dcr is required");
         assert!(from_url("sentinel://h?dcr=my-rule&auth=azure_cli").is_err(), "a name is not an immutable id");
         assert!(from_url("sentinel://h?dcr=dcr-1&auth=azure_cli&strem=x").is_err(), "typos are errors");
-        let e = from_url("sentinel://h?dcr=dcr-1&auth=client_secret&client_secret=hunter2").unwrap_err().to_string();
-        assert!(!e.contains("hunter2") && e.contains("never goes in a URL"), "{e}");
+        for url in [
+            "sentinel://h?dcr=dcr-1&auth=client_secret&client_secret=hunter2",
+            "sentinel://h?cloud=nowhere&client_secret=hunter2",
+            "sentinel://h?dcr=dcr-1&Client_Secret=hunter2&auth=client_secret",
+            "sentinel://h?dcr=dcr-1&client%5Fsecret=hunter2&auth=client_secret",
+            "sentinel://h?max_request_bytes=x&dcr=dcr-1&auth=azure_cli&x=hunter2",
+        ] {
+            let e = format!("{:#}", from_url(url).unwrap_err());
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(from_url("sentinel://h?dcr=dcr-1&auth=client_secret&client_secret=hunter2")
+            .unwrap_err()
+            .to_string()
+            .contains("never goes in a URL"));
     }
 }
