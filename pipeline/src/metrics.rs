@@ -51,6 +51,7 @@ pub struct Metrics {
     pub sentinel_spool_oldest_seconds: IntGaugeVec,
     pub sentinel_token_refreshes: IntCounterVec,
     pub sentinel_token_failures: IntCounterVec,
+    pub sentinel_events_errors: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -229,6 +230,11 @@ impl Metrics {
             sentinel_token_failures: cv(
                 "crowsnest_sentinel_token_failures_total",
                 "Failures to obtain an Entra ID token, by stream",
+                &["stream"],
+            ),
+            sentinel_events_errors: cv(
+                "crowsnest_sentinel_events_errors_total",
+                "Batches of audit events that events_where or the ASIM mapping failed on (not forwarded), by stream",
                 &["stream"],
             ),
             registry: r,

@@ -472,7 +472,7 @@ fn physical_simplified(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Res
 }
 
 /// Checks that every list function names a list that exists, so a typo fails at start-up.
-fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
+pub fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
     let mut problem = None;
     e.apply(|node| {
         if let Expr::ScalarFunction(f) = node {

@@ -14,7 +14,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 
-use crate::engine::plan::{physical, PhysExpr};
+use crate::engine::plan::{check_list_args, physical, PhysExpr};
 use crate::engine::{session_context, Learned};
 use crate::rules::Lists;
 use crate::sink::{Record, Sink};
@@ -29,13 +29,23 @@ pub struct EventForwarder {
     /// The Sentinel sink of the events stream (rows prebuilt).
     pub sink: Box<dyn Sink>,
     pub forwarded: u64,
+    /// Batches the filter or the mapping failed on (a value the WHERE cannot take): their
+    /// events are not forwarded; the pipeline goes on, as it does when a rule fails.
+    pub failed_batches: u64,
+    errors: Option<prometheus::IntCounter>,
 }
 
 impl EventForwarder {
     /// `where_sql`: a WHERE over kube_audit's columns (None: every row).
     pub fn new(where_sql: Option<&str>, lists: Arc<Lists>, sink: Box<dyn Sink>) -> Result<Self> {
         let (projection, filter, schema) = plan(where_sql, lists)?;
-        Ok(EventForwarder { filter, projection, schema, sink, forwarded: 0 })
+        Ok(EventForwarder { filter, projection, schema, sink, forwarded: 0, failed_batches: 0, errors: None })
+    }
+
+    /// Counts failed batches in this counter too.
+    pub fn counting_errors_in(mut self, counter: prometheus::IntCounter) -> Self {
+        self.errors = Some(counter);
+        self
     }
 
     /// The output columns and their Log Analytics types (what the stream must declare).
@@ -43,9 +53,27 @@ impl EventForwarder {
         self.schema.fields().iter().map(|f| (f.name().clone(), log_analytics_type(f.data_type()))).collect()
     }
 
-    /// Maps and sends the rows of one kube_audit batch that the filter keeps.
+    /// Maps and sends the rows of one kube_audit batch that the filter keeps. Only the sink
+    /// can fail it (its spool cannot be written): a batch the filter or the mapping fails on is
+    /// counted, logged and passed over.
     pub fn forward(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rows = rows_of(batch, self.filter.as_ref(), &self.projection, &self.schema)?;
+        let rows = match rows_of(batch, self.filter.as_ref(), &self.projection, &self.schema) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.failed_batches += 1;
+                if let Some(c) = &self.errors {
+                    c.inc();
+                }
+                if self.failed_batches == 1 || self.failed_batches.is_power_of_two() {
+                    log::error!(
+                        "forwarding audit events: {e:#}; the {} events of this batch are not forwarded ({} batches so far)",
+                        batch.num_rows(),
+                        self.failed_batches
+                    );
+                }
+                return Ok(());
+            }
+        };
         if rows.is_empty() {
             return Ok(());
         }
@@ -86,14 +114,11 @@ type Planned = (Vec<PhysExpr>, Option<PhysExpr>, SchemaRef);
 
 fn plan(where_sql: Option<&str>, lists: Arc<Lists>) -> Result<Planned> {
     let learned = Learned::new(&lists);
-    let ctx = session_context(lists, &learned)?;
+    let ctx = session_context(lists.clone(), &learned)?;
+    // DataFusion plans one statement only: "1; DROP …" is refused there, not by a check of ours
+    // that would also refuse `user_agent LIKE '%;%'`.
     let sql = match where_sql.map(str::trim).filter(|w| !w.is_empty()) {
-        Some(w) => {
-            if w.contains(';') {
-                bail!("[sinks.sentinel] events_where is one condition, not statements");
-            }
-            format!("{}\nWHERE {w}", ASIM_AUDIT_SQL.trim().trim_end_matches(';'))
-        }
+        Some(w) => format!("{}\nWHERE {w}", ASIM_AUDIT_SQL.trim().trim_end_matches(';')),
         None => ASIM_AUDIT_SQL.trim().trim_end_matches(';').to_string(),
     };
     let state = ctx.state();
@@ -113,9 +138,18 @@ fn plan(where_sql: Option<&str>, lists: Arc<Lists>) -> Result<Planned> {
     }
     let LogicalPlan::TableScan(_) = node else { bail!("events_where must be a plain condition on kube_audit's columns (no subqueries)") };
     let table_schema = node.schema();
+    // A list that does not exist fails here, at start, not on every batch.
+    for e in proj.expr.iter().chain(filter) {
+        check_list_args(e, &lists).context("[sinks.sentinel] events_where")?;
+    }
     let projection = proj.expr.iter().map(|e| physical(e, table_schema, &ctx)).collect::<Result<Vec<_>>>()?;
     let filter = filter.map(|f| physical(f, table_schema, &ctx)).transpose().context("[sinks.sentinel] events_where")?;
     let schema: SchemaRef = Arc::new(Schema::new(proj.schema.as_arrow().fields().clone()));
+    // And what fails on any batch fails on an empty one.
+    let empty = RecordBatch::new_empty(Arc::new(table_schema.as_arrow().clone()));
+    for e in filter.iter().chain(&projection) {
+        e.evaluate(&empty).context("[sinks.sentinel] events_where or the ASIM mapping")?;
+    }
     Ok((projection, filter, schema))
 }
 
