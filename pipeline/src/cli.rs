@@ -348,19 +348,26 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
     let sources = opened.sources;
     let metrics = Metrics::new();
     let dead_letter_cfg = DeadLetterConfig { file: a.dead_letters.clone(), kafka: None };
+    let cx = SinkContext {
+        dead_letters: &dead_letter_cfg,
+        state_dir: a.state_dir.as_deref(),
+        metrics: &metrics,
+        drain: Drain::Complete,
+        stop: None,
+    };
     let mut sinks = if a.sinks.is_empty() {
         let stdout: Vec<Box<dyn Sink>> = if a.no_stdout { vec![] } else { vec![Box::new(StdoutSink)] };
         stdout
     } else {
         let mut cfg = Config::default();
         cfg.override_with(None, &a.sinks, None)?;
-        alert_sinks(&cfg.sinks, &dead_letter_cfg, a.state_dir.as_deref(), &metrics, Drain::Complete)?
+        alert_sinks(&cfg.sinks, &cx)?
     };
     if let Some(p) = &a.alerts {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
     let events = match sentinel_of(&a.sinks)? {
-        Some(s) => event_forwarder(&s, &set, &dead_letter_cfg, a.state_dir.as_deref(), &metrics, Drain::Complete)?,
+        Some(s) => event_forwarder(&s, &set, &cx)?,
         None => None,
     };
     let mut outputs = Outputs {
@@ -428,15 +435,33 @@ fn describe_source(cfg: &Config) -> String {
     }
 }
 
-/// The alert sinks a config names. `drain`: how long the Sentinel sink may take to deliver its
-/// spool when the run ends.
-fn alert_sinks(
-    sinks_cfg: &SinksConfig,
-    dead_letter_cfg: &DeadLetterConfig,
-    state_dir: Option<&Path>,
-    metrics: &Metrics,
+/// What the sinks with a spool of their own are given besides their config.
+struct SinkContext<'a> {
+    dead_letters: &'a DeadLetterConfig,
+    state_dir: Option<&'a Path>,
+    metrics: &'a Metrics,
+    /// How long the Sentinel sink may take to deliver its spool when the run ends.
     drain: Drain,
-) -> Result<Vec<Box<dyn Sink>>> {
+    /// The service's stop flag (none for a replay): a wait for room in a full spool ends there.
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl SinkContext<'_> {
+    fn sentinel(&self, cfg: &SentinelConfig) -> Result<SentinelSink> {
+        // Rows the service refuses go where the pipeline's dead letters go, through an output
+        // of the sink's own (it writes them from its sender thread).
+        let dead = DeadLetterOut::new(dead_letter_sink(self.dead_letters, self.metrics)?);
+        let sink = SentinelSink::new(cfg, self.state_dir, dead, self.metrics.clone(), self.drain)?;
+        Ok(match &self.stop {
+            Some(stop) => sink.with_stop(stop.clone()),
+            None => sink,
+        })
+    }
+}
+
+/// The alert sinks a config names.
+fn alert_sinks(sinks_cfg: &SinksConfig, cx: &SinkContext<'_>) -> Result<Vec<Box<dyn Sink>>> {
+    let metrics = cx.metrics;
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if sinks_cfg.stdout {
         sinks.push(Box::new(StdoutSink));
@@ -448,10 +473,7 @@ fn alert_sinks(
         sinks.push(Box::new(KafkaSink::new(&k.connection(), &k.topic, "alerts", metrics.clone())?));
     }
     if let Some(s) = &sinks_cfg.sentinel {
-        // Rows the service refuses go where the pipeline's dead letters go, through an output
-        // of the sink's own (it writes them from its sender thread).
-        let dead = DeadLetterOut::new(dead_letter_sink(dead_letter_cfg, metrics)?);
-        sinks.push(Box::new(SentinelSink::new(s, state_dir, dead, metrics.clone(), drain)?));
+        sinks.push(Box::new(cx.sentinel(s)?));
     }
     Ok(sinks)
 }
@@ -467,18 +489,11 @@ fn sentinel_of(urls: &[String]) -> Result<Option<SentinelConfig>> {
 }
 
 /// The normalized-events stream of a Sentinel sink, when `forward_events` asks for it.
-fn event_forwarder(
-    s: &SentinelConfig,
-    set: &RuleSet,
-    dead_letter_cfg: &DeadLetterConfig,
-    state_dir: Option<&Path>,
-    metrics: &Metrics,
-    drain: Drain,
-) -> Result<Option<EventForwarder>> {
-    let Some(events_cfg) = s.events_config(state_dir) else { return Ok(None) };
-    let dead = DeadLetterOut::new(dead_letter_sink(dead_letter_cfg, metrics)?);
-    let sink = SentinelSink::new(&events_cfg, state_dir, dead, metrics.clone(), drain)?.prebuilt_rows();
-    let forwarder = EventForwarder::new(s.events_where.as_deref(), Arc::new(set.lists.clone()), Box::new(sink))?;
+fn event_forwarder(s: &SentinelConfig, set: &RuleSet, cx: &SinkContext<'_>) -> Result<Option<EventForwarder>> {
+    let Some(events_cfg) = s.events_config() else { return Ok(None) };
+    let sink = cx.sentinel(&events_cfg)?.prebuilt_rows();
+    let forwarder = EventForwarder::new(s.events_where.as_deref(), Arc::new(set.lists.clone()), Box::new(sink))?
+        .counting_errors_in(cx.metrics.sentinel_events_errors.with_label_values(&[&events_cfg.stream]));
     log::warn!(
         "forwarding audit events{} as ASIM Audit Events to stream {}",
         s.events_where.as_deref().map(|w| format!(" where {w}")).unwrap_or_default(),
@@ -495,16 +510,17 @@ fn dead_letter_sink(cfg: &DeadLetterConfig, metrics: &Metrics) -> Result<Box<dyn
 }
 
 /// The alert sinks and the dead-letter output a config names.
-fn build_outputs(cfg: &Config, set: &RuleSet, metrics: &Metrics) -> Result<Outputs> {
+fn build_outputs(cfg: &Config, set: &RuleSet, metrics: &Metrics, stop: &Arc<std::sync::atomic::AtomicBool>) -> Result<Outputs> {
     let drain = cfg.sinks.sentinel.as_ref().map_or(Drain::AtMost(std::time::Duration::ZERO), |s| Drain::AtMost(s.drain_timeout()));
-    let sinks = alert_sinks(&cfg.sinks, &cfg.dead_letters, cfg.state.dir.as_deref(), metrics, drain)?;
+    let cx = SinkContext { dead_letters: &cfg.dead_letters, state_dir: cfg.state.dir.as_deref(), metrics, drain, stop: Some(stop.clone()) };
+    let sinks = alert_sinks(&cfg.sinks, &cx)?;
     if sinks.is_empty() {
         bail!("no alert sink configured: alerts would go nowhere");
     }
     let dead_letters = dead_letter_sink(&cfg.dead_letters, metrics)?;
     let late_events: Box<dyn Sink> = Box::new(JsonLinesFile::new(&cfg.late_events.file, "late-events"));
     let events = match &cfg.sinks.sentinel {
-        Some(s) => event_forwarder(s, set, &cfg.dead_letters, cfg.state.dir.as_deref(), metrics, drain)?,
+        Some(s) => event_forwarder(s, set, &cx)?,
         None => None,
     };
     Ok(Outputs { sinks, dead_letters: Some(dead_letters), late_events: Some(late_events), events })
@@ -539,6 +555,10 @@ fn validate(args: &RunArgs, check: bool) -> Result<()> {
         if check {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             println!("{}", rt.block_on(crate::sink::sentinel::check::check(s))?);
+            // The events stream is a stream of its own in the DCR: it may be missing there.
+            if let Some(events) = s.events_config() {
+                println!("{}", rt.block_on(crate::sink::sentinel::check::check(&events))?);
+            }
         }
     }
     let metrics = if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" };
@@ -583,7 +603,7 @@ fn run_service(args: &RunArgs) -> Result<()> {
             v
         }
     };
-    let mut outputs = build_outputs(&cfg, &set, &metrics)?;
+    let mut outputs = build_outputs(&cfg, &set, &metrics, &control.stop)?;
     let dead_letter_name = outputs.dead_letters.as_ref().map(|d| d.name().to_string());
     log::warn!("source: {}", describe_source(&cfg));
     let health = Arc::new(server::Health::default());

@@ -448,13 +448,18 @@ fn consume(
         let fired = engine.finish();
         deliver(fired, router, outputs, metrics, &mut summary)?;
     }
-    for sink in outputs.all() {
-        sink.finish().with_context(|| format!("finishing sink {}", sink.name()))?;
-    }
     if committers.is_empty() {
+        for sink in outputs.all() {
+            sink.finish().with_context(|| format!("finishing sink {}", sink.name()))?;
+        }
         save_state(engine, control)?;
     } else {
+        // What is durable is committed first (a spool counts), then spools drain: a stop cut
+        // short while Azure is away loses no commit it could have made.
         checkpoint(engine, outputs, &mut checkpoints, committers, metrics, control, true, &mut summary)?;
+        for sink in outputs.all() {
+            sink.finish().with_context(|| format!("finishing sink {}", sink.name()))?;
+        }
         summary.held_chunks = checkpoints.held();
         if summary.held_chunks > 0 {
             log::warn!(
