@@ -422,6 +422,82 @@ fn audit_events_are_forwarded_as_asim_rows_filtered_by_the_users_where() {
     assert!(!bad.status.success() && stderr(&bad).contains("events_where"), "{}", stderr(&bad));
 }
 
+#[test]
+fn a_full_spool_holds_the_pipeline_back_instead_of_growing_and_nothing_is_lost() {
+    let az = azure(|_| {});
+    let expected = ids(&reference_alerts());
+    az.standin.set_down(true);
+    // Room for a few small batches only.
+    let url = az.sink_url("workload_identity", "&max_request_bytes=4000&max_spool_bytes=3000");
+    let mut child = KillOnDrop(az.crowsnest().args(["replay", "--no-progress", "--sink", &url]).stderr(Stdio::piped()).spawn().unwrap());
+    let spool_bytes = || -> u64 {
+        std::fs::read_dir(az.spool())
+            .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
+    wait_for("the spool to fill", Duration::from_secs(60), || (spool_bytes() >= 3000).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    // Full: the pipeline waits rather than spool more (one batch past the mark at most).
+    assert!(spool_bytes() < 3000 + 4000, "the spool grew past its bound: {} bytes", spool_bytes());
+    assert!(az.spooled_records() < expected.len(), "the replay is held back, not finished");
+    assert!(child.0.try_wait().unwrap().is_none());
+    az.standin.set_down(false);
+    let status = wait_for("the replay to end", Duration::from_secs(120), || child.0.try_wait().unwrap());
+    assert!(status.success());
+    let mut err = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("the spool is full"), "the wait is explained: {err}");
+    assert_eq!(az.delivered_ids().into_iter().collect::<BTreeSet<_>>(), expected);
+}
+
+#[test]
+fn the_sink_counts_requests_bytes_rows_and_tokens_in_its_metrics() {
+    use crowsnest::sink::sentinel::{DeadLetterOut, Drain, SentinelSink};
+    use crowsnest::sink::{MemorySink, Record, Sink};
+    let az = azure(|_| {});
+    let alerts = reference_alerts();
+    let mut cfg = crowsnest::sink::sentinel::config::from_url(&format!(
+        "{}&client_id=00000000-0000-0000-0000-000000000002&tenant_id=00000000-0000-0000-0000-000000000001&authority_host={}",
+        az.sink_url("client_secret", "&max_request_bytes=8000"),
+        az.standin.base_url()
+    ))
+    .unwrap();
+    cfg.client_secret = Some(SECRET.to_string());
+    cfg.ca_file = Some(az.ca.clone());
+    let metrics = crowsnest::metrics::Metrics::new();
+    let dead = MemorySink::default();
+    let mut sink = SentinelSink::new(&cfg, None, DeadLetterOut::new(Box::new(dead.clone())), metrics.clone(), Drain::Complete).unwrap();
+    az.standin.script(vec![Scripted::Status { status: 503, retry_after: Some("0".into()), error_code: None }]);
+    let records: Vec<Record> = alerts.iter().map(|a| Record::new(a["id"].as_str().unwrap().to_string(), a)).collect();
+    sink.send(&records).unwrap();
+    sink.finish().unwrap();
+    let text = metrics.render();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+    };
+    let s = format!("stream=\"{STREAM}\"");
+    assert_eq!(value(&format!("crowsnest_sentinel_records_total{{{s}}}")), alerts.len() as f64);
+    let requests = az.standin.requests();
+    assert_eq!(
+        value(&format!("crowsnest_sentinel_requests_total{{status=\"204\",{s}}}")),
+        requests.iter().filter(|r| r.status == 204).count() as f64
+    );
+    assert_eq!(value(&format!("crowsnest_sentinel_requests_total{{status=\"503\",{s}}}")), 1.0);
+    assert_eq!(value(&format!("crowsnest_sentinel_retries_total{{reason=\"server\",{s}}}")), 1.0);
+    let (raw, gz) = (
+        value(&format!("crowsnest_sentinel_bytes_total{{stage=\"raw\",{s}}}")),
+        value(&format!("crowsnest_sentinel_bytes_total{{stage=\"gzip\",{s}}}")),
+    );
+    assert_eq!(raw as usize, requests.iter().filter(|r| r.status == 204).map(|r| r.raw_bytes).sum::<usize>());
+    assert!(gz > 0.0 && gz < raw / 3.0, "gzip {gz} of {raw}");
+    assert_eq!(value(&format!("crowsnest_sentinel_token_refreshes_total{{{s}}}")), 1.0);
+    assert_eq!(value(&format!("crowsnest_sentinel_spool_bytes{{{s}}}")), 0.0);
+    assert!(!text.contains(SECRET) && az.standin.issued_tokens().iter().all(|t| !text.contains(t.as_str())), "no secret in metrics");
+}
+
 /// Kills the child if the test fails first.
 struct KillOnDrop(Child);
 impl Drop for KillOnDrop {
