@@ -126,7 +126,7 @@ fn asim(events: u64, alerts_cfg: &SentinelConfig, standin: &Standin, metrics: &M
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut cfg = alerts_cfg.clone();
     cfg.forward_events = Some(crate::sink::sentinel::config::ForwardEvents::Asim);
-    let events_cfg = cfg.events_config(None).expect("forward_events is set");
+    let events_cfg = cfg.events_config().expect("forward_events is set");
     let lists = std::sync::Arc::new(crate::rules::RuleSet::bundled()?.lists);
     let sink = SentinelSink::new(&events_cfg, None, DeadLetterOut::new(Box::new(MemorySink::default())), metrics.clone(), Drain::Complete)?
         .prebuilt_rows();
