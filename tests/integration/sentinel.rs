@@ -101,7 +101,7 @@ impl Azure {
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .filter_map(|e| {
-                        e.file_name().to_string_lossy().strip_suffix(".json.gz").and_then(|s| s.split('.').nth(1)?.parse::<usize>().ok())
+                        e.file_name().to_string_lossy().strip_suffix(".json").and_then(|s| s.split('.').nth(1)?.parse::<usize>().ok())
                     })
                     .sum()
             })

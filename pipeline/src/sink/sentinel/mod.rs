@@ -173,14 +173,6 @@ impl Shared {
         Ok(())
     }
 
-    fn quarantine(&self, e: &spool::Entry) -> Result<std::path::PathBuf> {
-        let mut st = self.lock();
-        let path = st.spool.quarantine(e.seq)?;
-        self.update_gauges(&st);
-        self.changed.notify_all();
-        Ok(path)
-    }
-
     fn set_error(&self, e: String) {
         self.lock().last_error = Some(e);
     }
@@ -259,7 +251,8 @@ impl SentinelSink {
             metrics: metrics.clone(),
             stream: cfg.stream.clone(),
         });
-        let sender = Sender { cfg: cfg.clone(), shared: shared.clone(), http, auth, dead: dead.clone(), metrics, slow_retry };
+        let sender =
+            Sender { cfg: cfg.clone(), shared: shared.clone(), http, auth, dead: dead.clone(), metrics, slow_retry, wire_bytes: 0 };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the sentinel sender")?;
         let handle = std::thread::Builder::new().name("cn-sentinel".into()).spawn(move || rt.block_on(sender.run()))?;
         Ok(SentinelSink {

@@ -110,6 +110,8 @@ pub struct Sender {
     pub metrics: Metrics,
     /// The first slow retry after a 401/403 (30 s in service; tests shorten it).
     pub slow_retry: Duration,
+    /// The compressed size of the last request.
+    pub wire_bytes: u64,
 }
 
 impl Sender {
@@ -152,8 +154,8 @@ impl Sender {
                     attempt = 0;
                     refusals = 0;
                     m.sentinel_records.with_label_values(&[&stream]).inc_by(next.records as u64);
-                    m.sentinel_bytes.with_label_values(&[&stream, "raw"]).inc_by(next.raw);
-                    m.sentinel_bytes.with_label_values(&[&stream, "gzip"]).inc_by(next.bytes);
+                    m.sentinel_bytes.with_label_values(&[&stream, "raw"]).inc_by(next.bytes);
+                    m.sentinel_bytes.with_label_values(&[&stream, "gzip"]).inc_by(self.wire_bytes);
                     self.shared.delivered(next.seq);
                 }
                 Outcome::Retry { after, reason } => {
@@ -221,13 +223,15 @@ impl Sender {
 
     async fn post(&mut self, url: &str, e: &Entry, jitter: &mut Jitter) -> Outcome {
         let stream = self.cfg.stream.clone();
-        let gz = match spool::read(e) {
-            Ok(b) => b,
+        let gz = match spool::read_body(e) {
+            // Compressed here, on the sender's thread, not on the engine's.
+            Ok(b) => b.gzip(),
             Err(err) => {
-                self.shared.set_error(format!("{err:#}"));
+                self.shared.set_error(format!("reading {} from the spool: {err}", e.path.display()));
                 return Outcome::Retry { after: Some(Duration::from_secs(5)), reason: "spool" };
             }
         };
+        self.wire_bytes = gz.len() as u64;
         let bearer = match self.auth.bearer().await {
             Ok(b) => b,
             Err(err) => {
@@ -299,24 +303,10 @@ impl Sender {
         }
     }
 
-    /// A spooled batch that cannot be read: an I/O error is retried later (false); a file
-    /// that is not gzip is moved aside, named in a dead letter, never deleted.
-    fn unreadable(&mut self, e: &Entry, err: anyhow::Error) -> bool {
-        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() != std::io::ErrorKind::InvalidData) {
-            self.shared.set_error(format!("{err:#}"));
-            return false;
-        }
-        let kept = self.shared.quarantine(e);
-        let detail = match &kept {
-            Ok(path) => format!("the spooled batch is unreadable ({err:#}); kept as {}", path.display()),
-            Err(q) => format!("the spooled batch is unreadable ({err:#}) and could not be moved aside ({q:#})"),
-        };
-        let source = format!("sentinel:{}", self.cfg.stream);
-        let letter = DeadLetter::new(&source, format!("batch {}", e.seq), Reason::Rejected, detail, b"");
-        if let Err(w) = self.dead.write(&[letter]) {
-            log::error!("{}: writing a dead letter: {w:#}", self.cfg.describe());
-        }
-        kept.is_ok()
+    /// A spooled batch that cannot be read (an I/O error): it stays, and is tried again later.
+    fn unreadable(&mut self, e: &Entry, err: std::io::Error) -> bool {
+        self.shared.set_error(format!("reading {} from the spool: {err}", e.path.display()));
+        false
     }
 
     /// Every row of a batch to the dead-letter output (whole, so it can be sent again), then

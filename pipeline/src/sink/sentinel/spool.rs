@@ -1,12 +1,14 @@
-//! The on-disk spool: every batch is written here (gzipped, fsynced, renamed into place) before
-//! it counts as delivered, and deleted once Azure answered 204. What a crash or an outage leaves
-//! is sent first at the next start. One process at a time: the directory is locked.
+//! The on-disk spool: every batch is written here (fsynced, renamed into place) before it counts
+//! as delivered, and deleted once Azure answered 204. What a crash or an outage leaves is sent
+//! first at the next start. One process at a time: the directory is locked.
 //!
-//! A file is `SEQ.ROWS.RAWBYTES.json.gz`, so a restart knows what it holds without reading it.
+//! Batches are kept as JSON, not gzip: compressing is the sender thread's work, off the engine
+//! thread that writes the spool (it was most of the sink's cost there). A file is
+//! `SEQ.ROWS.json`, so a restart knows what it holds without reading it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -18,11 +20,9 @@ use super::request::Body;
 pub struct Entry {
     pub seq: u64,
     pub path: PathBuf,
-    /// On disk (gzip), what is sent.
+    /// The JSON on disk (sent gzipped).
     pub bytes: u64,
     pub records: usize,
-    /// The JSON before compression.
-    pub raw: u64,
     pub created: SystemTime,
 }
 
@@ -57,14 +57,13 @@ impl Spool {
                 let _ = fs::remove_file(item.path());
                 continue;
             }
-            let Some(e) = parse_name(&name).map(|(seq, records, raw)| {
+            let Some(e) = parse_name(&name).map(|(seq, records)| {
                 let meta = item.metadata().ok();
                 Entry {
                     seq,
                     path: item.path(),
                     bytes: meta.as_ref().map_or(0, |m| m.len()),
                     records,
-                    raw,
                     created: meta.and_then(|m| m.modified().ok()).unwrap_or_else(SystemTime::now),
                 }
             }) else {
@@ -85,13 +84,12 @@ impl Spool {
     pub fn push(&mut self, body: &Body) -> Result<Entry> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let gz = body.gzip();
-        let name = format!("{seq:016}.{}.{}.json.gz", body.records, body.json.len());
+        let name = format!("{seq:016}.{}.json", body.records);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
-            f.write_all(&gz)?;
+            f.write_all(&body.json)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
             // The rename itself must survive a power cut.
@@ -102,23 +100,10 @@ impl Spool {
             let _ = fs::remove_file(&tmp);
             return Err(anyhow::Error::from(e).context(format!("writing {} to the spool", path.display())));
         }
-        let e = Entry { seq, path, bytes: gz.len() as u64, records: body.records, raw: body.json.len() as u64, created: SystemTime::now() };
+        let e = Entry { seq, path, bytes: body.json.len() as u64, records: body.records, created: SystemTime::now() };
         self.bytes += e.bytes;
         self.entries.insert(seq, e.clone());
         Ok(e)
-    }
-
-    /// Moves a batch that cannot be read out of the way (into `quarantine/`), kept for a
-    /// person to look at; it no longer counts as spooled.
-    pub fn quarantine(&mut self, seq: u64) -> Result<PathBuf> {
-        let e = self.entries.get(&seq).cloned().with_context(|| format!("no batch {seq} in the spool"))?;
-        let dir = self.dir.join("quarantine");
-        fs::create_dir_all(&dir)?;
-        let to = dir.join(e.path.file_name().unwrap_or_default());
-        fs::rename(&e.path, &to).with_context(|| format!("moving {} aside", e.path.display()))?;
-        self.entries.remove(&seq);
-        self.bytes -= e.bytes;
-        Ok(to)
     }
 
     pub fn oldest(&self) -> Option<Entry> {
@@ -151,30 +136,14 @@ impl Spool {
     }
 }
 
-/// The gzipped body of a spooled batch, as sent.
-pub fn read(e: &Entry) -> Result<Vec<u8>> {
-    fs::read(&e.path).with_context(|| format!("reading {} from the spool", e.path.display()))
+/// The JSON of a spooled batch: to send, split, or dead-letter its rows.
+pub fn read_body(e: &Entry) -> std::io::Result<Body> {
+    Ok(Body { json: fs::read(&e.path)?, records: e.records })
 }
 
-/// The JSON of a spooled batch (to split it, or to dead-letter its rows).
-/// An I/O error comes back as `std::io::Error` (retry later); a file that is not gzip as one of
-/// kind `InvalidData`.
-pub fn read_body(e: &Entry) -> Result<Body> {
-    let gz = fs::read(&e.path)?;
-    let mut json = Vec::with_capacity(e.raw as usize);
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut json)
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not gzip: {err}", e.path.display())))?;
-    Ok(Body { json, records: e.records })
-}
-
-fn parse_name(name: &str) -> Option<(u64, usize, u64)> {
-    let stem = name.strip_suffix(".json.gz")?;
-    let mut parts = stem.split('.');
-    let seq = parts.next()?.parse().ok()?;
-    let records = parts.next()?.parse().ok()?;
-    let raw = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((seq, records, raw))
+fn parse_name(name: &str) -> Option<(u64, usize)> {
+    let (seq, records) = name.strip_suffix(".json")?.split_once('.')?;
+    Some((seq.parse().ok()?, records.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -192,22 +161,22 @@ mod tests {
             s.push(&body(3)).unwrap();
             assert_eq!((s.len(), s.records()), (2, 5));
             assert_eq!(read_body(&a).unwrap(), body(2));
-            fs::write(dir.path().join("0000000000000009.1.9.json.gz.tmp"), b"cut short").unwrap();
+            fs::write(dir.path().join("0000000000000009.1.json.tmp"), b"cut short").unwrap();
         }
         let mut s = Spool::open(dir.path()).unwrap();
         assert_eq!((s.len(), s.records()), (2, 5));
         let first = s.oldest().unwrap();
-        assert_eq!((first.records, first.raw), (2, body(2).json.len() as u64));
+        assert_eq!((first.records, first.bytes), (2, body(2).json.len() as u64));
         s.remove(first.seq).unwrap();
         assert_eq!(s.oldest().unwrap().records, 3);
         assert_eq!(s.push(&body(1)).unwrap().seq, 2, "sequence numbers continue after a restart");
-        assert!(!dir.path().join("0000000000000009.1.9.json.gz.tmp").exists(), "half-written files are dropped");
+        assert!(!dir.path().join("0000000000000009.1.json.tmp").exists(), "half-written files are dropped");
         assert_eq!(
             s.bytes(),
             fs::read_dir(dir.path())
                 .unwrap()
                 .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".gz"))
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
                 .map(|e| e.metadata().unwrap().len())
                 .sum::<u64>()
         );
