@@ -168,6 +168,8 @@ impl Shared {
                 }
             }
         }
+        // The halves are durable before the whole goes.
+        st.spool.sync()?;
         st.spool.remove(seq)?;
         self.update_gauges(&st);
         Ok(())
@@ -362,15 +364,16 @@ impl Sink for SentinelSink {
     }
 
     fn send(&mut self, records: &[Record]) -> Result<()> {
-        let mut rows = Vec::with_capacity(records.len());
+        // Alerts become rows here; forwarded events are rows already (borrowed, not copied).
+        let mut rows: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(records.len());
         let mut too_large = Vec::new();
         for r in records {
-            let json = if self.prebuilt {
-                r.json.clone()
+            let json: std::borrow::Cow<'_, [u8]> = if self.prebuilt {
+                std::borrow::Cow::Borrowed(&r.json)
             } else {
                 let alert: serde_json::Value = serde_json::from_slice(&r.json).context("an alert that is not JSON")?;
                 let Some(row) = row::alert_row(&alert) else { continue };
-                serde_json::to_vec(&row)?
+                std::borrow::Cow::Owned(serde_json::to_vec(&row)?)
             };
             if json.len() + 2 > self.cfg.max_request_bytes {
                 let mut dl = DeadLetter::new(
@@ -408,7 +411,7 @@ impl Sink for SentinelSink {
     fn flush(&mut self) -> Result<()> {
         let mut st = self.shared.lock();
         let body = st.batcher.cut();
-        let spooled = st.spool(body);
+        let spooled = st.spool(body).and_then(|_| st.spool.sync());
         self.shared.update_gauges(&st);
         self.shared.wake.notify_one();
         spooled.with_context(|| format!("{}: the batch waits in memory until the spool takes it", self.label))

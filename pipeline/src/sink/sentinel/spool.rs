@@ -5,6 +5,12 @@
 //! Batches are kept as JSON, not gzip: compressing is the sender thread's work, off the engine
 //! thread that writes the spool (it was most of the sink's cost there). A file is
 //! `SEQ.ROWS.json`, so a restart knows what it holds without reading it.
+//!
+//! Durability is group-committed: [`Spool::push`] writes and renames a batch into place, and
+//! [`Spool::sync`] (what the sink's `flush`, hence every checkpoint, calls) fsyncs every batch
+//! written since, then the directory. A batch counts as delivered only after `sync`, so a crash
+//! can only cut short one that was never acknowledged: at the next start a file that is not a
+//! whole JSON array is such a batch, and is dropped (its input is read again).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +38,8 @@ pub struct Spool {
     entries: BTreeMap<u64, Entry>,
     next_seq: u64,
     bytes: u64,
+    /// Written since the last sync.
+    unsynced: Vec<PathBuf>,
 }
 
 impl Spool {
@@ -48,7 +56,8 @@ impl Spool {
         if lock.try_lock().is_err() {
             bail!("the spool {} is in use by another crowsnest process (give each its own spool_dir)", dir.display());
         }
-        let mut spool = Spool { dir: dir.to_path_buf(), _lock: lock, entries: BTreeMap::new(), next_seq: 0, bytes: 0 };
+        let mut spool =
+            Spool { dir: dir.to_path_buf(), _lock: lock, entries: BTreeMap::new(), next_seq: 0, bytes: 0, unsynced: Vec::new() };
         for item in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
@@ -69,6 +78,14 @@ impl Spool {
             }) else {
                 continue;
             };
+            if !whole_array(&e.path) {
+                log::warn!(
+                    "{}: a batch cut short by a crash before it was acknowledged; dropped (its input is read again)",
+                    e.path.display()
+                );
+                let _ = fs::remove_file(&e.path);
+                continue;
+            }
             spool.bytes += e.bytes;
             spool.next_seq = spool.next_seq.max(e.seq + 1);
             spool.entries.insert(e.seq, e);
@@ -80,7 +97,7 @@ impl Spool {
         &self.dir
     }
 
-    /// Writes a batch durably; it is spooled once this returns.
+    /// Writes a batch; it is durable after the next [`Spool::sync`].
     pub fn push(&mut self, body: &Body) -> Result<Entry> {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -90,10 +107,7 @@ impl Spool {
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&body.json)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // The rename itself must survive a power cut.
-            File::open(&self.dir)?.sync_all()
+            fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
             // Leave no half-written file to fill the disk further.
@@ -101,9 +115,28 @@ impl Spool {
             return Err(anyhow::Error::from(e).context(format!("writing {} to the spool", path.display())));
         }
         let e = Entry { seq, path, bytes: body.json.len() as u64, records: body.records, created: SystemTime::now() };
+        self.unsynced.push(e.path.clone());
         self.bytes += e.bytes;
         self.entries.insert(seq, e.clone());
         Ok(e)
+    }
+
+    /// Makes every batch pushed so far durable: their data, then the directory (the renames).
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        for path in &self.unsynced {
+            match File::open(path) {
+                Ok(f) => f.sync_all().with_context(|| format!("syncing {}", path.display()))?,
+                // Sent and removed already: nothing left to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("syncing {}", path.display()))),
+            }
+        }
+        File::open(&self.dir)?.sync_all().with_context(|| format!("syncing {}", self.dir.display()))?;
+        self.unsynced.clear();
+        Ok(())
     }
 
     pub fn oldest(&self) -> Option<Entry> {
@@ -141,6 +174,11 @@ pub fn read_body(e: &Entry) -> std::io::Result<Body> {
     Ok(Body { json: fs::read(&e.path)?, records: e.records })
 }
 
+/// Whether a spooled file holds a whole JSON array (what every push writes).
+fn whole_array(path: &Path) -> bool {
+    fs::read(path).is_ok_and(|b| serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&b).is_ok())
+}
+
 fn parse_name(name: &str) -> Option<(u64, usize)> {
     let (seq, records) = name.strip_suffix(".json")?.split_once('.')?;
     Some((seq.parse().ok()?, records.parse().ok()?))
@@ -161,7 +199,10 @@ mod tests {
             s.push(&body(3)).unwrap();
             assert_eq!((s.len(), s.records()), (2, 5));
             assert_eq!(read_body(&a).unwrap(), body(2));
+            s.sync().unwrap();
             fs::write(dir.path().join("0000000000000009.1.json.tmp"), b"cut short").unwrap();
+            // Renamed into place but never synced, and cut short by the crash.
+            fs::write(dir.path().join("0000000000000008.2.json"), br#"[{"a":1},{"#).unwrap();
         }
         let mut s = Spool::open(dir.path()).unwrap();
         assert_eq!((s.len(), s.records()), (2, 5));
@@ -171,6 +212,7 @@ mod tests {
         assert_eq!(s.oldest().unwrap().records, 3);
         assert_eq!(s.push(&body(1)).unwrap().seq, 2, "sequence numbers continue after a restart");
         assert!(!dir.path().join("0000000000000009.1.json.tmp").exists(), "half-written files are dropped");
+        assert!(!dir.path().join("0000000000000008.2.json").exists(), "so are batches cut short after their rename");
         assert_eq!(
             s.bytes(),
             fs::read_dir(dir.path())
