@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
@@ -146,27 +146,7 @@ pub fn parse_url(url: &str) -> Result<KafkaUrl> {
 }
 
 fn percent_decode(s: &str) -> Result<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3).ok_or_else(|| anyhow!("bad %-escape in {s:?}"))?;
-                out.push(u8::from_str_radix(hex, 16).with_context(|| format!("bad %-escape in {s:?}"))?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).with_context(|| format!("{s:?} is not UTF-8 once decoded"))
+    crate::url::percent_decode(s, true).ok_or_else(|| anyhow!("bad %-escape in {s:?}, or not UTF-8 once decoded"))
 }
 
 #[cfg(test)]

@@ -38,3 +38,4 @@ pub mod sink;
 pub mod source;
 pub mod standin;
 pub mod tables;
+pub mod url;

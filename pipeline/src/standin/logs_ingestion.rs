@@ -808,38 +808,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Percent-decoding; `+` is a space in forms and queries. None: a bad escape or not UTF-8.
-fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// `a=b&c=d` decoded; None when any part does not decode. The first of a repeated key wins.
 fn parse_pairs(s: &str) -> Option<HashMap<String, String>> {
     let mut map = HashMap::new();
     for pair in s.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.entry(percent_decode(k, true)?).or_insert(percent_decode(v, true)?);
+        map.entry(crate::url::percent_decode(k, true)?).or_insert(crate::url::percent_decode(v, true)?);
     }
     Some(map)
 }
@@ -885,7 +859,7 @@ enum Route {
 
 fn route(head: &Head) -> Route {
     let segments: Vec<&str> = head.path.split('/').collect();
-    let decode = |s: &str| percent_decode(s, false);
+    let decode = |s: &str| crate::url::percent_decode(s, false);
     match segments[..] {
         ["", tenant, o, v, t] if o == "oauth2" && v == "v2.0" && t == "token" => match decode(tenant) {
             Some(tenant) if head.method == "POST" => Route::Token(tenant),

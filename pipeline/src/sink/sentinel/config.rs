@@ -279,13 +279,15 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
     // Errors name the sink by its host only, never the query: it may hold a secret pasted by
     // mistake, under any spelling.
     let url = format!("sentinel://{host}");
-    if query.split('&').any(|p| percent_decode(p.split('=').next().unwrap_or_default()).to_ascii_lowercase().contains("secret")) {
+    let decode = |s: &str| crate::url::percent_decode(s, true);
+    if query.split('&').any(|p| decode(p.split('=').next().unwrap_or_default()).unwrap_or_default().to_ascii_lowercase().contains("secret"))
+    {
         bail!("{url}: a secret never goes in a URL; set AZURE_CLIENT_SECRET, or client_secret = \"${{VAR}}\" in the config");
     }
     let mut auth = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').with_context(|| format!("{url}: an option is not KEY=VALUE"))?;
-        let v = percent_decode(v);
+        let v = decode(v).with_context(|| format!("{url}: option {k}: a bad %-escape"))?;
         match k {
             "dcr" => cfg.dcr = v,
             "stream" => cfg.stream = v,
@@ -330,27 +332,6 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
     }
     cfg.validate()?;
     Ok(cfg)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 3 <= b.len() => match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(x) => {
-                    out.push(x);
-                    i += 3;
-                    continue;
-                }
-                None => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
