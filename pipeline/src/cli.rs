@@ -752,6 +752,14 @@ fn schema(table: Option<&str>, json: bool, write_dir: Option<&Path>) -> Result<(
             std::fs::write(&path, serde_json::to_string_pretty(&tables::schema_json(t, &s))? + "\n")?;
             eprintln!("wrote {}", path.display());
         }
+        // The Sentinel streams the sink sends (what deploy/sentinel declares).
+        let dir = dir.join("sentinel");
+        std::fs::create_dir_all(&dir)?;
+        for (name, doc) in crate::sink::sentinel::published_streams() {
+            let path = dir.join(format!("{name}.json"));
+            std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+            eprintln!("wrote {}", path.display());
+        }
         return Ok(());
     }
     let Some(t) = table else { bail!("name a table ({}) or pass --write-dir", tables::TABLE_NAMES.join(", ")) };

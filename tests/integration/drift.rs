@@ -24,6 +24,19 @@ fn published_schemas_match_the_code() {
         let committed = std::fs::read_to_string(repo_root().join("schemas").join(file)).unwrap_or_default();
         assert_eq!(committed, fresh, "schemas/{file} is stale: run `crowsnest schema --write-dir schemas`");
     }
+    // The Sentinel streams, likewise.
+    let fresh_streams = names(&dir.path().join("sentinel"));
+    assert_eq!(fresh_streams.len(), 2);
+    assert_eq!(
+        names(&repo_root().join("schemas/sentinel")),
+        fresh_streams,
+        "schemas/sentinel holds exactly the generated stream definitions"
+    );
+    for file in &fresh_streams {
+        let fresh = std::fs::read_to_string(dir.path().join("sentinel").join(file)).unwrap();
+        let committed = std::fs::read_to_string(repo_root().join("schemas/sentinel").join(file)).unwrap_or_default();
+        assert_eq!(committed, fresh, "schemas/sentinel/{file} is stale: run `crowsnest schema --write-dir schemas`");
+    }
 }
 
 #[test]

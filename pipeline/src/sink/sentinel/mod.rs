@@ -43,6 +43,34 @@ use self::service::{Sender, Step};
 use self::spool::Spool;
 use super::{Record, Sink};
 
+/// The streams the sink sends, as published in schemas/sentinel/: the alert row, and the
+/// forwarded events' ASIM columns.
+pub fn published_streams() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let alert_columns: Vec<_> = row::COLUMNS.iter().map(|(n, t)| json!({"name": n, "type": t, "description": row::describe(n)})).collect();
+    let asim_columns: Vec<_> = asim_columns::ASIM_AUDIT_COLUMNS.iter().map(|(n, t)| json!({"name": n, "type": t})).collect();
+    vec![
+        (
+            config::DEFAULT_STREAM,
+            json!({
+                "stream": config::DEFAULT_STREAM,
+                "table": "Crowsnest_Alerts_CL",
+                "description": "One row per Crowsnest alert (the alert schema, schemas/alerts.json, flattened for Log Analytics)",
+                "columns": alert_columns,
+            }),
+        ),
+        (
+            config::DEFAULT_EVENTS_STREAM,
+            json!({
+                "stream": config::DEFAULT_EVENTS_STREAM,
+                "table": "ASimAuditEventLogs",
+                "description": "One row per forwarded kube_audit event, ASIM Audit Event columns (mapping: pipeline/src/sink/sentinel/asim_audit.sql)",
+                "columns": asim_columns,
+            }),
+        ),
+    ]
+}
+
 /// Where the sink's own dead letters go (rows the service refused, rows too large for any
 /// request): an output of its own, opened on the same destination as the pipeline's.
 #[derive(Clone)]

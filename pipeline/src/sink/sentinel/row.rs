@@ -35,6 +35,57 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("Fields", "dynamic"),
 ];
 
+/// Where each column comes from (the published definition, schemas/sentinel/).
+pub fn describe(column: &str) -> &'static str {
+    match column {
+        "TimeGenerated" => "the alert's detection time (detected_at)",
+        "AlertId" => "the alert's deterministic id (id): a retry after an unknown outcome repeats a row at worst",
+        "RuleId" => "rule_id",
+        "AlertName" => "the rule's title (rule_title)",
+        "Severity" => "Sentinel's Informational/Low/Medium/High; Crowsnest's critical maps to High",
+        "CrowsnestSeverity" => "severity as Crowsnest rated it: info, low, medium, high, critical",
+        "Tactics" => "Sentinel tactic names of the MITRE techniques, comma-separated, in kill-chain order",
+        "Techniques" => "MITRE technique ids (mitre), comma-separated",
+        "Tags" => "tags",
+        "ClusterResourceId" => "the AKS cluster's resource id (cluster)",
+        "ClusterName" => "the last segment of the cluster's resource id",
+        "Namespace" => "fields.namespace, else entities.namespace",
+        "ActorUsername" => "the first of user_name, requester, creator, exec_user, account in fields, then entities",
+        "SrcIpAddr" => "the first of source_ip, requester_ip, creator_ip, exec_ip in fields, then entities",
+        "ObjectName" => "the first of name, workload, pod, node, image in fields, then entities",
+        "FirstSeen" => "event time of the first matching event (first_seen)",
+        "LastSeen" => "event time of the last matching event (last_seen)",
+        "WindowStart" => "the window's start, for windowed rules (window_start)",
+        "WindowEnd" => "the window's end, for windowed rules (window_end)",
+        "Count" => "matching events (count)",
+        "AuditIds" => "audit ids of matching events, at most 10 (audit_ids)",
+        "Entities" => "what identifies the same thing for suppression and dedup (entities)",
+        "Fields" => "the rule's output columns (fields)",
+        _ => "",
+    }
+}
+
+/// The alert's fields (schemas/alerts.json) the row carries, in one column or another: a test
+/// fails when the alert gains a field the row does not map.
+pub const ALERT_FIELDS_MAPPED: &[&str] = &[
+    "id",
+    "rule_id",
+    "rule_title",
+    "severity",
+    "mitre",
+    "tags",
+    "first_seen",
+    "last_seen",
+    "window_start",
+    "window_end",
+    "count",
+    "entities",
+    "cluster",
+    "audit_ids",
+    "fields",
+    "detected_at",
+];
+
 /// Sentinel's severities are Informational, Low, Medium and High: `critical` becomes High (the
 /// row keeps Crowsnest's own rating in CrowsnestSeverity, so a query can still tell them apart).
 pub fn sentinel_severity(crowsnest: &str) -> &'static str {
@@ -140,5 +191,15 @@ mod tests {
         assert_eq!(row["ClusterName"], "AKS-PROD");
         assert!(!row.contains_key("WindowStart"), "absent values are left out");
         assert_eq!(sentinel_severity("info"), "Informational");
+    }
+
+    #[test]
+    fn every_alert_field_and_every_column_is_accounted_for() {
+        for f in crate::tables::alert_schema().fields() {
+            assert!(ALERT_FIELDS_MAPPED.contains(&f.name().as_str()), "the alert's {} has no column in the Sentinel row", f.name());
+        }
+        for (c, _) in COLUMNS {
+            assert!(!describe(c).is_empty(), "{c} is not described");
+        }
     }
 }
