@@ -498,6 +498,51 @@ fn the_sink_counts_requests_bytes_rows_and_tokens_in_its_metrics() {
     assert!(!text.contains(SECRET) && az.standin.issued_tokens().iter().all(|t| !text.contains(t.as_str())), "no secret in metrics");
 }
 
+#[test]
+fn a_quiet_service_sends_an_alert_within_the_batch_timeout_and_stops_cleanly() {
+    let az = azure(|_| {});
+    let input = az.dir.path().join("audit.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let config = format!(
+        r#"
+[source]
+kind = "file"
+paths = ["{}"]
+follow = true
+
+[sinks]
+stdout = false
+
+[sinks.sentinel]
+endpoint = "https://{}"
+dcr = "dcr-0123456789abcdef0123456789abcdef"
+auth = "workload_identity"
+batch_timeout = "1s"
+spool_dir = "{}"
+
+[metrics]
+enabled = false
+"#,
+        input.display(),
+        az.standin.addr(),
+        az.spool().display()
+    );
+    std::fs::write(az.dir.path().join("crowsnest.toml"), config).unwrap();
+    let mut child = KillOnDrop(az.crowsnest().args(["run", "-c", "crowsnest.toml"]).stderr(Stdio::null()).spawn().unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    // One privileged pod: one alert, and nothing else arrives to fill its batch.
+    let line = envelope(&[privileged_pod_event("e0000000-0000-4000-8000-000000000001", "2026-11-01T08:00:00.000001Z")]);
+    std::fs::OpenOptions::new().append(true).open(&input).unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+    let sent = Instant::now();
+    wait_for("the alert in Sentinel", Duration::from_secs(20), || (!az.standin.accepted_rows(STREAM).is_empty()).then_some(()));
+    assert!(sent.elapsed() < Duration::from_secs(10), "a lone alert waits batch_timeout, not for company");
+    assert_eq!(az.standin.accepted_rows(STREAM)[0]["RuleId"], "CN-AUDIT-001");
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    let status = wait_for("exit after SIGTERM", Duration::from_secs(30), || child.0.try_wait().unwrap());
+    assert!(status.success());
+    assert_eq!(az.spooled_records(), 0);
+}
+
 /// Kills the child if the test fails first.
 struct KillOnDrop(Child);
 impl Drop for KillOnDrop {
