@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -607,6 +607,3 @@ fn tunnel(client: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
         client_w.write_all(&buf[..n])?;
     }
 }
-
-#[allow(dead_code)]
-fn _unused(_: &Path) {}

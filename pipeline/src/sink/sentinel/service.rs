@@ -134,7 +134,7 @@ impl Sender {
             if let Some(t) = not_before {
                 let now = Instant::now();
                 if now < t {
-                    // Woken early only to abandon (a stopping service whose drain time ran out).
+                    // Woken early by a new batch or a stop: look again (a stop ends the loop).
                     let _ = tokio::time::timeout(t - now, self.shared.wake.notified()).await;
                     if Instant::now() < t {
                         continue;
