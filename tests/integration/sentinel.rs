@@ -543,6 +543,61 @@ enabled = false
     assert_eq!(az.spooled_records(), 0);
 }
 
+/// The Kafka promise with Sentinel: offsets are committed once the alerts derived from them are
+/// in the spool (Azure may be away for hours; the topic must not be held back), and a kill
+/// during the outage loses none of them: the restart reads nothing again and sends the spool.
+#[test]
+fn from_kafka_offsets_are_committed_once_alerts_are_spooled_and_a_kill_during_an_outage_loses_none() {
+    use crate::broker::{Broker, FETCH_WAIT_MS};
+    let az = azure(|_| {});
+    let expected = ids(&reference_alerts());
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(crowsnest::cli::SAMPLE).read_to_string(&mut text).unwrap();
+    let mut messages: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    let sample_messages = messages.len();
+    // Quiet traffic four hours on, then six: the watermark passes every window of the sample
+    // and of the first quiet hour, so their offsets may be committed (the last hour's windows
+    // stay open, and hold theirs back).
+    for (start, out) in [("2026-11-01T12:00:00Z", "later.jsonl"), ("2026-11-01T18:00:00Z", "latest.jsonl")] {
+        let gen = ["gen", "--events", "4000", "--seed", "5", "--no-attacks", "--no-insights", "--start", start, "--out", out];
+        assert!(run(&gen, az.dir.path()).status.success());
+        messages.extend(std::fs::read_to_string(az.dir.path().join(out)).unwrap().lines().map(|l| l.as_bytes().to_vec()));
+    }
+    let broker = Broker::in_memory(az.dir.path());
+    broker.create_topic("audit", 3);
+    broker.produce("audit", 3, &messages);
+    std::fs::write(az.dir.path().join("crowsnest.toml"), "[metrics]\nenabled = false\n[rules]\nidle_timeout = \"5s\"\n").unwrap();
+    let source =
+        format!("kafka://{}/audit?group=g-sentinel&start=earliest&commit_interval=1s&fetch.wait.max.ms={FETCH_WAIT_MS}", broker.addr());
+    let sink = az.sink_url("workload_identity", "&max_request_bytes=8000");
+    let start = || {
+        KillOnDrop(
+            az.crowsnest()
+                .args(["run", "-c", "crowsnest.toml", "--source", &source, "--sink", &sink])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    az.standin.set_down(true);
+    let mut first = start();
+    wait_for("every alert in the spool", Duration::from_secs(120), || (az.spooled_records() >= expected.len()).then_some(()));
+    // Partition p holds messages i with i % 3 == p: its sample part ends at offset ⌈(n - p) / 3⌉.
+    let sample_end = |p: usize| ((sample_messages + 2 - p) / 3) as i64;
+    let sample_committed = || (0..3).all(|p| broker.committed("g-sentinel", "audit", p as i32).unwrap_or(0) >= sample_end(p));
+    wait_for("the sample's offsets committed while Azure is away", Duration::from_secs(60), || sample_committed().then_some(()));
+    assert!(az.delivered_ids().is_empty());
+    first.0.kill().unwrap(); // SIGKILL during the outage
+    first.0.wait().unwrap();
+    az.standin.set_down(false);
+    let _second = start();
+    // The sample is not read again (its offsets are committed): its alerts come from the spool.
+    wait_for("every alert in Sentinel", Duration::from_secs(120), || {
+        expected.is_subset(&az.delivered_ids().into_iter().collect()).then_some(())
+    });
+}
+
 /// Kills the child if the test fails first.
 struct KillOnDrop(Child);
 impl Drop for KillOnDrop {
