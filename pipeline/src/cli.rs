@@ -451,7 +451,7 @@ impl SinkContext<'_> {
         // Rows the service refuses go where the pipeline's dead letters go, through an output
         // of the sink's own (it writes them from its sender thread).
         let dead = DeadLetterOut::new(dead_letter_sink(self.dead_letters, self.metrics)?);
-        let sink = SentinelSink::new(cfg, self.state_dir, dead, self.metrics.clone(), self.drain)?;
+        let sink = SentinelSink::new(cfg, self.state_dir, dead, self.metrics.clone(), self.drain.clone())?;
         Ok(match &self.stop {
             Some(stop) => sink.with_stop(stop.clone()),
             None => sink,
@@ -511,7 +511,7 @@ fn dead_letter_sink(cfg: &DeadLetterConfig, metrics: &Metrics) -> Result<Box<dyn
 
 /// The alert sinks and the dead-letter output a config names.
 fn build_outputs(cfg: &Config, set: &RuleSet, metrics: &Metrics, stop: &Arc<std::sync::atomic::AtomicBool>) -> Result<Outputs> {
-    let drain = cfg.sinks.sentinel.as_ref().map_or(Drain::AtMost(std::time::Duration::ZERO), |s| Drain::AtMost(s.drain_timeout()));
+    let drain = Drain::at_most(cfg.sinks.sentinel.as_ref().map_or(std::time::Duration::ZERO, |s| s.drain_timeout()));
     let cx = SinkContext { dead_letters: &cfg.dead_letters, state_dir: cfg.state.dir.as_deref(), metrics, drain, stop: Some(stop.clone()) };
     let sinks = alert_sinks(&cfg.sinks, &cx)?;
     if sinks.is_empty() {

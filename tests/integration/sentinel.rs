@@ -543,6 +543,42 @@ enabled = false
     assert_eq!(az.spooled_records(), 0);
 }
 
+#[test]
+fn a_stopping_service_drains_both_spools_within_one_drain_timeout() {
+    use crowsnest::sink::sentinel::{DeadLetterOut, Drain, SentinelSink};
+    use crowsnest::sink::{MemorySink, Record, Sink};
+    let az = azure(|_| {});
+    az.standin.set_down(true);
+    let alerts = reference_alerts();
+    let records: Vec<Record> = alerts.iter().map(|a| Record::new(a["id"].as_str().unwrap().to_string(), a)).collect();
+    let drain = Drain::at_most(Duration::from_secs(2));
+    let sink = |stream: &str, spool: &str| {
+        let mut cfg = crowsnest::sink::sentinel::config::from_url(&format!(
+            "sentinel://{}?dcr=dcr-0123456789abcdef0123456789abcdef&stream={stream}&auth=workload_identity&tenant_id=00000000-0000-0000-0000-000000000001&client_id=00000000-0000-0000-0000-000000000002&authority_host={}",
+            az.standin.addr(),
+            az.standin.base_url()
+        ))
+        .unwrap();
+        cfg.federated_token_file = Some(az.token_file.clone());
+        cfg.ca_file = Some(az.ca.clone());
+        cfg.spool_dir = Some(az.dir.path().join(spool));
+        let dead = DeadLetterOut::new(Box::new(MemorySink::default()));
+        SentinelSink::new(&cfg, None, dead, crowsnest::metrics::Metrics::new(), drain.clone()).unwrap()
+    };
+    let (mut a, mut b) = (sink(STREAM, "spool-a"), sink(STREAM, "spool-b"));
+    a.send(&records).unwrap();
+    b.send(&records).unwrap();
+    let t = Instant::now();
+    a.finish().unwrap();
+    b.finish().unwrap();
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(4), "one 2 s drain for both, took {took:?}");
+    // What did not drain stays spooled for the next start.
+    for spool in ["spool-a", "spool-b"] {
+        assert!(std::fs::read_dir(az.dir.path().join(spool)).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".json")));
+    }
+}
+
 /// The Kafka promise with Sentinel: offsets are committed once the alerts derived from them are
 /// in the spool (Azure may be away for hours; the topic must not be held back), and a kill
 /// during the outage loses none of them: the restart reads nothing again and sends the spool.

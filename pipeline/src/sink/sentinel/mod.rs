@@ -213,13 +213,21 @@ impl Shared {
 }
 
 /// How long [`Sink::finish`] waits for the spool to drain.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Drain {
     /// A replay: until everything is delivered (what is left when it is interrupted stays in
     /// the spool for the next run).
     Complete,
-    /// A service stopping: at most this long.
-    AtMost(Duration),
+    /// A service stopping: at most this long, for every sink given a clone of this `Drain`
+    /// together (the alerts' and the events' spools drain one after the other, within one
+    /// `drain_timeout`, not one each: a pod's grace period is one).
+    AtMost(Duration, Arc<std::sync::OnceLock<Instant>>),
+}
+
+impl Drain {
+    pub fn at_most(d: Duration) -> Drain {
+        Drain::AtMost(d, Arc::default())
+    }
 }
 
 pub struct SentinelSink {
@@ -337,9 +345,10 @@ impl SentinelSink {
 
     /// Waits until the spool is empty, or the drain time is up.
     fn drain(&mut self) -> Result<()> {
-        let deadline = match self.drain {
+        let deadline = match &self.drain {
             Drain::Complete => None,
-            Drain::AtMost(d) => Some(Instant::now() + d),
+            // The first sink to drain starts the clock for all of them.
+            Drain::AtMost(d, deadline) => Some(*deadline.get_or_init(|| Instant::now() + *d)),
         };
         let started = Instant::now();
         let mut last_log = Instant::now();
