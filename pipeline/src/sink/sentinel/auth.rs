@@ -83,6 +83,9 @@ impl Auth {
     }
 }
 
+// The SDK's option structs are `#[non_exhaustive]` or carry crate-private fields, so they
+// cannot be written as literals: they are built from their defaults, field by field.
+#[allow(clippy::field_reassign_with_default)]
 fn client_options(cfg: &SentinelConfig, http: &reqwest::Client) -> ClientOptions {
     let mut custom = CustomConfiguration::default();
     custom.authority_host = cfg.authority_host();
@@ -106,8 +109,7 @@ fn credential(cfg: &SentinelConfig, http: &reqwest::Client) -> Result<Arc<dyn To
             let tenant = setting(&cfg.tenant_id, "AZURE_TENANT_ID", "tenant id", auth)?;
             let client = setting(&cfg.client_id, "AZURE_CLIENT_ID", "client id", auth)?;
             let secret = setting(&cfg.client_secret, "AZURE_CLIENT_SECRET", "client secret", auth)?;
-            let mut o = ClientSecretCredentialOptions::default();
-            o.client_options = client_options(cfg, http);
+            let o = ClientSecretCredentialOptions { client_options: client_options(cfg, http) };
             ClientSecretCredential::new(&tenant, client, Secret::new(secret), Some(o)).map_err(sdk)?
         }
         AuthMethod::WorkloadIdentity => {
@@ -123,22 +125,28 @@ fn credential(cfg: &SentinelConfig, http: &reqwest::Client) -> Result<Arc<dyn To
                     file.display()
                 );
             }
-            let mut o = WorkloadIdentityCredentialOptions::default();
-            o.credential_options = ClientAssertionCredentialOptions { client_options: client_options(cfg, http) };
-            o.tenant_id = Some(tenant);
-            o.client_id = Some(client);
-            o.token_file_path = Some(file);
+            let o = WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions { client_options: client_options(cfg, http) },
+                tenant_id: Some(tenant),
+                client_id: Some(client),
+                token_file_path: Some(file),
+            };
             WorkloadIdentityCredential::new(Some(o)).map_err(sdk)?
         }
         AuthMethod::ManagedIdentity => {
-            let mut o = ManagedIdentityCredentialOptions::default();
-            o.client_options = client_options(cfg, http);
-            o.user_assigned_id = cfg.client_id.clone().map(UserAssignedId::ClientId);
+            let o = ManagedIdentityCredentialOptions {
+                client_options: client_options(cfg, http),
+                user_assigned_id: cfg.client_id.clone().map(UserAssignedId::ClientId),
+            };
             ManagedIdentityCredential::new(Some(o)).map_err(sdk)?
         }
         AuthMethod::AzureCli => {
-            let mut o = AzureCliCredentialOptions::default();
-            o.tenant_id = cfg.tenant_id.clone();
+            #[allow(clippy::field_reassign_with_default)] // a crate-private field: no literal
+            let o = {
+                let mut o = AzureCliCredentialOptions::default();
+                o.tenant_id = cfg.tenant_id.clone();
+                o
+            };
             AzureCliCredential::new(Some(o)).map_err(sdk)?
         }
     })
