@@ -185,19 +185,14 @@ impl Shared {
     fn replace(&self, seq: u64, parts: &[Body]) -> Result<()> {
         let mut st = self.lock();
         let mut written = Vec::new();
-        for p in parts {
-            match st.spool.push(p) {
-                Ok(e) => written.push(e.seq),
-                Err(e) => {
-                    for w in written {
-                        let _ = st.spool.remove(w);
-                    }
-                    return Err(e);
-                }
-            }
-        }
         // The halves are durable before the whole goes.
-        st.spool.sync()?;
+        let halves = parts.iter().try_for_each(|p| st.spool.push(p).map(|e| written.push(e.seq))).and_then(|_| st.spool.sync());
+        if let Err(e) = halves {
+            for w in written {
+                let _ = st.spool.remove(w);
+            }
+            return Err(e);
+        }
         st.spool.remove(seq)?;
         self.update_gauges(&st);
         Ok(())
