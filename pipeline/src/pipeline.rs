@@ -635,12 +635,8 @@ fn write_late(late: Vec<LateRows>, outputs: &mut Outputs) -> Result<()> {
     };
     let mut records = Vec::new();
     for l in late {
-        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
-        writer.write(&l.rows)?;
-        writer.finish()?;
-        let rows = writer.into_inner();
         let ids = l.rows.column_by_name("audit_id").map(|c| c.as_string::<i32>().clone());
-        for (i, row) in rows.split(|&b| b == b'\n').filter(|r| !r.is_empty()).enumerate() {
+        for (i, row) in crate::sink::json_rows(&l.rows)?.iter().enumerate() {
             let audit_id = ids.as_ref().filter(|a| a.is_valid(i)).map_or("", |a| a.value(i));
             let head = serde_json::json!({"rule_id": l.rule_id, "watermark": format_nanos(l.closed_until), "audit_id": audit_id});
             let mut json = serde_json::to_vec(&head)?;

@@ -12,6 +12,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+/// Each row of a batch as one JSON object (nulls left out), in row order: what late events and
+/// forwarded audit events write.
+pub fn json_rows(batch: &datafusion::arrow::array::RecordBatch) -> Result<Vec<Vec<u8>>> {
+    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 512));
+    writer.write(batch)?;
+    writer.finish()?;
+    // The writer escapes newlines inside strings: every line is one row.
+    Ok(writer.into_inner().split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
+}
+
 /// One output document, serialized once for every sink.
 pub struct Record {
     /// What a keyed sink (Kafka) keys by: the alert id, or a dead letter's source and position.

@@ -108,11 +108,7 @@ pub fn rows_of(batch: &RecordBatch, filter: Option<&PhysExpr>, projection: &[Phy
     let columns =
         projection.iter().map(|e| e.evaluate(&kept)?.into_array(kept.num_rows())).collect::<datafusion::common::Result<Vec<_>>>()?;
     let out = RecordBatch::try_new(schema.clone(), columns)?;
-    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::with_capacity(out.num_rows() * 512));
-    writer.write(&out)?;
-    writer.finish()?;
-    let text = writer.into_inner();
-    Ok(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| Record { key: String::new(), json: l.to_vec() }).collect())
+    Ok(crate::sink::json_rows(&out)?.into_iter().map(|json| Record { key: String::new(), json }).collect())
 }
 
 type Planned = (Vec<PhysExpr>, Option<PhysExpr>, SchemaRef);
