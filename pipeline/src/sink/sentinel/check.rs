@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use super::auth::{explain_refusal, http_client, Auth};
 use super::config::SentinelConfig;
 use super::request::Body;
+use super::service::Jitter;
 
 pub async fn check(cfg: &SentinelConfig) -> Result<String> {
     let http = http_client(cfg)?;
@@ -21,14 +22,7 @@ pub async fn check(cfg: &SentinelConfig) -> Result<String> {
         ),
     };
     let body = Body::of_rows(std::iter::empty::<&[u8]>()).gzip();
-    let resp = http
-        .post(cfg.ingestion_url())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::CONTENT_ENCODING, "gzip")
-        .header(reqwest::header::AUTHORIZATION, bearer.header)
-        .body(body)
-        .send()
-        .await;
+    let resp = super::request::post(&http, &cfg.ingestion_url(), bearer.header, body, &Jitter::new().request_id()).send().await;
     let resp = match resp {
         Ok(r) => r,
         Err(e) => bail!(

@@ -9,6 +9,18 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::value::RawValue;
 
+/// The request the Logs Ingestion API takes: a gzipped JSON array, the bearer token, a fresh
+/// `x-ms-client-request-id` (what the service's logs find it by). Built here once, for the
+/// sender and for `validate --check`.
+pub fn post(http: &reqwest::Client, url: &str, authorization: String, gz: Vec<u8>, request_id: &str) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::CONTENT_ENCODING, "gzip")
+        .header(reqwest::header::AUTHORIZATION, authorization)
+        .header("x-ms-client-request-id", request_id)
+        .body(gz)
+}
+
 /// One request body: a JSON array of rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Body {

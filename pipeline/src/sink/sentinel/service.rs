@@ -71,9 +71,9 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Dura
 }
 
 /// A cheap jitter source (no cryptographic need): xorshift seeded from the clock.
-struct Jitter(u64);
+pub(super) struct Jitter(u64);
 impl Jitter {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Jitter(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1)
     }
     fn next(&mut self) -> f64 {
@@ -83,7 +83,7 @@ impl Jitter {
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
     /// A random request id in UUID form (`x-ms-client-request-id`).
-    fn request_id(&mut self) -> String {
+    pub(super) fn request_id(&mut self) -> String {
         let (a, b) = ((self.next() * u64::MAX as f64) as u64, (self.next() * u64::MAX as f64) as u64 ^ self.0);
         format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, b >> 52, b & 0xffff_ffff_ffff)
     }
@@ -244,16 +244,7 @@ impl Sender {
             self.metrics.sentinel_token_refreshes.with_label_values(&[&stream]).inc();
         }
         let request_id = jitter.request_id();
-        let sent = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .header(reqwest::header::AUTHORIZATION, bearer.header)
-            .header("x-ms-client-request-id", &request_id)
-            .body(gz)
-            .send()
-            .await;
+        let sent = super::request::post(&self.http, url, bearer.header, gz, &request_id).send().await;
         let resp = match sent {
             Ok(r) => r,
             Err(err) => {
