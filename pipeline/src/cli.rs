@@ -355,19 +355,24 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
         drain: Drain::Complete,
         stop: None,
     };
-    let mut sinks = if a.sinks.is_empty() {
-        let stdout: Vec<Box<dyn Sink>> = if a.no_stdout { vec![] } else { vec![Box::new(StdoutSink)] };
-        stdout
+    // --sink URLs, read once: the alert sinks, and the Sentinel sink's events stream.
+    let sinks_cfg = if a.sinks.is_empty() {
+        None
     } else {
         let mut cfg = Config::default();
         cfg.override_with(None, &a.sinks, None)?;
-        alert_sinks(&cfg.sinks, &cx)?
+        Some(cfg.sinks)
+    };
+    let mut sinks = match &sinks_cfg {
+        Some(s) => alert_sinks(s, &cx)?,
+        None if a.no_stdout => vec![],
+        None => vec![Box::new(StdoutSink) as Box<dyn Sink>],
     };
     if let Some(p) = &a.alerts {
         sinks.push(Box::new(JsonLinesFile::new(p, "file")));
     }
-    let events = match sentinel_of(&a.sinks)? {
-        Some(s) => event_forwarder(&s, &set, &cx)?,
+    let events = match sinks_cfg.as_ref().and_then(|s| s.sentinel.as_ref()) {
+        Some(s) => event_forwarder(s, &set, &cx)?,
         None => None,
     };
     let mut outputs = Outputs {
@@ -476,16 +481,6 @@ fn alert_sinks(sinks_cfg: &SinksConfig, cx: &SinkContext<'_>) -> Result<Vec<Box<
         sinks.push(Box::new(cx.sentinel(s)?));
     }
     Ok(sinks)
-}
-
-/// The Sentinel sink among `--sink` URLs, if any.
-fn sentinel_of(urls: &[String]) -> Result<Option<SentinelConfig>> {
-    if urls.is_empty() {
-        return Ok(None);
-    }
-    let mut cfg = Config::default();
-    cfg.override_with(None, urls, None)?;
-    Ok(cfg.sinks.sentinel)
 }
 
 /// The normalized-events stream of a Sentinel sink, when `forward_events` asks for it.
