@@ -109,14 +109,27 @@ impl Azure {
     }
 }
 
-/// The alerts `crowsnest replay` prints for the bundled sample (what Sentinel must receive).
+/// The alerts `crowsnest replay` prints for the bundled sample (what Sentinel must receive):
+/// replayed once for all the tests here.
 fn reference_alerts() -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = run(&["replay", "--no-progress"], dir.path());
-    assert!(out.status.success());
-    let alerts = stdout_alerts(&out);
-    assert!(alerts.len() > 20, "the sample raises alerts");
-    alerts
+    static ALERTS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
+    ALERTS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = run(&["replay", "--no-progress"], dir.path());
+            assert!(out.status.success());
+            let alerts = stdout_alerts(&out);
+            assert!(alerts.len() > 20, "the sample raises alerts");
+            alerts
+        })
+        .clone()
+}
+
+/// The bundled sample's lines (AKS diagnostic-settings envelopes).
+fn sample_text() -> String {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(crowsnest::cli::SAMPLE).read_to_string(&mut text).unwrap();
+    text
 }
 
 fn ids(alerts: &[Value]) -> BTreeSet<String> {
@@ -381,8 +394,7 @@ fn audit_events_are_forwarded_as_asim_rows_filtered_by_the_users_where() {
     assert!(out.status.success(), "{}", stderr(&out));
     // The oracle, read straight from the sample: every audit event (once per auditID and stage)
     // whose verb is not a read.
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(crowsnest::cli::SAMPLE).read_to_string(&mut text).unwrap();
+    let text = sample_text();
     let mut expected = BTreeSet::new();
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
@@ -587,9 +599,7 @@ fn from_kafka_offsets_are_committed_once_alerts_are_spooled_and_a_kill_during_an
     use crate::broker::{Broker, FETCH_WAIT_MS};
     let az = azure(|_| {});
     let expected = ids(&reference_alerts());
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(crowsnest::cli::SAMPLE).read_to_string(&mut text).unwrap();
-    let mut messages: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    let mut messages: Vec<Vec<u8>> = sample_text().lines().map(|l| l.as_bytes().to_vec()).collect();
     let sample_messages = messages.len();
     // Quiet traffic four hours on, then six: the watermark passes every window of the sample
     // and of the first quiet hour, so their offsets may be committed (the last hour's windows
