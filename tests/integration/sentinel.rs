@@ -556,6 +556,39 @@ enabled = false
 }
 
 #[test]
+fn an_alert_too_large_for_any_request_is_a_dead_letter_whole_and_the_rest_arrive() {
+    use crowsnest::sink::sentinel::{DeadLetterOut, Drain, SentinelSink};
+    use crowsnest::sink::{MemorySink, Record, Sink};
+    let az = azure(|_| {});
+    let mut alerts = reference_alerts();
+    // One alert carries a field no request of 4,000 bytes can hold.
+    alerts[0]["fields"]["request_uri"] = Value::String("/api/v1/namespaces/x/pods?".to_string() + &"a".repeat(5000));
+    let mut cfg = crowsnest::sink::sentinel::config::from_url(&format!(
+        "sentinel://{}?dcr=dcr-0123456789abcdef0123456789abcdef&stream={STREAM}&auth=workload_identity&tenant_id=00000000-0000-0000-0000-000000000001&client_id=00000000-0000-0000-0000-000000000002&authority_host={}&max_request_bytes=4000",
+        az.standin.addr(),
+        az.standin.base_url()
+    ))
+    .unwrap();
+    cfg.federated_token_file = Some(az.token_file.clone());
+    cfg.ca_file = Some(az.ca.clone());
+    cfg.spool_dir = Some(az.spool());
+    let dead = MemorySink::default();
+    let mut sink =
+        SentinelSink::new(&cfg, None, DeadLetterOut::new(Box::new(dead.clone())), crowsnest::metrics::Metrics::new(), Drain::Complete)
+            .unwrap();
+    let records: Vec<Record> = alerts.iter().map(|a| Record::new(a["id"].as_str().unwrap().to_string(), a)).collect();
+    sink.send(&records).unwrap();
+    sink.finish().unwrap();
+    let letters: Vec<Value> = dead.records.lock().unwrap().iter().map(|d| serde_json::from_slice(d).unwrap()).collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["reason"], "too_large");
+    assert_eq!(letters[0]["record"]["AlertId"], alerts[0]["id"], "the row is kept whole, to be sent again");
+    let mut rest = ids(&alerts);
+    rest.remove(alerts[0]["id"].as_str().unwrap());
+    assert_eq!(az.delivered_ids().into_iter().collect::<BTreeSet<_>>(), rest, "the others are not held up");
+}
+
+#[test]
 fn a_stopping_service_drains_both_spools_within_one_drain_timeout() {
     use crowsnest::sink::sentinel::{DeadLetterOut, Drain, SentinelSink};
     use crowsnest::sink::{MemorySink, Record, Sink};

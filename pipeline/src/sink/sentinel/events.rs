@@ -198,6 +198,13 @@ mod tests {
         let first: serde_json::Value = serde_json::from_slice(&rows[0].json).unwrap();
         assert!(first["TimeGenerated"].as_str().unwrap().starts_with("20"), "{first}");
         assert!(plan(Some("no_such_column = 1"), lists.clone()).is_err());
+        // A condition that plans but fails on the values of a batch: the batch is counted and
+        // passed over, the forwarder (and the pipeline) go on.
+        let sink = crate::sink::MemorySink::default();
+        let mut f = EventForwarder::new(Some("CAST(name AS INT) > 0"), lists.clone(), Box::new(sink.clone())).unwrap();
+        f.forward(&audit.batch).unwrap();
+        assert_eq!((f.failed_batches, f.forwarded), (1, 0));
+        assert!(sink.records.lock().unwrap().is_empty());
         assert!(plan(Some("1; DROP TABLE x"), lists).is_err());
     }
 }
