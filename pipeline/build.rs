@@ -1,4 +1,4 @@
-//! Compiles `detections/rules` and `detections/lists` into the binary, so `crowsnest` runs the
+//! Compiles `detections/rules`, `detections/lists` and `detections/hunts` into the binary, so `crowsnest` runs the
 //! bundled rule pack from anywhere (`--rules DIR` loads another).
 
 use std::fmt::Write as _;
@@ -19,7 +19,7 @@ fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("detections");
     let mut out = String::new();
-    for (name, sub) in [("RULES", "rules"), ("LISTS", "lists")] {
+    for (name, sub) in [("RULES", "rules"), ("LISTS", "lists"), ("HUNTS", "hunts")] {
         let dir = root.join(sub);
         println!("cargo:rerun-if-changed={}", dir.display());
         writeln!(out, "pub static {name}: &[(&str, &str)] = &[").unwrap();

@@ -11,10 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, DeadLetterConfig, SinksConfig, SourceConfig};
 use crate::engine::{Engine, EngineOptions};
 use crate::kafka::{Connection, Role};
+use crate::lake::LakeConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs, Summary};
 use crate::rules::{parse_duration, RuleSet};
 use crate::sink::kafka::KafkaSink;
+use crate::sink::lake::LakeSink;
 use crate::sink::router::AlertRouter;
 use crate::sink::sentinel::config::SentinelConfig;
 use crate::sink::sentinel::events::EventForwarder;
@@ -96,6 +98,83 @@ enum Command {
     },
     /// Measure replay throughput against serde_json::Value parsing (and DuckDB when available).
     Bench(bench::BenchArgs),
+    /// Read-only SQL over the lake (or raw files, or the bundled sample): a query, a named hunt
+    /// from the library, or, with neither, an interactive shell.
+    Hunt(HuntArgs),
+    /// Look after the lake: compact small files of closed hours, prune old hours, show its size.
+    Lake {
+        #[command(subcommand)]
+        command: LakeCommand,
+    },
+}
+
+#[derive(Args)]
+struct HuntArgs {
+    /// SQL, or the name of a hunt (crowsnest hunt --list); omit for the interactive shell.
+    query: Option<String>,
+    /// Raw input to hunt in, decoded on the fly (AKS envelopes, Events, Container Insights… as
+    /// for replay). Without files or --lake: the bundled sample.
+    files: Vec<PathBuf>,
+    /// The lake: file:///PATH or az://CONTAINER/PREFIX (as the lake sink writes it).
+    #[arg(long, value_name = "URL", env = "CROWSNEST_LAKE")]
+    lake: Option<String>,
+    /// Only events from this long ago (24h, 7d) or this RFC 3339 time on.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events before this time (RFC 3339, or a duration back from now).
+    #[arg(long)]
+    until: Option<String>,
+    /// A hunt's parameter, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Output: table (default on a terminal), csv, json, ndjson (default when piped), parquet.
+    #[arg(long, value_enum)]
+    format: Option<crate::hunt::Format>,
+    /// Print at most this many rows.
+    #[arg(long)]
+    max_rows: Option<usize>,
+    /// List the hunt library.
+    #[arg(long)]
+    list: bool,
+    /// Print a rule's matching rows (rules that match single events).
+    #[arg(long, value_name = "ID")]
+    rule: Option<String>,
+    /// Print the SQL a named hunt runs, with its parameters filled in, instead of running it.
+    #[arg(long)]
+    show_sql: bool,
+    #[command(flatten)]
+    rules: RulesArg,
+}
+
+#[derive(Subcommand)]
+enum LakeCommand {
+    /// Merge the small files of every hour that closed (idempotent; safe to run from cron).
+    Compact {
+        #[arg(long, value_name = "URL", env = "CROWSNEST_LAKE")]
+        lake: String,
+        /// Aim for files of about this many bytes.
+        #[arg(long, default_value_t = 128 << 20)]
+        target_bytes: u64,
+        /// Only hours that ended at least this long ago (late rows may still arrive before).
+        #[arg(long, default_value = "2h")]
+        min_age: String,
+    },
+    /// Delete every hour older than the retention period.
+    Prune {
+        #[arg(long, value_name = "URL", env = "CROWSNEST_LAKE")]
+        lake: String,
+        /// Retention, e.g. 90d.
+        #[arg(long)]
+        older_than: String,
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Files, bytes and hours per table.
+    Stats {
+        #[arg(long, value_name = "URL", env = "CROWSNEST_LAKE")]
+        lake: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -129,6 +208,9 @@ struct RunArgs {
     /// Where dead letters go: file:///PATH (or a path) or kafka://HOST:PORT/TOPIC.
     #[arg(long, value_name = "URL")]
     dead_letters: Option<String>,
+    /// Keep every decoded row and alert as Parquet: file:///PATH or az://CONTAINER/PREFIX (replaces [sinks.lake] url).
+    #[arg(long, value_name = "URL")]
+    lake: Option<String>,
     #[command(flatten)]
     rules: RulesArg,
 }
@@ -151,6 +233,14 @@ impl RunArgs {
             None => bail!("give a config (-c FILE) or a source (--source URL)"),
         };
         cfg.override_with(self.source.as_deref(), &self.sinks, self.dead_letters.as_deref())?;
+        if let Some(url) = &self.lake {
+            let from_url = LakeConfig::from_url(url)?;
+            cfg.sinks.lake = Some(match cfg.sinks.lake.take() {
+                // The URL replaces where the lake is; the file's roll settings stay.
+                Some(l) => LakeConfig { url: from_url.url, options: l.options.into_iter().chain(from_url.options).collect(), ..l },
+                None => from_url,
+            });
+        }
         Ok(cfg)
     }
 
@@ -197,6 +287,10 @@ struct ReplayArgs {
     /// Load first-sighting histories from DIR and save them there at the end.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Also keep every decoded row and alert as Parquet, for `crowsnest hunt`: file:///PATH
+    /// or az://CONTAINER/PREFIX. Replaying the same input again adds nothing.
+    #[arg(long, value_name = "URL")]
+    lake: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -225,13 +319,21 @@ enum RulesCommand {
         #[command(flatten)]
         rules: RulesArg,
     },
-    /// Run one rule over recorded input and show what it would have fired, per day.
+    /// Run one rule over recorded input (files, or the lake) and show what it would have fired, per day.
     Backtest {
         /// The rule id.
         rule: String,
         /// Input files (as for replay); `-` is stdin.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "lake")]
         files: Vec<PathBuf>,
+        /// Read the rows from the lake instead of files.
+        #[arg(long, value_name = "URL", conflicts_with = "files")]
+        lake: Option<String>,
+        /// With --lake: only events from this long ago (30d) or this RFC 3339 time on.
+        #[arg(long, requires = "lake")]
+        since: Option<String>,
+        #[arg(long, requires = "lake")]
+        until: Option<String>,
         #[command(flatten)]
         rules: RulesArg,
         /// Print the alerts as JSON lines instead of a table.
@@ -283,12 +385,18 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
             print!("{}", crate::rules::coverage::Coverage::of(&rules.load()?).render());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rules { command: RulesCommand::Backtest { rule, files, rules, json, allowed_lateness, workers } } => {
+        Command::Rules { command: RulesCommand::Backtest { rule, files, lake, since, until, rules, json, allowed_lateness, workers } } => {
             let opts = EngineOptions {
                 allowed_lateness: parse_duration(&allowed_lateness).context("--allowed-lateness")?,
                 ..EngineOptions::default()
             };
-            let b = crate::backtest::run(rules.load()?, &rule, &files, &opts, workers)?;
+            let b = match lake {
+                Some(url) => {
+                    let range = crate::hunt::TimeRange::parse(since.as_deref(), until.as_deref())?;
+                    crate::backtest::run_lake(rules.load()?, &rule, &LakeConfig::from_url(&url)?, range, &opts)?
+                }
+                None => crate::backtest::run(rules.load()?, &rule, &files, &opts, workers)?,
+            };
             let mut out = std::io::stdout().lock();
             if json {
                 for a in &b.alerts {
@@ -319,7 +427,95 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
             generate(&opts, out.as_deref()).map(|_| ExitCode::SUCCESS)
         }
         Command::Bench(a) => bench::run(&a).map(|_| ExitCode::SUCCESS),
+        Command::Hunt(a) => hunt(a),
+        Command::Lake { command } => lake(command).map(|_| ExitCode::SUCCESS),
     }
+}
+
+fn hunt(a: HuntArgs) -> Result<std::process::ExitCode> {
+    use crate::hunt::{library, Input, Presentation, TimeRange};
+    let lib = library::Library::load(a.rules.dir.as_deref())?;
+    if a.list {
+        print!("{}", lib.render_list());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let set = a.rules.load()?;
+    let params = library::parse_params(&a.params)?;
+    let sql = match (&a.rule, &a.query) {
+        (Some(_), Some(_)) => bail!("give a query or --rule, not both"),
+        (Some(id), None) => Some(crate::hunt::rule_sql(&set, id)?),
+        (None, Some(q)) => match lib.get(q) {
+            Some(h) => Some(h.render(&params)?),
+            None if !params.is_empty() => bail!("--param is for named hunts, and there is no hunt {q:?} (crowsnest hunt --list)"),
+            // A word that is no SQL is most likely a mistyped hunt name.
+            None if !q.contains(char::is_whitespace) => bail!("no hunt named {q:?} (crowsnest hunt --list); SQL needs quotes"),
+            None => Some(q.clone()),
+        },
+        (None, None) => None,
+    };
+    if a.show_sql {
+        println!("{}", sql.as_deref().unwrap_or_default());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let input = match (&a.lake, a.files.is_empty()) {
+        (Some(_), false) => bail!("give --lake or files, not both"),
+        (Some(url), true) => Input::Lake(LakeConfig::from_url(url)?),
+        (None, false) => Input::Files(a.files.clone()),
+        (None, true) => {
+            eprintln!("crowsnest: hunting in the bundled sample; give --lake URL or FILE… for your own data");
+            Input::Sample
+        }
+    };
+    let range = TimeRange::parse(a.since.as_deref(), a.until.as_deref())?;
+    let session = crate::hunt::open(&input, range, Arc::new(set.lists.clone()))?;
+    let p = Presentation::default_for_stdout(a.format, a.max_rows);
+    match sql {
+        Some(sql) => {
+            crate::hunt::run_and_print(&session, &sql, &p, &mut std::io::stdout().lock())?;
+        }
+        None => crate::hunt::shell::run(&session, p)?,
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn lake(cmd: LakeCommand) -> Result<()> {
+    use crate::lake::{layout, maintain, Store};
+    match cmd {
+        LakeCommand::Compact { lake, target_bytes, min_age } => {
+            let store = Store::open(&LakeConfig::from_url(&lake)?)?;
+            let min_age = layout::hours_of(&min_age).context("--min-age")?;
+            let r = maintain::compact(&store, target_bytes, min_age, &|dir| eprintln!("compacting {dir}"))?;
+            println!(
+                "compacted {} partitions: {} files into {} ({} rows, {} duplicate rows dropped, {:.1} MB into {:.1} MB)",
+                r.partitions,
+                r.files_in,
+                r.files_out,
+                r.rows,
+                r.duplicates_dropped,
+                r.bytes_in as f64 / 1e6,
+                r.bytes_out as f64 / 1e6
+            );
+        }
+        LakeCommand::Prune { lake, older_than, dry_run } => {
+            let store = Store::open(&LakeConfig::from_url(&lake)?)?;
+            let hours = layout::hours_of(&older_than).context("--older-than")?;
+            let r = maintain::prune(&store, hours, dry_run)?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            println!("{verb} {} files ({:.1} MB) of hours older than {older_than}", r.files, r.bytes as f64 / 1e6);
+        }
+        LakeCommand::Stats { lake } => {
+            let store = Store::open(&LakeConfig::from_url(&lake)?)?;
+            println!("{:<22} {:>8} {:>12}  HOURS", "TABLE", "FILES", "MB");
+            for (table, files, bytes, range) in maintain::stats(&store)? {
+                let hours = range.map_or(String::new(), |(a, b)| {
+                    let p = |h| layout::partition_dir("", h).trim_start_matches("table=/").to_string();
+                    format!("{} … {}", p(a), p(b))
+                });
+                println!("{table:<22} {files:>8} {:>12.1}  {hours}", bytes as f64 / 1e6);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn replay(a: ReplayArgs) -> Result<Summary> {
@@ -375,11 +571,16 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
         Some(s) => event_forwarder(s, &set, &cx)?,
         None => None,
     };
+    let lake = match &a.lake {
+        Some(url) => Some(LakeSink::new(&LakeConfig::from_url(url)?)?),
+        None => None,
+    };
     let mut outputs = Outputs {
         sinks,
         dead_letters: Some(Box::new(JsonLinesFile::new(&a.dead_letters, "dead-letters"))),
         late_events: Some(Box::new(JsonLinesFile::new(&a.late_events, "late-events"))),
         events,
+        lake,
     };
     let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
     let summary = pipeline::run(sources, engine, router, &mut outputs, &metrics, &control)?;
@@ -518,7 +719,15 @@ fn build_outputs(cfg: &Config, set: &RuleSet, metrics: &Metrics, stop: &Arc<std:
         Some(s) => event_forwarder(s, set, &cx)?,
         None => None,
     };
-    Ok(Outputs { sinks, dead_letters: Some(dead_letters), late_events: Some(late_events), events })
+    let lake = match &cfg.sinks.lake {
+        Some(l) => {
+            let sink = LakeSink::new(l)?.for_service(metrics.clone());
+            log::warn!("keeping every row in the lake {}", sink.name());
+            Some(sink)
+        }
+        None => None,
+    };
+    Ok(Outputs { sinks, dead_letters: Some(dead_letters), late_events: Some(late_events), events, lake })
 }
 
 fn validate(args: &RunArgs, check: bool) -> Result<()> {

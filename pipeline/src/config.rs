@@ -141,6 +141,8 @@ pub struct SinksConfig {
     pub kafka: Option<KafkaSinkConfig>,
     /// Alerts to Microsoft Sentinel through the Logs Ingestion API.
     pub sentinel: Option<SentinelConfig>,
+    /// Every decoded row and every alert as Parquet, for hunts (see `crate::lake`).
+    pub lake: Option<crate::lake::LakeConfig>,
 }
 
 fn yes() -> bool {
@@ -149,7 +151,7 @@ fn yes() -> bool {
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        SinksConfig { stdout: true, file: None, kafka: None, sentinel: None }
+        SinksConfig { stdout: true, file: None, kafka: None, sentinel: None, lake: None }
     }
 }
 
@@ -355,7 +357,8 @@ impl Config {
             self.source = source_from_url(url)?;
         }
         if !sinks.is_empty() {
-            self.sinks = SinksConfig { stdout: false, file: None, kafka: None, sentinel: None };
+            // The lake is no alert sink: --sink URLs leave it as configured.
+            self.sinks = SinksConfig { stdout: false, file: None, kafka: None, sentinel: None, lake: self.sinks.lake.take() };
             for url in sinks {
                 match sink_from_url(url)? {
                     SinkTarget::Stdout => self.sinks.stdout = true,

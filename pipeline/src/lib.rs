@@ -13,6 +13,9 @@
 //!   lists, test cases, Sigma import), [`sink`] (stdout, files, Kafka, alert routing),
 //!   [`checkpoint`] (which source offsets are safe to commit), [`kafka`] (connections, presets,
 //!   URLs), [`server`]
+//! - [`hunt`] — read-only SQL over the lake or raw input, the hunt library, the shell (above
+//!   the engine, whose functions it uses)
+//! - [`lake`] — the Parquet lake: where it is, how its files are named, compaction and retention
 //! - [`gen`] — synthetic AKS audit data with attack scenarios
 //! - [`tables`], [`alert`], [`deadletter`], [`redact`], [`metrics`] — shared vocabulary
 
@@ -26,7 +29,9 @@ pub mod deadletter;
 pub mod decode;
 pub mod engine;
 pub mod gen;
+pub mod hunt;
 pub mod kafka;
+pub mod lake;
 pub mod metrics;
 pub mod pipeline;
 pub mod redact;

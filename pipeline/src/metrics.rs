@@ -52,6 +52,10 @@ pub struct Metrics {
     pub sentinel_token_refreshes: IntCounterVec,
     pub sentinel_token_failures: IntCounterVec,
     pub sentinel_events_errors: IntCounterVec,
+    /// The lake sink: Parquet files, rows and bytes written.
+    pub lake_files: IntCounter,
+    pub lake_rows: IntCounter,
+    pub lake_bytes: IntCounter,
 }
 
 impl Default for Metrics {
@@ -237,6 +241,9 @@ impl Metrics {
                 "Batches of audit events that events_where or the ASIM mapping failed on (not forwarded), by stream",
                 &["stream"],
             ),
+            lake_files: c("crowsnest_lake_files_total", "Parquet files written to the lake"),
+            lake_rows: c("crowsnest_lake_rows_total", "Rows written to the lake (every table, alerts included)"),
+            lake_bytes: c("crowsnest_lake_bytes_total", "Bytes of Parquet written to the lake"),
             registry: r,
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);

@@ -35,6 +35,7 @@ use crate::decode::time::format_nanos;
 use crate::decode::{DecodeStats, Decoder, Origin, TableBatch};
 use crate::engine::{Engine, LateRows};
 use crate::metrics::Metrics;
+use crate::sink::lake::{LakeSink, LakeStats};
 use crate::sink::router::AlertRouter;
 use crate::sink::sentinel::events::EventForwarder;
 use crate::sink::{Record, Sink};
@@ -43,6 +44,7 @@ use crate::tables::insights::InsightsTable;
 use crate::tables::{audit_col, KUBE_AUDIT};
 
 /// Where results go.
+#[derive(Default)]
 pub struct Outputs {
     pub sinks: Vec<Box<dyn Sink>>,
     pub dead_letters: Option<Box<dyn Sink>>,
@@ -50,6 +52,8 @@ pub struct Outputs {
     pub late_events: Option<Box<dyn Sink>>,
     /// Decoded audit events forwarded as they are (normalized, to Sentinel), besides alerts.
     pub events: Option<EventForwarder>,
+    /// Every decoded row and every alert, as Parquet (see `sink::lake`).
+    pub lake: Option<LakeSink>,
 }
 
 impl Outputs {
@@ -121,6 +125,8 @@ pub struct Summary {
     /// windows still needed them when the run stopped.
     pub committed: Vec<SourceOffsets>,
     pub held_chunks: usize,
+    /// What the lake sink wrote, when there is one.
+    pub lake: Option<LakeStats>,
 }
 
 impl Summary {
@@ -194,6 +200,13 @@ impl Summary {
         if !self.committed.is_empty() {
             let c = self.committed.iter().map(|o| format!("{}/{}@{}", o.topic, o.partition, o.next)).collect::<Vec<_>>().join(", ");
             s.push_str(&format!("offsets committed:  {c}\n"));
+        }
+        if let Some(l) = &self.lake {
+            s.push_str(&format!("lake:               {} rows in {} Parquet files, {:.1} MB", l.rows, l.files, l.bytes as f64 / 1e6));
+            if l.existing > 0 || l.skipped_rows > 0 {
+                s.push_str(&format!(" ({} files already there, {} rows already in the lake)", l.existing, l.skipped_rows));
+            }
+            s.push('\n');
         }
         if self.held_chunks > 0 {
             s.push_str(&format!(
@@ -285,6 +298,8 @@ pub fn run(
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(workers * 2);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let read_error: Arc<Mutex<Option<String>>> = Arc::default();
+    // Kafka chunks are cut where the lake's rows of a partition end (after a restart).
+    let resume = outputs.lake.as_ref().map(LakeSink::resume);
 
     std::thread::scope(|scope| -> Result<Summary> {
         let stop = control.stop.clone();
@@ -302,20 +317,32 @@ pub fn run(
                     }
                     match source.next_chunk() {
                         Ok(Some(chunk)) => {
-                            let mut item = (seq, chunk);
-                            loop {
-                                match chunk_tx.try_send(item) {
-                                    Ok(()) => break,
-                                    // The pipeline is full: let the source pause (and keep its
-                                    // connection alive) until there is room.
-                                    Err(TrySendError::Full(back)) => {
-                                        item = back;
-                                        source.wait_while_full();
-                                    }
-                                    Err(TrySendError::Disconnected(_)) => break 'sources,
+                            let parts = match (&resume, &chunk.offsets) {
+                                (Some(r), Some(o)) => {
+                                    let at = r.point(&o.topic, o.partition).unwrap_or_else(|e| {
+                                        log::warn!("lake: {e:#}");
+                                        0
+                                    });
+                                    crate::sink::lake::resume::split_chunk(chunk, at)
                                 }
+                                _ => vec![chunk],
+                            };
+                            for chunk in parts {
+                                let mut item = (seq, chunk);
+                                loop {
+                                    match chunk_tx.try_send(item) {
+                                        Ok(()) => break,
+                                        // The pipeline is full: let the source pause (and keep its
+                                        // connection alive) until there is room.
+                                        Err(TrySendError::Full(back)) => {
+                                            item = back;
+                                            source.wait_while_full();
+                                        }
+                                        Err(TrySendError::Disconnected(_)) => break 'sources,
+                                    }
+                                }
+                                seq += 1;
                             }
-                            seq += 1;
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -448,6 +475,11 @@ fn consume(
         let fired = engine.finish();
         deliver(fired, router, outputs, metrics, &mut summary)?;
     }
+    // The lake writes what it holds before the last commit, which may then go through it.
+    if let Some(lake) = outputs.lake.as_mut() {
+        lake.finish()?;
+        summary.lake = Some(lake.stats.clone());
+    }
     if committers.is_empty() {
         for sink in outputs.all() {
             sink.finish().with_context(|| format!("finishing sink {}", sink.name()))?;
@@ -499,13 +531,33 @@ fn checkpoint(
             return Ok(());
         }
     }
+    if let Some(lake) = outputs.lake.as_mut() {
+        if let Err(e) = lake.checkpoint() {
+            metrics.checkpoints_skipped.inc();
+            let e = e.context(format!("{} could not write; offsets stay uncommitted", lake.name()));
+            if last {
+                return Err(e);
+            }
+            log::warn!("{e:#}");
+            return Ok(());
+        }
+    }
     // Every alert so far is delivered: the histories that decided them may be saved. A failure
     // costs baselines after a restart, not data: say so and go on.
     if let Err(e) = save_state(engine, control) {
         log::warn!("{e:#}; first-sighting histories stay in memory until the next checkpoint");
     }
     let oldest = engine.oldest_open_window();
-    let safe = checkpoints.release(oldest);
+    let mut safe = checkpoints.release(oldest);
+    // A commit does not pass rows the lake still holds in open files.
+    if let Some(lake) = outputs.lake.as_ref() {
+        for o in safe.iter_mut() {
+            if let Some(held) = lake.hold_back(&o.topic, o.partition) {
+                o.next = o.next.min(held);
+                o.first = o.next;
+            }
+        }
+    }
     log::debug!(
         "checkpoint: oldest open window {}, held back: {}",
         if oldest == i64::MAX { "none".to_string() } else { format_nanos(oldest) },
@@ -603,6 +655,11 @@ fn handle(
     if !d.batches.is_empty() {
         let batches =
             d.batches.into_iter().map(|b| Ok(TableBatch { batch: dedup.apply(b.table, b.batch)?, ..b })).collect::<Result<Vec<_>>>()?;
+        if let Some(lake) = outputs.lake.as_mut() {
+            for b in &batches {
+                lake.write(b.table, &b.batch, d.offsets.as_ref()).with_context(|| format!("writing to {}", lake.name()))?;
+            }
+        }
         if let Some(events) = outputs.events.as_mut() {
             for b in batches.iter().filter(|b| b.table == KUBE_AUDIT) {
                 events.forward(&b.batch).with_context(|| format!("forwarding events to {}", events.sink.name()))?;
@@ -624,6 +681,9 @@ fn handle(
     }
     if let Some(o) = &d.offsets {
         checkpoints.handled(o, newest_event);
+        if let Some(lake) = outputs.lake.as_mut() {
+            lake.handled(o);
+        }
     }
     Ok(())
 }
@@ -672,6 +732,9 @@ fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, 
         metrics.alerts.with_label_values(&[rule, sev]).inc_by(n);
     }
     summary.alerts += alerts.len() as u64;
+    if let Some(lake) = outputs.lake.as_mut() {
+        lake.write_alerts(&alerts).with_context(|| format!("writing alerts to {}", lake.name()))?;
+    }
     let records: Vec<Record> = alerts.iter().map(|a| Record::new(a.id.clone(), a)).collect();
     for sink in outputs.sinks.iter_mut() {
         sink.send(&records).with_context(|| format!("sink {} failed; stopping so no alert is lost", sink.name()))?;

@@ -177,7 +177,7 @@ fn run_pipeline(path: &Path, set: &RuleSet, workers: usize) -> Result<PipelineRu
     let engine = Engine::new(set, &EngineOptions::default())?;
     let control = Control { workers, ..Control::default() };
     let sources: Vec<Box<dyn Source>> = vec![Box::new(FileSource::open(path, FramingLimits::default(), control.bytes_read.clone())?)];
-    let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None, events: None };
+    let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None, events: None, lake: None };
     let metrics = Metrics::new();
     reset_peak_rss();
     let t = Instant::now();
@@ -313,7 +313,7 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
         crate::source::kafka::KafkaSource::new(&source_opts, limits, control.bytes_read.clone(), control.stop.clone(), metrics.clone())?;
     let sink_connection = crate::kafka::Connection { brokers: brokers.to_string(), ..Default::default() };
     let sink = crate::sink::kafka::KafkaSink::new(&sink_connection, &alerts_topic, "alerts", metrics.clone())?;
-    let mut outputs = Outputs { sinks: vec![Box::new(sink)], dead_letters: None, late_events: None, events: None };
+    let mut outputs = Outputs { sinks: vec![Box::new(sink)], dead_letters: None, late_events: None, events: None, lake: None };
     // Stop once every event went through the engine (the pipeline would wait for more).
     let (stop, m, want) = (control.stop.clone(), metrics.clone(), file.events);
     let started = Instant::now();

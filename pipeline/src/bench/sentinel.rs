@@ -212,7 +212,7 @@ fn sample_alerts() -> Result<Vec<Value>> {
     )?;
     let memory = MemorySink::default();
     let mut outputs =
-        crate::pipeline::Outputs { sinks: vec![Box::new(memory.clone())], dead_letters: None, late_events: None, events: None };
+        crate::pipeline::Outputs { sinks: vec![Box::new(memory.clone())], dead_letters: None, late_events: None, events: None, lake: None };
     let router = crate::sink::router::AlertRouter::new(set.suppression_periods(), 1 << 20);
     crate::pipeline::run(vec![Box::new(source)], engine, router, &mut outputs, &Metrics::new(), &control)?;
     let alerts: Vec<Value> =

@@ -98,7 +98,18 @@ pub fn session_context(lists: Arc<Lists>, learned: &Learned) -> Result<SessionCo
     let config = SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
     let state = SessionStateBuilder::new().with_config(config).with_default_features().with_optimizer_rules(vec![]).build();
     let mut ctx = SessionContext::new_with_state(state);
-    datafusion_functions_json::register_all(&mut ctx)?;
+    register_functions(&mut ctx, lists, learned)?;
+    for table in tables::event_tables() {
+        let schema = tables::schema_of(table.name).expect("known table");
+        ctx.register_table(table.name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    }
+    Ok(ctx)
+}
+
+/// The functions rules may call (JSON, window markers, lists, what the engine learned), for a
+/// context of the caller's (hunts build theirs with the optimizer on).
+pub fn register_functions(ctx: &mut SessionContext, lists: Arc<Lists>, learned: &Learned) -> Result<()> {
+    datafusion_functions_json::register_all(ctx)?;
     ctx.register_udf(WindowFn::tumble());
     ctx.register_udf(WindowFn::hop());
     ctx.register_udf(WindowFn::session());
@@ -107,11 +118,7 @@ pub fn session_context(lists: Arc<Lists>, learned: &Learned) -> Result<SessionCo
     }
     ctx.register_udf(egress::ClusterEgressFn::udf(learned.egress.clone()));
     ctx.register_udf(authors::WorkloadAuthorFn::udf(learned.authors.clone()));
-    for table in tables::event_tables() {
-        let schema = tables::schema_of(table.name).expect("known table");
-        ctx.register_table(table.name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
-    }
-    Ok(ctx)
+    Ok(())
 }
 
 /// What the engine learns from every `kube_audit` batch before the rules see it, for rules to

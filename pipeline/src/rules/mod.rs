@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use lists::{List, Lists};
 
 /// `detections/` as compiled in by build.rs.
-mod bundled {
+pub(crate) mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled_detections.rs"));
 }
 

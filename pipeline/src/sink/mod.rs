@@ -2,6 +2,7 @@
 //! and a key each), never where they came from, so every sink serves both outputs.
 
 pub mod kafka;
+pub mod lake;
 pub mod router;
 pub mod sentinel;
 
