@@ -1,5 +1,6 @@
 //! Integration tests: the real binary and the real pipeline on real inputs.
 
+mod azurite;
 mod bad_input;
 mod broker;
 mod common;
@@ -9,6 +10,7 @@ mod equivalence;
 mod forms;
 mod insights;
 mod kafka;
+mod lake;
 mod replay;
 mod rules_tools;
 mod sentinel;
