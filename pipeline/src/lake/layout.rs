@@ -40,9 +40,10 @@ pub fn table_of_path(path: &str) -> Option<&str> {
     path.split('/').find_map(|p| p.strip_prefix("table="))
 }
 
-/// Keeps a name part to characters every store and reader takes as they are.
+/// Keeps a name part to characters every store and reader takes as they are: those of Kafka
+/// topic names (letters, digits, `.`, `_`, `-`), so distinct topics keep distinct names.
 pub fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '_' }).collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
 }
 
 pub fn kafka_file(topic: &str, partition: i32, first: i64, next: i64) -> String {
@@ -75,12 +76,13 @@ mod tests {
 
     #[test]
     fn partition_directories_round_trip_and_names_say_what_they_hold() {
-        let hour = 1_777_622_400 / 3600 + 8; // 2026-05-01T08
+        let hour = 1_777_593_600 / 3600 + 8; // 2026-05-01T08 (midnight is 1_777_593_600)
         let dir = partition_dir("kube_audit", hour);
         assert_eq!(dir, "table=kube_audit/date=2026-05-01/hour=08");
         assert_eq!(hour_of_path(&format!("{dir}/f-00.parquet")), Some(hour));
         assert_eq!(table_of_path(&dir), Some("kube_audit"));
         assert_eq!(kafka_file("aks/audit", 3, 10, 20), "k-aks_audit-3-00000000000000000010-00000000000000000020.parquet");
+        assert_ne!(kafka_file("aks-audit", 3, 10, 20), kafka_file("aks_audit", 3, 10, 20));
         assert_ne!(digest(&[b"ab", b"c"]), digest(&[b"a", b"bc"]));
         assert_eq!(hours_of("90d").unwrap(), 2160);
     }
