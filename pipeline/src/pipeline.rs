@@ -318,13 +318,17 @@ pub fn run(
                     match source.next_chunk() {
                         Ok(Some(chunk)) => {
                             let parts = match (&resume, &chunk.offsets) {
-                                (Some(r), Some(o)) => {
-                                    let at = r.point(&o.topic, o.partition).unwrap_or_else(|e| {
-                                        log::warn!("lake: {e:#}");
-                                        0
-                                    });
-                                    crate::sink::lake::resume::split_chunk(chunk, at)
-                                }
+                                (Some(r), Some(o)) => match r.point(&o.topic, o.partition) {
+                                    Ok(at) => crate::sink::lake::resume::split_chunk(chunk, at),
+                                    // Not knowing what the lake holds, any row written could be
+                                    // a repeat: stop reading (nothing unwritten is committed).
+                                    Err(e) => {
+                                        let msg = format!("{}: the lake's resume point could not be read: {e:#}", source.name());
+                                        log::error!("{msg}");
+                                        *read_err.lock().expect("lock") = Some(msg);
+                                        break 'sources;
+                                    }
+                                },
                                 _ => vec![chunk],
                             };
                             for chunk in parts {
@@ -465,8 +469,14 @@ fn consume(
             p.set_position(bytes);
             p.set_message(format!("{} events, {} alerts", summary.decode.total_events(), summary.alerts));
         }
-        if !committers.is_empty() && last_checkpoint.elapsed() >= control.checkpoint_interval {
-            checkpoint(engine, outputs, &mut checkpoints, committers, metrics, control, false, &mut summary)?;
+        if last_checkpoint.elapsed() >= control.checkpoint_interval {
+            if !committers.is_empty() {
+                checkpoint(engine, outputs, &mut checkpoints, committers, metrics, control, false, &mut summary)?;
+            } else if let Some(lake) = outputs.lake.as_mut().filter(|l| l.rolls_by_age()) {
+                // A service reading stdin or followed files has nothing to commit, but its rows
+                // should still reach the lake within roll_age (stdin cannot be read again).
+                lake.checkpoint().with_context(|| format!("{} could not write; stopping", lake.name()))?;
+            }
             last_checkpoint = Instant::now();
         }
     }
@@ -531,16 +541,11 @@ fn checkpoint(
             return Ok(());
         }
     }
+    // A lake that cannot write (after object_store's own retries) stops the run: the rows it
+    // could not write are read again from the last commit, which never passed them.
     if let Some(lake) = outputs.lake.as_mut() {
-        if let Err(e) = lake.checkpoint() {
-            metrics.checkpoints_skipped.inc();
-            let e = e.context(format!("{} could not write; offsets stay uncommitted", lake.name()));
-            if last {
-                return Err(e);
-            }
-            log::warn!("{e:#}");
-            return Ok(());
-        }
+        lake.release_unowned(|topic, partition| committers.iter().any(|c| c.owns(topic, partition)));
+        lake.checkpoint().with_context(|| format!("{} could not write; stopping, offsets stay uncommitted", lake.name()))?;
     }
     // Every alert so far is delivered: the histories that decided them may be saved. A failure
     // costs baselines after a restart, not data: say so and go on.
@@ -682,7 +687,7 @@ fn handle(
     if let Some(o) = &d.offsets {
         checkpoints.handled(o, newest_event);
         if let Some(lake) = outputs.lake.as_mut() {
-            lake.handled(o);
+            lake.handled(o).with_context(|| format!("writing to {}", lake.name()))?;
         }
     }
     Ok(())

@@ -449,6 +449,10 @@ struct KafkaCommitter {
 }
 
 impl OffsetCommitter for KafkaCommitter {
+    fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.owned.lock().expect("ownership lock").assigned.contains(&(topic.to_string(), partition))
+    }
+
     fn streams_with_backlog(&self) -> Vec<Arc<str>> {
         let own = self.owned.lock().expect("ownership lock");
         own.lag

@@ -57,6 +57,10 @@ pub trait OffsetCommitter: Send {
     fn streams_with_backlog(&self) -> Vec<Arc<str>> {
         Vec::new()
     }
+    /// Whether this consumer still reads the partition (a rebalance may have given it away).
+    fn owns(&self, _topic: &str, _partition: i32) -> bool {
+        true
+    }
 }
 
 pub trait Source: Send {

@@ -44,6 +44,8 @@ struct Stream {
     /// Kafka: the offsets the open files cover.
     first: Option<i64>,
     next: i64,
+    /// Kafka: the chunk whose tables are being written, until [`LakeSink::handled`].
+    chunk: Option<(i64, i64)>,
     opened: Option<Instant>,
 }
 
@@ -110,13 +112,17 @@ impl LakeSink {
         self.resume.clone()
     }
 
-    /// Rows of one table from one chunk (`offsets`: a Kafka chunk's).
+    /// Rows of one table from one chunk (`offsets`: a Kafka chunk's). A Kafka stream is not
+    /// rolled here but in [`handled`](Self::handled), once every table of the chunk is in: a
+    /// flush moves the partition's resume point to the chunk's end, and the chunk's other tables
+    /// would then be taken for rows the lake already holds.
     pub fn write(&mut self, table: &'static str, batch: &RecordBatch, offsets: Option<&SourceOffsets>) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let key = match offsets {
             Some(o) => {
+                self.note_rewind(o)?;
                 if o.next <= self.resume.point(&o.topic, o.partition)? {
                     self.stats.skipped_rows += batch.num_rows() as u64;
                     return Ok(());
@@ -127,16 +133,77 @@ impl LakeSink {
         };
         let time_col = tables::event_table(table).map_or("first_seen", |t| t.time_column);
         self.append(key.clone(), table, batch, time_col, offsets)?;
+        if offsets.is_some() {
+            return Ok(());
+        }
         self.roll_if_large(&key)
     }
 
-    /// A Kafka chunk went through (rows or not): the partition's stream covers it.
-    pub fn handled(&mut self, o: &SourceOffsets) {
-        if let Some(s) = self.streams.get_mut(&StreamKey::Kafka(o.topic.clone(), o.partition)) {
+    /// A chunk from before the end of the partition's open stream: the partition is read again
+    /// from a committed offset (assigned afresh after a rebalance), and the resume point is read
+    /// again from the lake, where another member may have moved it. From at or before the
+    /// stream's first offset (our own commit, which never passes it), every row of the open
+    /// files is read again: they are dropped instead of held twice. From inside the stream
+    /// (another member committed past its start), they are written first: a repeat in the
+    /// lake is better than rows lost.
+    fn note_rewind(&mut self, o: &SourceOffsets) -> Result<()> {
+        let key = StreamKey::Kafka(o.topic.clone(), o.partition);
+        let Some((first, next)) = self
+            .streams
+            .get(&key)
+            .filter(|s| s.chunk != Some((o.first, o.next)))
+            .and_then(|s| Some((s.first?, s.next)))
+            .filter(|&(_, next)| o.first < next)
+        else {
+            return Ok(());
+        };
+        let (topic, partition) = (&o.topic, o.partition);
+        if o.first <= first {
+            self.streams.remove(&key);
+            log::info!("lake: {topic}/{partition} is read again from offset {} (rebalance): the open files of offsets {first}..{next} are dropped, their rows follow", o.first);
+        } else {
+            log::info!("lake: {topic}/{partition} is read again from offset {} (rebalance), inside the open files of offsets {first}..{next}: they are written first", o.first);
+            self.flush_stream(&key)?;
+        }
+        self.resume.forget(topic, partition);
+        Ok(())
+    }
+
+    /// Drops the open files of Kafka partitions this consumer no longer owns (`owned` says which
+    /// it does): their rows were never committed, so the partition's new owner reads and writes
+    /// them; writing them here too, at the next age roll, would put them in the lake twice.
+    pub fn release_unowned(&mut self, owned: impl Fn(&str, i32) -> bool) {
+        let gone: Vec<StreamKey> = self.streams.keys().filter(|k| matches!(k, StreamKey::Kafka(t, p) if !owned(t, *p))).cloned().collect();
+        for key in gone {
+            let s = self.streams.remove(&key).expect("listed above");
+            if let StreamKey::Kafka(topic, partition) = key {
+                log::info!(
+                    "lake: {topic}/{partition} was given up (rebalance): its open files of offsets {}..{} are left to its new owner",
+                    s.first.unwrap_or_default(),
+                    s.next
+                );
+                self.resume.forget(&topic, partition);
+            }
+        }
+    }
+
+    /// A Kafka chunk went through (rows or not): the partition's stream covers it, and may be
+    /// rolled now that all of the chunk's rows are in it.
+    pub fn handled(&mut self, o: &SourceOffsets) -> Result<()> {
+        let key = StreamKey::Kafka(o.topic.clone(), o.partition);
+        if let Some(s) = self.streams.get_mut(&key) {
+            s.chunk = None;
             if s.first.is_some() {
                 s.next = s.next.max(o.next);
             }
         }
+        self.roll_if_large(&key)
+    }
+
+    /// Whether open files are also written when they grow old (a service), not only when they
+    /// grow large or the input ends (a replay, whose files must be the same on every run).
+    pub fn rolls_by_age(&self) -> bool {
+        self.age_rolls_files
     }
 
     pub fn write_alerts(&mut self, alerts: &[Alert]) -> Result<()> {
@@ -168,6 +235,7 @@ impl LakeSink {
         if let Some(o) = offsets {
             stream.first.get_or_insert(o.first);
             stream.next = stream.next.max(o.next);
+            stream.chunk = Some((o.first, o.next));
         }
         stream.opened.get_or_insert_with(Instant::now);
         let schema = lake_schema(&batch.schema());
@@ -337,4 +405,103 @@ fn alert_ids(parquet: &[u8]) -> Result<Vec<String>> {
         ids.extend(col.iter().flatten().map(str::to_string));
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    const T0: i64 = 1_777_593_600_000_000_000; // 2026-05-01T00:00:00Z
+    const CONTAINER_LOG: &str = tables::insights::CONTAINER_LOG.name;
+
+    /// `n` rows of `table` (its time column and one more), all in the first hour.
+    fn rows(table: &str, n: usize) -> RecordBatch {
+        let time = tables::event_table(table).unwrap().time_column;
+        let schema = Schema::new(vec![
+            Field::new(time, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+            Field::new("v", DataType::Utf8, false),
+        ]);
+        let times = TimestampNanosecondArray::from_iter_values((0..n as i64).map(|i| T0 + i)).with_timezone("UTC");
+        let values = StringArray::from_iter_values((0..n).map(|i| format!("{table}-{i}")));
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(times), Arc::new(values)]).unwrap()
+    }
+
+    fn offsets(first: i64, next: i64) -> SourceOffsets {
+        SourceOffsets { topic: "audit".into(), partition: 0, first, next }
+    }
+
+    /// Rows in the lake's Parquet files, per table.
+    fn lake_rows(dir: &std::path::Path) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for e in walk(dir) {
+            let table = crate::lake::layout::table_of_path(e.to_str().unwrap()).unwrap().to_string();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&e).unwrap()).unwrap().build().unwrap();
+            *out.entry(table).or_default() += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        }
+        out
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files.extend(walk(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+        files
+    }
+
+    fn sink(dir: &std::path::Path, roll_bytes: u64) -> LakeSink {
+        let mut cfg = LakeConfig::from_url(&format!("file://{}", dir.display())).unwrap();
+        cfg.roll_bytes = roll_bytes;
+        LakeSink::new(&cfg).unwrap()
+    }
+
+    #[test]
+    fn a_roll_inside_a_kafka_chunk_keeps_every_table_of_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Every file is over the size at once: each chunk is its own flush.
+        let mut lake = sink(tmp.path(), 1);
+        for (first, next) in [(0, 10), (10, 20)] {
+            lake.write(tables::KUBE_AUDIT, &rows(tables::KUBE_AUDIT, 3), Some(&offsets(first, next))).unwrap();
+            lake.write(CONTAINER_LOG, &rows(CONTAINER_LOG, 2), Some(&offsets(first, next))).unwrap();
+            lake.handled(&offsets(first, next)).unwrap();
+        }
+        lake.finish().unwrap();
+        let want: BTreeMap<String, usize> = [(CONTAINER_LOG.to_string(), 4), (tables::KUBE_AUDIT.to_string(), 6)].into();
+        assert_eq!(lake_rows(tmp.path()), want);
+    }
+
+    #[test]
+    fn a_partition_read_again_from_its_commit_is_not_held_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut lake = sink(tmp.path(), 1 << 30);
+        lake.write(tables::KUBE_AUDIT, &rows(tables::KUBE_AUDIT, 3), Some(&offsets(0, 10))).unwrap();
+        lake.handled(&offsets(0, 10)).unwrap();
+        lake.write(tables::KUBE_AUDIT, &rows(tables::KUBE_AUDIT, 4), Some(&offsets(10, 20))).unwrap();
+        lake.handled(&offsets(10, 20)).unwrap();
+        // Assigned afresh (nothing committed): read again from 0.
+        for (first, next, n) in [(0, 10, 3), (10, 20, 4)] {
+            lake.write(tables::KUBE_AUDIT, &rows(tables::KUBE_AUDIT, n), Some(&offsets(first, next))).unwrap();
+            lake.handled(&offsets(first, next)).unwrap();
+        }
+        lake.finish().unwrap();
+        assert_eq!(lake_rows(tmp.path())[tables::KUBE_AUDIT], 7);
+
+        // Given away: its open files are left to the new owner, nothing is written here.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut lake = sink(tmp.path(), 1 << 30);
+        lake.write(tables::KUBE_AUDIT, &rows(tables::KUBE_AUDIT, 3), Some(&offsets(0, 10))).unwrap();
+        lake.handled(&offsets(0, 10)).unwrap();
+        lake.release_unowned(|_, _| false);
+        assert_eq!(lake.hold_back(&"audit".into(), 0), None);
+        lake.finish().unwrap();
+        assert!(lake_rows(tmp.path()).is_empty());
+    }
 }

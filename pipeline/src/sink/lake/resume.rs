@@ -66,6 +66,12 @@ impl Resume {
         Ok(done)
     }
 
+    /// Forgets what is known of a partition: the next [`point`](Self::point) reads the lake
+    /// again (another consumer may have written it meanwhile).
+    pub fn forget(&self, topic: &Arc<str>, partition: i32) {
+        self.points.lock().expect("resume lock").remove(&(topic.clone(), partition));
+    }
+
     /// Notes a flush's files before they are written.
     pub fn begin(&self, topic: &str, partition: i32, first: i64, files: &[String]) -> Result<()> {
         let path = format!("{}/intent-{first:020}.json", partition_dir(topic, partition));
@@ -112,4 +118,49 @@ pub fn split_chunk(chunk: Chunk, at: i64) -> Vec<Chunk> {
         opens_stream: false,
     };
     vec![part(below, o.first, at), part(above, at, o.next)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::DocRef;
+
+    #[test]
+    fn a_chunk_straddling_the_lake_point_is_cut_there_and_others_pass_whole() {
+        let docs = (10..15).map(|i| DocRef { index: i, start: 0, end: 0, oversize: None }).collect();
+        let chunk = Chunk {
+            source: "kafka:t/0".into(),
+            unit: "offset",
+            buf: Vec::new(),
+            docs,
+            offsets: Some(SourceOffsets { topic: "t".into(), partition: 0, first: 10, next: 15 }),
+            opens_stream: false,
+        };
+        let parts = split_chunk(chunk, 12);
+        let spans: Vec<(i64, i64, Vec<u64>)> = parts
+            .iter()
+            .map(|c| {
+                let o = c.offsets.as_ref().unwrap();
+                (o.first, o.next, c.docs.iter().map(|d| d.index).collect())
+            })
+            .collect();
+        assert_eq!(spans, [(10, 12, vec![10, 11]), (12, 15, vec![12, 13, 14])]);
+        for at in [0, 10, 15, 99] {
+            let whole = split_chunk(parts[1].clone_for_test(), at);
+            assert_eq!(whole.len(), 1, "{at}");
+        }
+    }
+
+    impl Chunk {
+        fn clone_for_test(&self) -> Chunk {
+            Chunk {
+                source: self.source.clone(),
+                unit: self.unit,
+                buf: self.buf.clone(),
+                docs: self.docs.clone(),
+                offsets: self.offsets.clone(),
+                opens_stream: self.opens_stream,
+            }
+        }
+    }
 }
