@@ -4,14 +4,14 @@
 //! idempotent, and backtests over the lake match backtests over files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::azurite::{Azurite, ACCOUNT, KEY};
 use crate::broker::{Broker, FETCH_WAIT_MS};
-use crate::common::{bin, envelope, run, stdout_alerts, wait_for};
+use crate::common::{bin, envelope, file_lines, run, stdout_alerts, wait_for, Running};
 
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "crowsnest failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -278,6 +278,20 @@ fn compaction_merges_closed_hours_once_and_finishes_an_interrupted_run_and_prune
     ok(&run(&["lake", "compact", "--lake", &lake], dir));
     assert_eq!(parquet_files(&audit_dir), after);
     assert_eq!(counts(&lake, dir, &[]), before);
+    // A third input merges into the compacted file; then the first is replayed again, writing
+    // its old file anew: the next compaction knows the rows are already held (the merged file
+    // inherits what the one it merged had replaced) and removes it.
+    generated(dir, "c.jsonl", "6", "2000", "2026-11-01T08:00:00Z");
+    ok(&run(&["replay", "c.jsonl", "--lake", &lake, "--no-progress", "--no-stdout"], dir));
+    ok(&run(&["lake", "compact", "--lake", &lake], dir));
+    assert_eq!(parquet_files(&audit_dir).len(), 1);
+    let merged = counts(&lake, dir, &[]);
+    assert!(merged.0 > before.0, "{merged:?} {before:?}");
+    ok(&run(&["replay", "a.jsonl", "--lake", &lake, "--no-progress", "--no-stdout"], dir));
+    assert_eq!(parquet_files(&audit_dir).len(), 2);
+    ok(&run(&["lake", "compact", "--lake", &lake], dir));
+    assert_eq!(parquet_files(&audit_dir).len(), 1);
+    assert_eq!(counts(&lake, dir, &[]), merged);
 
     // Retention: November 2026 is older than a day today (the clock says so in CI too, since
     // the data is generated in the past): everything goes, and a dry run deletes nothing.
@@ -364,40 +378,16 @@ fn a_lake_in_azure_blob_storage_azurite_keeps_one_copy_and_is_hunted_and_compact
 }
 
 /// `crowsnest run` reading `audit` into the lake (files rolled every second), killed when dropped.
-struct LakePipeline(Child);
-
-impl LakePipeline {
-    fn start(dir: &Path, broker: &Broker, lake: &str) -> LakePipeline {
-        let cfg = dir.join("crowsnest.toml");
-        std::fs::write(
-            &cfg,
-            format!("[metrics]\nenabled = false\n[sinks]\nstdout = false\n[sinks.lake]\nurl = \"{lake}\"\nroll_age = \"1s\"\n"),
-        )
-        .unwrap();
-        let a = broker.addr();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("crowsnest.log")).unwrap();
-        let child = bin()
-            .args(["-v", "run", "-c", cfg.to_str().unwrap()])
-            .args([
-                "--source",
-                &format!("kafka://{a}/audit?group=lake&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}"),
-            ])
-            .args(["--sink", &format!("file://{}/alerts.jsonl", dir.display())])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("crowsnest runs");
-        LakePipeline(child)
-    }
-}
-
-impl Drop for LakePipeline {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_lake_pipeline(dir: &Path, broker: &Broker, lake: &str) -> Running {
+    let a = broker.addr();
+    let source =
+        format!("kafka://{a}/audit?group=lake&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}");
+    let alerts = format!("file://{}/alerts.jsonl", dir.display());
+    Running::start(
+        dir,
+        &format!("[metrics]\nenabled = false\n[sinks]\nstdout = false\n[sinks.lake]\nurl = \"{lake}\"\nroll_age = \"1s\"\n"),
+        &["--source", &source, "--sink", &alerts],
+    )
 }
 
 #[test]
@@ -405,8 +395,7 @@ fn a_kafka_pipeline_killed_mid_run_leaves_exactly_one_copy_of_every_row_in_the_l
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     generated(dir, "in.jsonl", "9", "6000", "2026-11-01T08:00:00Z");
-    let lines: Vec<Vec<u8>> =
-        std::fs::read(dir.join("in.jsonl")).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    let lines = file_lines(&dir.join("in.jsonl"));
     // What the lake must hold: the audit rows a replay of the same records decodes.
     let expected = one(&hunt_rows(&["SELECT count(DISTINCT audit_id || '/' || stage) AS n FROM kube_audit", "in.jsonl"], dir, &[]), "n");
     let broker = Broker::in_memory(dir);
@@ -414,16 +403,14 @@ fn a_kafka_pipeline_killed_mid_run_leaves_exactly_one_copy_of_every_row_in_the_l
     let lake = format!("file://{}/lake", dir.display());
     let (first, rest) = lines.split_at(lines.len() / 2);
     broker.produce("audit", 3, first);
-    let mut p = LakePipeline::start(dir, &broker, &lake);
+    let mut p = start_lake_pipeline(dir, &broker, &lake);
     let log = || std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default();
     // Killed once some flushes are in the lake, while more is being read.
     wait_for("the first files in the lake", Duration::from_secs(60), || (parquet_files(&dir.join("lake")).len() >= 3).then_some(()));
     broker.produce("audit", 3, rest);
     std::thread::sleep(Duration::from_millis(700));
-    let _ = p.0.kill();
-    let _ = p.0.wait();
-    drop(p);
-    let _p = LakePipeline::start(dir, &broker, &lake);
+    p.kill();
+    let _p = start_lake_pipeline(dir, &broker, &lake);
     let distinct = || {
         let rows =
             hunt_rows(&["SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM kube_audit", "--lake", &lake], dir, &[]);

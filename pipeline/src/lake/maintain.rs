@@ -7,7 +7,7 @@
 //! merges, it drops rows the lake holds twice (same audit id and stage, same alert id), which
 //! an interrupted run of several consumers in a rebalance can leave.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::{Context, Result};
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -61,10 +61,13 @@ pub fn compact(store: &Store, target_bytes: u64, min_age_hours: i64, progress: &
             if hour + 1 + min_age_hours > now_hour {
                 continue;
             }
-            // Finish what an interrupted compaction left: files a compacted file replaced.
+            // Finish what an interrupted compaction left: files a compacted file replaced (or
+            // written again since, by a replay of the same input). Only an hour that holds files
+            // other than compacted ones can have any, so the others are not read.
             let present: HashSet<String> = files.iter().map(|f| file_name(&f.path).to_string()).collect();
             let mut replaced = HashSet::new();
-            for c in files.iter().filter(|f| file_name(&f.path).starts_with("c-")) {
+            let uncompacted = present.iter().any(|n| !n.starts_with("c-"));
+            for c in files.iter().filter(|f| uncompacted && file_name(&f.path).starts_with("c-")) {
                 for name in compacted_from(store, &c.path)? {
                     if present.contains(&name) {
                         store.delete(&format!("{dir}/{name}"))?;
@@ -101,13 +104,16 @@ pub fn compact(store: &Store, target_bytes: u64, min_age_hours: i64, progress: &
 fn compacted_from(store: &Store, path: &str) -> Result<Vec<String>> {
     let bytes = store.get(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).with_context(|| format!("reading {path}"))?;
-    let kv = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
-    Ok(kv
-        .iter()
-        .find(|k| k.key == COMPACTED_FROM)
-        .and_then(|k| k.value.clone())
+    Ok(replaced_by(builder.metadata()))
+}
+
+/// The names a compacted file's footer says it replaced.
+fn replaced_by(metadata: &datafusion::parquet::file::metadata::ParquetMetaData) -> Vec<String> {
+    let kv = metadata.file_metadata().key_value_metadata();
+    kv.and_then(|kv| kv.iter().find(|k| k.key == COMPACTED_FROM))
+        .and_then(|k| k.value.as_deref())
         .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The key that makes a row a duplicate of another, for the tables that have one.
@@ -126,14 +132,19 @@ fn merge(store: &Store, table: &str, dir: &str, group: &[&Listed], report: &mut 
     let mut names: Vec<&str> = group.iter().map(|f| file_name(&f.path)).collect();
     names.sort();
     let out_name = format!("c-{}.parquet", digest(&names.iter().map(|n| n.as_bytes()).collect::<Vec<_>>()));
-    let props = crate::sink::lake::file::writer_properties_with(Some(vec![KeyValue::new(COMPACTED_FROM.to_string(), names.join(","))]));
+    let props = crate::sink::lake::file::writer_properties();
+    // What the new file replaces: the merged files and what each of them replaced, so a file
+    // written again later (a replay of the same input) is still known for a repeat.
+    let mut lineage: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
     let mut writer: Option<(ArrowWriter<Vec<u8>>, datafusion::arrow::datatypes::SchemaRef)> = None;
     let mut seen: HashSet<String> = HashSet::new();
     let mut rows = 0u64;
     for f in group {
         let bytes = store.get(&f.path)?;
         report.bytes_in += f.size;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).with_context(|| format!("reading {}", f.path))?.build()?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).with_context(|| format!("reading {}", f.path))?;
+        lineage.extend(replaced_by(builder.metadata()));
+        let reader = builder.build()?;
         for batch in reader {
             let mut batch = batch.with_context(|| format!("reading {}", f.path))?;
             if let Some(keys) = row_keys(table, &batch) {
@@ -158,7 +169,8 @@ fn merge(store: &Store, table: &str, dir: &str, group: &[&Listed], report: &mut 
             w.write(&batch)?;
         }
     }
-    let Some((writer, _)) = writer else { return Ok(()) };
+    let Some((mut writer, _)) = writer else { return Ok(()) };
+    writer.append_key_value_metadata(KeyValue::new(COMPACTED_FROM.to_string(), lineage.into_iter().collect::<Vec<_>>().join(",")));
     let bytes = writer.into_inner()?;
     report.bytes_out += bytes.len() as u64;
     store.put_new(&format!("{dir}/{out_name}"), bytes)?;

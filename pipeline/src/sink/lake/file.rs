@@ -44,14 +44,9 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// The lake's writer properties (compaction adds its footer metadata on the writer).
 pub fn writer_properties() -> WriterProperties {
-    writer_properties_with(None)
-}
-
-/// The lake's writer properties, with key-value metadata in the file footer.
-pub fn writer_properties_with(metadata: Option<Vec<datafusion::parquet::file::metadata::KeyValue>>) -> WriterProperties {
     WriterProperties::builder()
-        .set_key_value_metadata(metadata)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3")))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // A fixed creator: the same rows give the same bytes, whatever the build.
