@@ -765,6 +765,16 @@ fn validate(args: &RunArgs, check: bool) -> Result<()> {
             }
         }
     }
+    if let Some(l) = &cfg.sinks.lake {
+        l.roll_age()?;
+        // Opening builds the client (settings, credentials from the environment); --check
+        // also lists the writer's state folder, which needs read access to the container.
+        let store = crate::lake::Store::open(l)?;
+        if check {
+            store.list(crate::lake::layout::STATE_DIR).context("[sinks.lake] the lake could not be read")?;
+            println!("lake {}: reachable", store.display());
+        }
+    }
     let metrics = if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" };
     println!(
         "{}: OK — {} rules planned, {} lists; source: {}; metrics: {metrics}",

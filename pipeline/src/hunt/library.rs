@@ -57,18 +57,28 @@ impl Hunt {
                 );
             }
         }
-        let mut sql = self.sql.clone();
-        for p in &self.params {
+        // One pass over the template: a value is never read again as template, so one holding
+        // `{{other}}` or quotes stays inside its own literal.
+        let mut sql = String::with_capacity(self.sql.len());
+        let mut rest = self.sql.as_str();
+        while let Some(i) = rest.find("{{") {
+            sql.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find("}}") else { bail!("hunt {}: an unclosed {{{{ in its SQL", self.name) };
+            let name = &after[..end];
+            let Some(p) = self.params.iter().find(|p| p.name == name) else {
+                bail!("hunt {}: {{{{{name}}}}} is not a declared parameter", self.name);
+            };
             let value = given
                 .get(&p.name)
                 .or(p.default.as_ref())
                 .ok_or_else(|| anyhow!("hunt {} needs --param {}=… ({})", self.name, p.name, p.description.trim()))?;
-            sql = sql.replace(&format!("{{{{{}}}}}", p.name), &format!("'{}'", value.replace('\'', "''")));
+            sql.push('\'');
+            sql.push_str(&value.replace('\'', "''"));
+            sql.push('\'');
+            rest = &after[end + 2..];
         }
-        if let Some(i) = sql.find("{{") {
-            let rest = &sql[i..];
-            bail!("hunt {}: {} is not a declared parameter", self.name, &rest[..rest.find("}}").map_or(rest.len(), |e| e + 2)]);
-        }
+        sql.push_str(rest);
         Ok(sql)
     }
 }
@@ -161,6 +171,9 @@ mod tests {
         assert!(h.render(&BTreeMap::new()).unwrap_err().to_string().contains("--param user="));
         assert!(h.render(&parse_params(&["usr=x".to_string()]).unwrap()).unwrap_err().to_string().contains("no parameter \"usr\""));
         assert!(parse_params(&["novalue".to_string()]).is_err());
+        // A value is not template: `{{ns}}` in it stays text inside its own literal.
+        let sneaky = parse_params(&["user={{ns}}' OR '1'='1".to_string()]).unwrap();
+        assert_eq!(h.render(&sneaky).unwrap(), "SELECT 1 WHERE u = '{{ns}}'' OR ''1''=''1' AND n = 'kube-system'");
     }
 
     #[test]

@@ -98,6 +98,11 @@ impl LakeConfig {
 
     pub fn location(&self) -> Result<Location> {
         let url = self.url.trim();
+        // A query here (a [sinks.lake] url; --lake URLs have theirs taken as options above)
+        // could be a SAS token: refused without echoing it, as the URL is what logs show.
+        if url.contains(['?', '#']) {
+            bail!("[sinks.lake] url: give it without ?… (a SAS token belongs in AZURE_STORAGE_SAS_KEY; other settings in options)");
+        }
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 bail!("lake URL {url:?}: a file URL takes an absolute path (file:///var/lib/crowsnest/lake)");
@@ -148,5 +153,8 @@ mod tests {
         let e = LakeConfig::from_url("az://sec/lake?azure_storage_account_key=c2VjcmV0").unwrap_err().to_string();
         assert!(e.contains("secret") && !e.contains("c2VjcmV0"), "{e}");
         assert!(LakeConfig::from_url("s3://b/l").is_err());
+        let in_file = LakeConfig { url: "https://a.blob.core.windows.net/c/lake?sv=2024&sig=c2VjcmV0".into(), ..c };
+        let e = in_file.location().unwrap_err().to_string();
+        assert!(!e.contains("c2VjcmV0"), "{e}");
     }
 }
