@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -80,6 +80,50 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     s.read_to_string(&mut resp).ok()?;
     let code = resp.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+}
+
+/// The non-empty lines of a file, as bytes (one Kafka message each).
+pub fn file_lines(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path).expect("the file").split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+/// `crowsnest -v run -c DIR/crowsnest.toml ARGS…` in `dir`, with `config` as that file and its
+/// log appended to `DIR/crowsnest.log` (so a restart's log follows the first's); killed
+/// (SIGKILL: no flush, no final commit) when dropped.
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn start(dir: &Path, config: &str, args: &[&str]) -> Running {
+        let cfg = dir.join("crowsnest.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("crowsnest.log")).unwrap();
+        let child = bin()
+            .args(["-v", "run", "-c", cfg.to_str().unwrap()])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("crowsnest runs");
+        Running(child)
+    }
+
+    pub fn assert_running(&mut self, dir: &Path) {
+        let log = || std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default();
+        assert!(self.0.try_wait().unwrap().is_none(), "the pipeline exited:\n{}", log());
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Calls `f` until it gives a value; fails the test after `timeout`.

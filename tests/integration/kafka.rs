@@ -4,11 +4,11 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::broker::{alert_ids, Broker, FETCH_WAIT_MS};
-use crate::common::{bin, free_port, http_get, run, stdout_alerts, wait_for};
+use crate::common::{bin, file_lines, free_port, http_get, run, stdout_alerts, wait_for, Running};
 
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(120);
@@ -22,10 +22,6 @@ struct Data {
     expected: HashSet<String>,
 }
 
-fn lines(path: &Path) -> Vec<Vec<u8>> {
-    std::fs::read(path).expect("generated file").split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
-}
-
 fn data(dir: &Path, seed: u64) -> Data {
     let seed_s = seed.to_string();
     let later_seed = (seed + 1).to_string();
@@ -37,50 +33,21 @@ fn data(dir: &Path, seed: u64) -> Data {
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     let expected: HashSet<String> = stdout_alerts(&replay).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
     assert!(expected.len() >= 8, "every scenario fires in the file replay: {expected:?}");
-    Data { attacks: lines(&dir.join("attacks.jsonl")), later: lines(&dir.join("later.jsonl")), expected }
+    Data { attacks: file_lines(&dir.join("attacks.jsonl")), later: file_lines(&dir.join("later.jsonl")), expected }
 }
 
 /// `crowsnest run` reading `audit`, writing `alerts` and `dead`, killed when dropped.
-struct Pipeline(Child);
-
-impl Pipeline {
-    fn start(dir: &Path, broker: &Broker, group: &str) -> Pipeline {
-        let cfg = dir.join("crowsnest.toml");
-        std::fs::write(&cfg, "[metrics]\nenabled = false\n[rules]\nidle_timeout = \"5s\"\n").unwrap();
-        let a = broker.addr();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("crowsnest.log")).unwrap();
-        let child = bin()
-            .args(["-v", "run", "-c", cfg.to_str().unwrap()])
-            .args([
-                "--source",
-                &format!("kafka://{a}/audit?group={group}&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}"),
-            ])
-            .args(["--sink", &format!("kafka://{a}/alerts"), "--dead-letters", &format!("kafka://{a}/dead")])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("crowsnest runs");
-        Pipeline(child)
-    }
-
-    fn assert_running(&mut self, dir: &Path) {
-        let log = || std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default();
-        assert!(self.0.try_wait().unwrap().is_none(), "the pipeline exited:\n{}", log());
-    }
-
-    fn kill(&mut self) {
-        // SIGKILL: no flush, no final commit.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn start_pipeline(dir: &Path, broker: &Broker, group: &str) -> Running {
+    let a = broker.addr();
+    let source = format!(
+        "kafka://{a}/audit?group={group}&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}"
+    );
+    let (alerts, dead) = (format!("kafka://{a}/alerts"), format!("kafka://{a}/dead"));
+    Running::start(
+        dir,
+        "[metrics]\nenabled = false\n[rules]\nidle_timeout = \"5s\"\n",
+        &["--source", &source, "--sink", &alerts, "--dead-letters", &dead],
+    )
 }
 
 fn topics(broker: &Broker) {
@@ -124,7 +91,7 @@ fn generated_records_on_several_partitions_give_every_expected_alert() {
     topics(&broker);
     broker.produce("audit", PARTITIONS, &d.attacks);
     broker.produce("audit", PARTITIONS, &d.later);
-    let mut p = Pipeline::start(dir.path(), &broker, "g-all");
+    let mut p = start_pipeline(dir.path(), &broker, "g-all");
     let got = delivered(&broker, &d.expected);
     check(Some(&broker), &got, &d.expected, dir.path());
     p.assert_running(dir.path());
@@ -144,7 +111,7 @@ fn a_pipeline_killed_mid_run_and_restarted_still_delivers_every_alert() {
     topics(&broker);
     let half = d.attacks.len() / 2;
     broker.produce("audit", PARTITIONS, &d.attacks[..half]);
-    let mut p = Pipeline::start(dir.path(), &broker, "g-kill");
+    let mut p = start_pipeline(dir.path(), &broker, "g-kill");
     // Some alerts are out and some offsets committed; windows of the first half are still
     // open (their events are not committed). Then SIGKILL.
     let first = broker.read_all("alerts", WAIT, |docs| !docs.is_empty());
@@ -153,7 +120,7 @@ fn a_pipeline_killed_mid_run_and_restarted_still_delivers_every_alert() {
     p.kill();
     broker.produce("audit", PARTITIONS, &d.attacks[half..]);
     broker.produce("audit", PARTITIONS, &d.later);
-    let mut p = Pipeline::start(dir.path(), &broker, "g-kill");
+    let mut p = start_pipeline(dir.path(), &broker, "g-kill");
     let got = delivered(&broker, &d.expected);
     check(Some(&broker), &got, &d.expected, dir.path());
     p.assert_running(dir.path());
@@ -167,7 +134,7 @@ fn a_broker_restart_while_the_pipeline_runs_loses_nothing() {
     topics(&broker);
     let half = d.attacks.len() / 2;
     broker.produce("audit", PARTITIONS, &d.attacks[..half]);
-    let mut p = Pipeline::start(dir.path(), &broker, "g-restart");
+    let mut p = start_pipeline(dir.path(), &broker, "g-restart");
     let first = broker.read_all("alerts", WAIT, |docs| !docs.is_empty());
     assert!(!first.is_empty(), "no alert before the broker restart");
     broker.stop();
@@ -193,7 +160,7 @@ fn a_poison_message_goes_to_dead_letters_and_does_not_block_its_partition() {
     messages.insert(at + PARTITIONS as usize, b"\xff\xfe not even UTF-8".to_vec());
     broker.produce("audit", PARTITIONS, &messages);
     broker.produce("audit", PARTITIONS, &d.later);
-    let mut p = Pipeline::start(dir.path(), &broker, "g-poison");
+    let mut p = start_pipeline(dir.path(), &broker, "g-poison");
     let got = delivered(&broker, &d.expected);
     check(Some(&broker), &got, &d.expected, dir.path());
     // Traffic from still later closes the windows of the first later part, so every chunk up
@@ -201,7 +168,7 @@ fn a_poison_message_goes_to_dead_letters_and_does_not_block_its_partition() {
     // and the pipeline drops repeated events.
     let gen_last = ["gen", "--events", "600", "--seed", "53", "--no-attacks", "--start", "2026-11-01T16:00:00Z", "--out", "last.jsonl"];
     assert!(run(&gen_last, dir.path()).status.success());
-    broker.produce("audit", PARTITIONS, &lines(&dir.path().join("last.jsonl")));
+    broker.produce("audit", PARTITIONS, &file_lines(&dir.path().join("last.jsonl")));
     let dead = broker.read_all("dead", WAIT, |docs| docs.len() >= 2);
     let reasons: HashSet<String> = dead
         .iter()
@@ -258,7 +225,7 @@ fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
     let replay = run(&["replay", "--no-progress", "--rules", "rules", "in.jsonl"], dir.path());
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     let expected: HashSet<String> = stdout_alerts(&replay).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
-    let messages = lines(&dir.path().join("in.jsonl"));
+    let messages = file_lines(&dir.path().join("in.jsonl"));
     assert!(expected.len() > 15000, "the rule fires on every event: {}", expected.len());
 
     let broker = Broker::in_memory(dir.path());
@@ -282,7 +249,7 @@ fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
         .spawn()
         .expect("crowsnest runs");
     let stdout = child.stdout.take().unwrap();
-    let mut p = Pipeline(child);
+    let mut p = Running(child);
     let page = || http_get(port, "/metrics").map(|(_, body)| body);
 
     // Nobody reads stdout: the pipeline fills up and pauses its partitions.
@@ -348,19 +315,15 @@ fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_t
     broker.produce("waudit", 1, &first);
     let a = broker.addr();
     let start = |port: u16| {
-        let cfg = dir.path().join("crowsnest.toml");
-        std::fs::write(&cfg, format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("crowsnest.log")).unwrap();
-        let child = bin()
-            .args(["-v", "run", "-c", cfg.to_str().unwrap(), "--rules", "rules", "--sink", &format!("kafka://{a}/walerts")])
-            .args(["--source", &format!("kafka://{a}/waudit?group=g-win&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}")])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("crowsnest runs");
-        Pipeline(child)
+        let (sink, source) = (
+            format!("kafka://{a}/walerts"),
+            format!("kafka://{a}/waudit?group=g-win&start=earliest&commit_interval=1s&session.timeout.ms=6000&fetch.wait.max.ms={FETCH_WAIT_MS}"),
+        );
+        Running::start(
+            dir.path(),
+            &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+            &["--rules", "rules", "--sink", &sink, "--source", &source],
+        )
     };
     let port = free_port();
     let mut p = start(port);
