@@ -9,11 +9,12 @@
 //! 5. DuckDB, when its Python module is installed: load the same file and run comparable SQL.
 //!
 //! `--windows` measures the stateful side alone (see [`windows`]); `--sentinel` the Sentinel sink
-//! (see [`sentinel`]).
+//! (see [`sentinel`]); `--lake` the lake sink and hunts over the lake (see [`lake`]).
 //!
 //! `--kafka HOST:PORT` measures instead the pipeline reading a Kafka topic (3 partitions) and
 //! writing alerts to a topic, against file replay of the same events in the same run.
 
+mod lake;
 mod sentinel;
 mod windows;
 
@@ -29,6 +30,7 @@ use crate::engine::{Engine, EngineOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs};
 use crate::rules::RuleSet;
+use crate::sink::lake::LakeSink;
 use crate::sink::router::AlertRouter;
 use crate::sink::{Record, Sink};
 use crate::source::file::FileSource;
@@ -71,6 +73,10 @@ pub struct BenchArgs {
     /// generated audit events forwarded as ASIM rows.
     #[arg(long, conflicts_with_all = ["kafka", "windows", "stages"])]
     sentinel: bool,
+    /// Lake mode: measure the lake sink (replay with and without it, bytes per event) and hunts
+    /// over the lake it wrote, against DuckDB reading the same Parquet files.
+    #[arg(long, conflicts_with_all = ["kafka", "windows", "stages", "sentinel"])]
+    lake: bool,
     /// Alerts for --sentinel.
     #[arg(long, default_value_t = 200_000)]
     alerts: u64,
@@ -123,6 +129,12 @@ fn reset_peak_rss() {
 }
 
 fn ensure_file(args: &BenchArgs, events: u64, name: &str) -> Result<(PathBuf, u64)> {
+    ensure_generated(args, events, name, false)
+}
+
+/// The generated file `name` in `--dir`, made unless an earlier run left it with the same
+/// settings; `insights`: with Container Insights records beside the audit events.
+fn ensure_generated(args: &BenchArgs, events: u64, name: &str, insights: bool) -> Result<(PathBuf, u64)> {
     std::fs::create_dir_all(&args.dir)?;
     // Each profile its own file, so switching never reuses the other's.
     let name = match args.profile {
@@ -131,12 +143,14 @@ fn ensure_file(args: &BenchArgs, events: u64, name: &str) -> Result<(PathBuf, u6
     };
     let path = args.dir.join(&name);
     let stamp = args.dir.join(format!("{name}.done"));
-    let want = format!("{events} {} audit-only {:?}", args.seed, args.profile);
+    let kind = if insights { "insights" } else { "audit-only" };
+    let want = format!("{events} {} {kind} {:?}", args.seed, args.profile);
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
         eprintln!("generating {events} events into {} …", path.display());
         let mut w = std::io::BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        // Audit records only: the figures stay comparable with earlier runs and with DuckDB's load.
-        let opts = crate::gen::GenOptions { events, seed: args.seed, insights: false, profile: args.profile, ..Default::default() };
+        // Audit records only, but for the lake bench: the figures stay comparable with earlier
+        // runs and with DuckDB's load.
+        let opts = crate::gen::GenOptions { events, seed: args.seed, insights, profile: args.profile, ..Default::default() };
         crate::gen::generate(&opts, &mut w)?;
         w.flush()?;
         std::fs::write(&stamp, &want)?;
@@ -174,10 +188,15 @@ struct PipelineRun {
 }
 
 fn run_pipeline(path: &Path, set: &RuleSet, workers: usize) -> Result<PipelineRun> {
+    run_pipeline_with(path, set, workers, None)
+}
+
+/// [`run_pipeline`], writing every row to `lake` too when given.
+fn run_pipeline_with(path: &Path, set: &RuleSet, workers: usize, lake: Option<LakeSink>) -> Result<PipelineRun> {
     let engine = Engine::new(set, &EngineOptions::default())?;
     let control = Control { workers, ..Control::default() };
     let sources: Vec<Box<dyn Source>> = vec![Box::new(FileSource::open(path, FramingLimits::default(), control.bytes_read.clone())?)];
-    let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None, events: None, lake: None };
+    let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None, events: None, lake };
     let metrics = Metrics::new();
     reset_peak_rss();
     let t = Instant::now();
@@ -519,6 +538,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return kafka_bench(args, brokers, &set, workers);
     }
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if args.lake {
+        return lake::run(args, &set, workers);
+    }
     let (path, size) = ensure_file(args, args.events, "events.jsonl").context("generating the bench input")?;
     if args.stages {
         let (secs, events) = decode_only(&path)?;
