@@ -96,7 +96,7 @@ pub fn write(out: &mut dyn Write, format: Format, schema: &SchemaRef, batches: &
             let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
                 &mut buf,
                 schema.clone(),
-                Some(crate::sink::lake::file::writer_properties()),
+                Some(crate::sink::lake::file::writer_properties(schema)),
             )?;
             for b in batches {
                 w.write(b)?;

@@ -132,7 +132,6 @@ fn merge(store: &Store, table: &str, dir: &str, group: &[&Listed], report: &mut 
     let mut names: Vec<&str> = group.iter().map(|f| file_name(&f.path)).collect();
     names.sort();
     let out_name = format!("c-{}.parquet", digest(&names.iter().map(|n| n.as_bytes()).collect::<Vec<_>>()));
-    let props = crate::sink::lake::file::writer_properties();
     // What the new file replaces: the merged files and what each of them replaced, so a file
     // written again later (a replay of the same input) is still known for a repeat.
     let mut lineage: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
@@ -163,7 +162,10 @@ fn merge(store: &Store, table: &str, dir: &str, group: &[&Listed], report: &mut 
                     }
                     w
                 }
-                None => &mut writer.insert((ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props.clone()))?, batch.schema())).0,
+                None => {
+                    let props = crate::sink::lake::file::writer_properties(&batch.schema());
+                    &mut writer.insert((ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?, batch.schema())).0
+                }
             };
             rows += batch.num_rows() as u64;
             w.write(&batch)?;

@@ -27,7 +27,7 @@ use crate::lake::{LakeConfig, Store};
 use crate::metrics::Metrics;
 use crate::source::SourceOffsets;
 use crate::tables::{self, ALERTS};
-use file::{lake_schema, OpenFile};
+use file::{lake_schema, Encoder, OpenFile};
 pub use resume::Resume;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +69,7 @@ pub struct LakeStats {
 
 pub struct LakeSink {
     store: Arc<Store>,
+    encoder: Arc<Encoder>,
     resume: Arc<Resume>,
     streams: HashMap<StreamKey, Stream>,
     roll_bytes: usize,
@@ -87,6 +88,7 @@ impl LakeSink {
         Ok(LakeSink {
             resume: Arc::new(Resume::new(store.clone())),
             store,
+            encoder: Encoder::start()?,
             streams: HashMap::new(),
             roll_bytes: cfg.roll_bytes.max(1) as usize,
             roll_age: cfg.roll_age()?,
@@ -241,7 +243,7 @@ impl LakeSink {
         let schema = lake_schema(&batch.schema());
         let first_hour = hours[0];
         if hours.iter().all(|&h| h == first_hour) {
-            return open(stream, table, first_hour, &schema)?.write(batch);
+            return open(stream, &self.encoder, table, first_hour, &schema)?.write(batch);
         }
         let mut by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for (i, h) in hours.iter().enumerate() {
@@ -249,7 +251,7 @@ impl LakeSink {
         }
         for (hour, rows) in by_hour {
             let part = take_record_batch(batch, &UInt32Array::from(rows))?;
-            open(stream, table, hour, &schema)?.write(&part)?;
+            open(stream, &self.encoder, table, hour, &schema)?.write(&part)?;
         }
         Ok(())
     }
@@ -364,6 +366,7 @@ impl LakeSink {
 
 fn open<'a>(
     stream: &'a mut Stream,
+    encoder: &Arc<Encoder>,
     table: &'static str,
     hour: i64,
     schema: &datafusion::arrow::datatypes::SchemaRef,
@@ -371,7 +374,7 @@ fn open<'a>(
     use std::collections::btree_map::Entry;
     Ok(match stream.files.entry((table, hour)) {
         Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => e.insert(OpenFile::new(schema.clone())?),
+        Entry::Vacant(e) => e.insert(OpenFile::new(encoder, schema.clone())?),
     })
 }
 
