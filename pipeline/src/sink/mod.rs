@@ -84,13 +84,15 @@ impl Sink for StdoutSink {
 pub struct JsonLinesFile {
     path: PathBuf,
     out: Option<File>,
+    /// A regular file, which `flush` syncs; `/dev/null`, a FIFO or a terminal cannot be.
+    syncs: bool,
     buf: Vec<u8>,
     label: String,
 }
 
 impl JsonLinesFile {
     pub fn new(path: &Path, label: &str) -> Self {
-        JsonLinesFile { path: path.to_path_buf(), out: None, buf: Vec::new(), label: format!("{label}:{}", path.display()) }
+        JsonLinesFile { path: path.to_path_buf(), out: None, syncs: false, buf: Vec::new(), label: format!("{label}:{}", path.display()) }
     }
 
     fn open(&mut self) -> Result<&mut File> {
@@ -103,6 +105,7 @@ impl JsonLinesFile {
                 .append(true)
                 .open(&self.path)
                 .with_context(|| format!("opening {}", self.path.display()))?;
+            self.syncs = f.metadata().is_ok_and(|m| m.is_file());
             self.out = Some(f);
         }
         Ok(self.out.as_mut().expect("opened above"))
@@ -129,7 +132,7 @@ impl Sink for JsonLinesFile {
         written
     }
     fn flush(&mut self) -> Result<()> {
-        if let Some(out) = self.out.as_mut() {
+        if let Some(out) = self.out.as_mut().filter(|_| self.syncs) {
             out.sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
         }
         Ok(())
