@@ -658,6 +658,9 @@ fn handle(
     }
     let mut newest_event = i64::MIN;
     if !d.batches.is_empty() {
+        // The clock sees every event that arrived; the dedup only decides what is evaluated.
+        engine.observe(&d.batches, d.stream.as_ref());
+        newest_event = engine.last_batch_max_time();
         let batches =
             d.batches.into_iter().map(|b| Ok(TableBatch { batch: dedup.apply(b.table, b.batch)?, ..b })).collect::<Result<Vec<_>>>()?;
         if let Some(lake) = outputs.lake.as_mut() {
@@ -671,8 +674,7 @@ fn handle(
             }
         }
         let t = Instant::now();
-        let alerts = engine.process_chunk(&batches, d.stream.as_ref());
-        newest_event = engine.last_batch_max_time();
+        let alerts = engine.evaluate(&batches);
         summary.engine_time += t.elapsed();
         let newest = engine.max_event_time();
         if newest > i64::MIN {

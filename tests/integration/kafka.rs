@@ -348,3 +348,44 @@ fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_t
     let more = broker.read_all("walerts", Duration::from_secs(3), |docs| docs.len() > 1);
     assert_eq!(more.len(), 1, "{more:?}");
 }
+
+#[test]
+fn a_partition_whose_only_new_event_is_a_repeat_does_not_hold_the_watermark_back() {
+    let dir = tempfile::tempdir().unwrap();
+    rule_dir(
+        dir.path(),
+        "id: W-1\ntitle: denied\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS denied FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 15\n",
+    );
+    let t = |s: u32| format!("2026-11-01T{:02}:{:02}:{:02}.000000Z", 8 + s / 3600, (s / 60) % 60, s % 60);
+    let broker = Broker::in_memory(dir.path());
+    broker.create_topic("raudit", 2);
+    broker.create_topic("ralerts", 1);
+    // 20 denials in the window, on both partitions.
+    let denials: Vec<Vec<u8>> = (0..20).map(|i| audit_line(100 + i, "mallory@contoso.com", 403, &t(i * 20))).collect();
+    broker.produce("raudit", 2, &denials);
+    let a = broker.addr();
+    let (sink, source) = (
+        format!("kafka://{a}/ralerts"),
+        format!("kafka://{a}/raudit?group=g-repeat&start=earliest&commit_interval=1s&fetch.wait.max.ms={FETCH_WAIT_MS}"),
+    );
+    // An idle partition holds the watermark for ten minutes: longer than the test waits.
+    let port = free_port();
+    let mut p = Running::start(
+        dir.path(),
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n[rules]\nidle_timeout = \"10m\"\n"),
+        &["--rules", "rules", "--sink", &sink, "--source", &source],
+    );
+    let consumed = || http_get(port, "/metrics").and_then(|(_, m)| metric(&m, "crowsnest_kafka_messages_consumed_total")).unwrap_or(0.0);
+    wait_for("the denials to be consumed", WAIT, || (consumed() >= 20.0).then_some(()));
+    // An hour later, one event reaches both partitions (a record sent twice): on one of them it
+    // is a repeat, dropped before any rule sees it. Both partitions are now past the window.
+    let later = audit_line(999, "alice@contoso.com", 200, &t(3600));
+    broker.produce("raudit", 2, &[later.clone(), later]);
+    let alerts = broker.read_all("ralerts", Duration::from_secs(60), |docs| !docs.is_empty());
+    p.assert_running(dir.path());
+    assert_eq!(alerts.len(), 1, "the window never fired: a partition's clock stayed behind\n{}", crowsnest_log(dir.path()));
+}
+
+fn crowsnest_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default()
+}

@@ -392,6 +392,14 @@ impl Engine {
     /// carry the watermark past the events of the next, and make them late. A rule that fails
     /// on a batch is counted and logged; the others still run.
     pub fn process_chunk(&mut self, batches: &[TableBatch], stream: Option<&Arc<str>>) -> Vec<Alert> {
+        self.observe(batches, stream);
+        self.evaluate(batches)
+    }
+
+    /// Moves `stream`'s event-time clock to the newest plausible time in `batches`: every event
+    /// that arrived counts, repeats included (a partition whose only recent traffic is a
+    /// redelivery is not behind), even where only some are then [`evaluate`](Self::evaluate)d.
+    pub fn observe(&mut self, batches: &[TableBatch], stream: Option<&Arc<str>>) {
         // An event stamped in the future (a skewed clock, a forged record) must not drag the
         // watermark ahead and close every open window: only plausible times advance it.
         let limit = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).saturating_add(MAX_FUTURE_SKEW);
@@ -419,6 +427,11 @@ impl Engine {
             clock.newest = clock.newest.max(newest);
             clock.seen = Instant::now();
         }
+    }
+
+    /// Runs every rule over `batches` (one chunk, whose times [`observe`](Self::observe) took
+    /// in), then moves the watermark and returns what fired.
+    pub fn evaluate(&mut self, batches: &[TableBatch]) -> Vec<Alert> {
         let mut alerts = Vec::new();
         // Every batch in, with the windows and sequence state as the previous chunk left them…
         for TableBatch { table, batch } in batches {
