@@ -131,8 +131,52 @@ impl DeadLetter {
             position,
             reason,
             detail: detail.into(),
-            sample: String::from_utf8_lossy(&input[..cut]).into_owned(),
+            sample: safe_sample(&String::from_utf8_lossy(&input[..cut])),
             record: None,
         }
+    }
+}
+
+/// Where a sample of input that may bear secrets is cut: the first of these (in any case) and
+/// all after it are left out. Input that failed to decode was never redacted, so the sample is
+/// the only place a Secret's value could leave by.
+const SECRET_BEARING: [&str; 8] =
+    ["requestobject", "responseobject", "stringdata", "data\"", "data\\\"", "last-applied", "token", "authorization"];
+/// What makes a sample suspect at all (in any case).
+const SECRET_HINTS: [&str; 4] = ["secret", "token", "last-applied", "authorization"];
+
+/// `sample`, or its part before anything that could hold secret material when it mentions
+/// secrets, tokens or credentials at all.
+pub fn safe_sample(sample: &str) -> String {
+    let lower = sample.to_ascii_lowercase();
+    if !SECRET_HINTS.iter().any(|h| lower.contains(h)) {
+        return sample.to_string();
+    }
+    let cut = SECRET_BEARING.iter().filter_map(|k| lower.find(k)).min().unwrap_or(sample.len());
+    // `lower` has the same byte offsets as `sample` (ASCII case only changes).
+    let keep = sample.get(..cut).unwrap_or_default();
+    format!("{keep}{CUT_MARK}")
+}
+
+/// Ends a sample cut by [`safe_sample`].
+pub const CUT_MARK: &str = "…[cut: the rest may hold secret material]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_that_may_bear_secrets_stops_before_them() {
+        let plain = r#"{"kind":"Event","verb":"get","objectRef":{"resource":"pods"}"#;
+        assert_eq!(safe_sample(plain), plain);
+        let secret = r#"{"kind":"Event","objectRef":{"resource":"secrets"},"requestObject":{"kind":"Secret","data":{"p":"c2VjcmV0"}"#;
+        let s = safe_sample(secret);
+        assert!(s.starts_with(r#"{"kind":"Event","objectRef":{"resource":"secrets"},""#) && s.ends_with(CUT_MARK), "{s}");
+        assert!(!s.contains("c2VjcmV0"));
+        // Escaped inside an AKS envelope's properties.log, and a bare data object.
+        let escaped = r#"{"properties":{"log":"{"kind":"Secret","data":{"p":"c2VjcmV0"}"#;
+        assert!(!safe_sample(escaped).contains("c2VjcmV0"), "{}", safe_sample(escaped));
+        let header = r#"{"headers":{"Authorization":"Bearer eyJhbGciOi"}"#;
+        assert!(!safe_sample(header).contains("eyJhbGciOi"));
     }
 }

@@ -13,6 +13,7 @@ mod kafka;
 mod lake;
 mod replay;
 mod rules_tools;
+mod security;
 mod sentinel;
 mod sentinel_templates;
 mod service;
