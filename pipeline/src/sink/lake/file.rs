@@ -66,6 +66,10 @@ const LOOKUP_COLUMNS: [&str; 12] = [
     "id",
 ];
 
+/// Who and what a hunt looks up by name: a bloom filter per row group lets a lookup skip the
+/// row groups that do not hold the name (min/max cannot: names are spread over every group).
+const BLOOM_COLUMNS: [&str; 3] = ["user_name", "name", "PodName"];
+
 /// The lake's writer properties for files of `schema` (compaction adds its footer metadata on
 /// the writer). Encoding runs on the pipeline's own cores, so it is kept cheap: zstd level 1,
 /// no dictionary where values are unique (times, ids, bodies), statistics only where a reader
@@ -86,9 +90,15 @@ pub fn writer_properties(schema: &Schema) -> WriterProperties {
             b = b.set_column_dictionary_enabled(path.clone(), false);
         }
         if time {
-            b = b.set_column_statistics_enabled(path, EnabledStatistics::Page);
+            b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::Page);
         } else if LOOKUP_COLUMNS.contains(&f.name().as_str()) {
-            b = b.set_column_statistics_enabled(path, EnabledStatistics::Chunk);
+            b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::Chunk);
+        }
+        if BLOOM_COLUMNS.contains(&f.name().as_str()) {
+            b = b
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_max_ndv(path.clone(), 20_000)
+                .set_column_bloom_filter_fpp(path, 0.01);
         }
     }
     b.build()
