@@ -111,3 +111,75 @@ fn metrics_bind_to_localhost_by_default() {
     let cfg = crowsnest::config::Config::parse("[source]\nkind = \"stdin\"").unwrap();
     assert!(cfg.metrics.listen.starts_with("127.0.0.1:"));
 }
+
+/// Sends `request` as it is and returns what the server answered before closing (or within
+/// `wait`): the status line's code, or None when it closed without a word.
+fn raw(port: u16, request: &[u8], wait: Duration) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(wait)).ok()?;
+    let _ = s.write_all(request);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    String::from_utf8_lossy(&resp).split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_metrics_server_answers_its_routes_only_and_outlasts_slow_and_oversized_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("in.jsonl"), "").unwrap();
+    std::fs::write(
+        dir.path().join("crowsnest.toml"),
+        format!("[source]\nkind = \"file\"\npaths = [\"in.jsonl\"]\nfollow = true\n[sinks]\nstdout = false\nfile = \"alerts.jsonl\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let _guard = KillOnDrop(
+        bin()
+            .args(["run", "-c", "crowsnest.toml"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("/healthz", Duration::from_secs(30), || http_get(port, "/healthz"));
+
+    // Only the three routes, and GET only: nothing resolves to a file.
+    for path in ["/../../../../etc/passwd", "/metrics/../healthz", "/%2e%2e/%2e%2e/etc/passwd", "//etc/passwd", "/metrics.txt"] {
+        assert_eq!(http_get(port, path).map(|r| r.0), Some(404), "{path}");
+    }
+    let post = raw(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", Duration::from_secs(5));
+    assert_eq!(post, Some(405));
+    // A head over 8 KiB is refused as such, not read on.
+    let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    assert_eq!(raw(port, &big, Duration::from_secs(5)), Some(431));
+
+    // 100 slowloris clients, each sending part of a head and then nothing: scrapes still work
+    // meanwhile, and the server drops each slow client after its 5 s.
+    let slow: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    assert_eq!(http_get(port, "/metrics").map(|r| r.0), Some(200));
+    assert!(started.elapsed() < Duration::from_secs(2), "a scrape waited {:?} behind slow clients", started.elapsed());
+    // More idle clients than the server serves at once: those over the limit are told so and
+    // closed at once instead of holding a descriptor.
+    let flood: Vec<std::net::TcpStream> = (0..100).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let busy = raw(port, b"", Duration::from_secs(2));
+    assert_eq!(busy, Some(503), "over the connection limit");
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        let closed = s.read_to_end(&mut rest).is_ok();
+        assert!(closed && rest.is_empty(), "a slow client was answered or kept: {:?}", String::from_utf8_lossy(&rest));
+    }
+    assert!(started.elapsed() < Duration::from_secs(9), "slow clients were held {:?}", started.elapsed());
+    drop(flood);
+    // Once they are gone, scrapes work as before.
+    wait_for("a scrape after the flood", Duration::from_secs(10), || http_get(port, "/metrics").filter(|r| r.0 == 200));
+}
