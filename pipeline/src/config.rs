@@ -388,11 +388,34 @@ impl Config {
     /// Parses TOML, then interpolates `${ENV}` inside string values only: comments are left
     /// alone, and a secret containing quotes cannot change the TOML around it.
     pub fn parse(text: &str) -> Result<Config> {
+        Self::parse_with_env(text, &|n| std::env::var(n).ok())
+    }
+
+    /// [`Config::parse`] with `env` for the environment. An error about a value that came from
+    /// the environment (`enabled = "${TOKEN}"` is no boolean: serde quotes what it got) names
+    /// the variable instead of showing its value.
+    pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let mut value: toml::Value = toml::from_str(text)?;
-        interpolate_value(&mut value, &|n| std::env::var(n).ok())?;
-        let cfg: Config = value.try_into()?;
-        cfg.validate()?;
-        Ok(cfg)
+        let used = std::cell::RefCell::new(Vec::new());
+        let recording = |n: &str| {
+            let v = env(n);
+            if let Some(v) = &v {
+                used.borrow_mut().push((n.to_string(), v.clone()));
+            }
+            v
+        };
+        interpolate_value(&mut value, &recording)?;
+        let parsed = value.try_into::<Config>().map_err(anyhow::Error::from).and_then(|cfg| cfg.validate().map(|()| cfg));
+        parsed.map_err(|e| {
+            let mut msg = format!("{e:#}");
+            // Longest first, so a value inside another is not half replaced.
+            let mut used = used.into_inner();
+            used.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+            for (name, v) in used.iter().filter(|(_, v)| !v.is_empty()) {
+                msg = msg.replace(v.as_str(), &format!("${{{name}}}"));
+            }
+            anyhow!(msg)
+        })
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -442,6 +465,19 @@ mod tests {
         let err = interpolate("x=${MISSING}", env).unwrap_err().to_string();
         assert!(err.contains("MISSING") && !err.contains("s3cret"));
         assert!(interpolate("x=${OPEN", env).is_err());
+    }
+
+    #[test]
+    fn an_error_about_a_value_from_the_environment_names_the_variable_not_the_value() {
+        let env = |n: &str| (n == "TOKEN").then(|| "s3cret-Xy9".to_string());
+        for text in [
+            "[metrics]\nenabled = \"${TOKEN}\"\n",        // not a boolean
+            "[rules]\nallowed_lateness = \"${TOKEN}\"\n", // not a duration
+            "[source]\nkind = \"${TOKEN}\"\n",            // not a source kind
+        ] {
+            let err = format!("{:#}", Config::parse_with_env(text, &env).unwrap_err());
+            assert!(!err.contains("s3cret-Xy9") && err.contains("${TOKEN}"), "{text}: {err}");
+        }
     }
 
     #[test]
