@@ -33,6 +33,7 @@ pub mod hunt;
 pub mod kafka;
 pub mod lake;
 pub mod metrics;
+pub mod permissions;
 pub mod pipeline;
 pub mod redact;
 pub mod rule_lint;

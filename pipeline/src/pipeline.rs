@@ -420,6 +420,7 @@ fn consume(
 ) -> Result<Summary> {
     let mut summary = Summary { rules: engine.rule_count(), ..Summary::default() };
     if let Some(dir) = &control.state_dir {
+        crate::permissions::refuse_world_writable_dir(dir, "state directory")?;
         engine.load_state(dir).context("loading rule state")?;
     } else if engine.has_history() {
         log::info!("no state directory: first-sighting rules start without history (set [state] dir to keep it across restarts)");

@@ -269,3 +269,31 @@ fn events_after_their_window_fired_go_to_the_late_events_file() {
     assert_eq!(late[0]["event"]["user_name"], json!("mallory@contoso.com"), "the event with its columns");
     assert!(String::from_utf8_lossy(&out.stderr).contains("late events:"), "the summary counts it");
 }
+
+#[test]
+fn a_world_writable_rule_directory_or_rule_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules/rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::set_permissions(dir.path().join("rules"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rule = rules.join("r.yaml");
+    std::fs::write(&rule, "id: T-1\ntitle: t\nseverity: low\nentities: [name]\nquery: SELECT name FROM kube_audit WHERE verb = 'create'\n")
+        .unwrap();
+    std::fs::set_permissions(&rule, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let replay = || run(&["replay", "--no-progress", "--rules", "rules"], dir.path());
+    assert!(replay().status.success(), "{}", String::from_utf8_lossy(&replay().stderr));
+    for (path, mode) in [(&rule, 0o666), (&rules, 0o777)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = replay();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("writable by every user")
+                && err.contains(&*path.strip_prefix(dir.path()).unwrap().to_string_lossy()),
+            "{err}"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(if mode == 0o666 { 0o644 } else { 0o755 })).unwrap();
+    }
+}

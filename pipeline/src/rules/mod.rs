@@ -213,6 +213,9 @@ impl RuleSet {
             bail!("rule directory {} does not exist", dir.display());
         }
         let rules_dir = if dir.join("rules").is_dir() { dir.join("rules") } else { dir.to_path_buf() };
+        crate::permissions::refuse_world_writable(dir, "rule directory")?;
+        crate::permissions::refuse_world_writable_dir(&rules_dir, "rule directory")?;
+        crate::permissions::refuse_world_writable_dir(&dir.join("lists"), "list directory")?;
         let read = |files: Vec<PathBuf>| -> Result<Vec<(PathBuf, String)>> {
             files
                 .into_iter()
