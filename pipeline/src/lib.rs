@@ -32,6 +32,7 @@ pub mod gen;
 pub mod hunt;
 pub mod kafka;
 pub mod lake;
+pub mod memory;
 pub mod metrics;
 pub mod permissions;
 pub mod pipeline;

@@ -102,6 +102,8 @@ impl Default for Control {
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub decode: DecodeStats,
+    /// The process's peak resident memory at the end of the run (Linux).
+    pub peak_rss: Option<u64>,
     pub dead_letters: BTreeMap<Reason, u64>,
     pub alerts_by_rule: BTreeMap<String, u64>,
     pub alerts: u64,
@@ -200,6 +202,9 @@ impl Summary {
         if !self.committed.is_empty() {
             let c = self.committed.iter().map(|o| format!("{}/{}@{}", o.topic, o.partition, o.next)).collect::<Vec<_>>().join(", ");
             s.push_str(&format!("offsets committed:  {c}\n"));
+        }
+        if let Some(b) = self.peak_rss {
+            s.push_str(&format!("peak memory:        {} MB resident\n", b / 1_000_000));
         }
         if let Some(l) = &self.lake {
             s.push_str(&format!("lake:               {} rows in {} Parquet files, {:.1} MB", l.rows, l.files, l.bytes as f64 / 1e6));
@@ -515,6 +520,7 @@ fn consume(
     summary.duplicate_events = dedup.dropped;
     metrics.duplicate_events.inc_by(dedup.dropped);
     update_rule_metrics(engine, metrics, &mut summary);
+    summary.peak_rss = crate::memory::peak_rss();
     Ok(summary)
 }
 

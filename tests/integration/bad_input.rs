@@ -158,3 +158,99 @@ fn every_bad_case_in_one_file_one_run() {
     let positions: Vec<&str> = dead.iter().map(|d| d["position"].as_str().unwrap()).collect();
     assert_eq!(positions, vec!["line 2", "line 3", "line 4", "line 5", "line 6 record 1"]);
 }
+
+/// Peak resident memory a run reports in its summary (`peak memory: N MB resident`).
+fn peak_mb(stderr: &str) -> u64 {
+    let line = stderr.lines().find(|l| l.starts_with("peak memory:")).unwrap_or_else(|| panic!("no peak memory in:\n{stderr}"));
+    line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap()
+}
+
+/// What a replay of nothing hostile peaks at, in the same build: the bound below is relative
+/// to it, so a debug and a release build are held to the same promise.
+fn baseline_peak_mb(dir: &std::path::Path) -> u64 {
+    let line = envelope(&[privileged_pod_event("b0000000-0000-4000-8000-000000000001", "2026-11-01T08:00:00.000001Z")]);
+    std::fs::write(dir.join("calm.jsonl"), line + "\n").unwrap();
+    let out = run(&["replay", "--no-progress", "calm.jsonl"], dir);
+    assert!(out.status.success());
+    peak_mb(&String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn hostile_documents_each_become_a_row_or_a_dead_letter_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = |id: u32, request: Value| {
+        let mut e = privileged_pod_event(&format!("b0000000-0000-4000-8000-{id:012}"), "2026-11-01T08:00:00.000001Z");
+        e["objectRef"]["resource"] = json!("configmaps");
+        e["requestObject"] = request;
+        serde_json::to_vec(&e).unwrap()
+    };
+    let mut docs: Vec<Vec<u8>> = Vec::new();
+    // 10,000-deep nesting, as a document and inside a request body.
+    docs.push(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes());
+    let mut deep = event(4, json!({"kind": "ConfigMap", "d": 0}));
+    let at = deep.windows(5).position(|w| w == b"\"d\":0").unwrap() + 4;
+    deep.splice(at..at + 1, format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes());
+    docs.push(deep);
+    // An AKS record whose properties.log is cut at 16 KiB in the middle of an escape.
+    let mut log = "{\"kind\":\"Event\",\"auditID\":\"b0000000-0000-4000-8000-000000000009\",\"requestObject\":{\"x\":\"".to_string();
+    log.push_str(&"a".repeat(16 * 1024 - log.len() - 1));
+    log.push('\\');
+    docs.push(json!({"records": [{"category": "kube-audit", "properties": {"log": log}}]}).to_string().into_bytes());
+    // A million-element array in a request body.
+    docs.push(event(1, json!({"kind": "ConfigMap", "data": {"v": vec![0; 1_000_000]}})));
+    // A number of 100,000 digits.
+    let mut big = event(2, json!({"kind": "ConfigMap", "n": 0}));
+    let at = big.windows(5).position(|w| w == b"\"n\":0").unwrap() + 4;
+    big.splice(at..at + 1, std::iter::repeat_n(b'7', 100_000));
+    docs.push(big);
+    // 50,000 distinct label keys in one object.
+    let labels: serde_json::Map<String, Value> = (0..50_000).map(|i| (format!("key-{i}"), json!("v"))).collect();
+    docs.push(event(3, json!({"kind": "ConfigMap", "metadata": {"name": "x", "labels": labels}})));
+
+    let baseline = baseline_peak_mb(dir.path());
+    let mut child = bin()
+        .args(["replay", "--no-progress", "--no-stdout", "-"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for d in &docs {
+            stdin.write_all(d).unwrap();
+            stdin.write_all(b"\n").unwrap();
+        }
+        // A 1 GiB line, streamed: it must never be held whole.
+        stdin.write_all(b"{\"kind\":\"Event\",\"x\":\"").unwrap();
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..1024 {
+            stdin.write_all(&block).unwrap();
+        }
+        stdin.write_all(b"\"}\n").unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let reasons: Vec<String> =
+        read_jsonl(&dir.path().join("dead-letters.jsonl")).iter().map(|d| d["reason"].as_str().unwrap().to_string()).collect();
+    for r in ["too_deep", "truncated", "too_large"] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} dead letter: {reasons:?}\n{stderr}");
+    }
+    // The array, the labels and the long number each become a row or a dead letter: nothing
+    // is lost without a trace (7 documents: 3 dead letters above, the rest rows or letters).
+    let events: u64 = stderr
+        .lines()
+        .find(|l| l.starts_with("events by table:"))
+        .and_then(|l| l.split("kube_audit ").nth(1))
+        .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(events + reasons.len() as u64, 7, "{reasons:?}\n{stderr}");
+    // Bound: 200 MB over a calm run's peak (the million-element body is 2 MB of JSON; a 1 GiB
+    // line held whole would be 1,024 MB).
+    let peak = peak_mb(&stderr);
+    assert!(peak <= baseline + 200, "peak {peak} MB against {baseline} MB for a calm run\n{stderr}");
+    eprintln!("hostile input: peak {peak} MB resident, calm run {baseline} MB");
+}

@@ -106,27 +106,7 @@ impl Sink for CountingSink {
     }
 }
 
-/// Peak resident memory since the last reset, in bytes (Linux).
-fn peak_rss() -> Option<u64> {
-    proc_status_bytes("VmHWM:")
-}
-
-/// Resident memory now, in bytes (Linux).
-fn rss_now() -> Option<u64> {
-    proc_status_bytes("VmRSS:")
-}
-
-/// A size line of /proc/self/status (given in kB), in bytes.
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
-fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
+use crate::memory::{peak_rss, reset_peak_rss};
 
 fn ensure_file(args: &BenchArgs, events: u64, name: &str) -> Result<(PathBuf, u64)> {
     ensure_generated(args, events, name, false)

@@ -9,11 +9,11 @@ use std::time::Instant;
 use anyhow::Result;
 use datafusion::arrow::array::RecordBatch;
 
-use super::{peak_rss, reset_peak_rss, rss_now};
 use crate::decode::time::format_nanos;
 use crate::decode::{Decoder, Origin};
 use crate::engine::{Engine, EngineOptions};
 use crate::gen::Rng;
+use crate::memory::{peak_rss, reset_peak_rss, rss_now};
 use crate::rules::RuleSet;
 use crate::tables::KUBE_AUDIT;
 
