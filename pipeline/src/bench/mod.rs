@@ -16,6 +16,7 @@
 
 mod lake;
 mod sentinel;
+mod soak;
 mod windows;
 
 use std::fs::File;
@@ -77,6 +78,14 @@ pub struct BenchArgs {
     /// over the lake it wrote, against DuckDB reading the same Parquet files.
     #[arg(long, conflicts_with_all = ["kafka", "windows", "stages", "sentinel"])]
     lake: bool,
+    /// Soak mode: `crowsnest run` on a followed file fed at --rate events/s for this long
+    /// (e.g. 30m), with bad records and changing keys, sampling its memory, threads, open files
+    /// and window groups every 5 s into DIR/soak.csv (bench/plot_soak.py draws it).
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["kafka", "windows", "stages", "sentinel", "lake"])]
+    soak: Option<String>,
+    /// Events per second for --soak.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
     /// Alerts for --sentinel.
     #[arg(long, default_value_t = 200_000)]
     alerts: u64,
@@ -511,6 +520,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.sentinel {
         return sentinel::run(args.alerts, args.events);
+    }
+    if let Some(d) = &args.soak {
+        let secs = crate::rules::parse_duration(d)? / 1_000_000_000;
+        return soak::run(&args.dir, std::time::Duration::from_secs(secs.max(1) as u64), args.rate.max(10), args.seed);
     }
     let set = RuleSet::bundled()?;
     if let Some(brokers) = &args.kafka {
