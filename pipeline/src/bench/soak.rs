@@ -53,7 +53,12 @@ pub fn run(dir: &Path, duration: Duration, rate: u64, seed: u64) -> Result<()> {
     };
     let mut csv = std::io::BufWriter::new(std::fs::File::create(dir.join("soak.csv"))?);
     writeln!(csv, "seconds,rss_mb,threads,open_fds,window_groups,events,dead_letters,alerts")?;
-    eprintln!("soak: {} at {rate} events/s into {} (metrics on port {port}); samples in {}", fmt(duration), input.display(), dir.join("soak.csv").display());
+    eprintln!(
+        "soak: {} at {rate} events/s into {} (metrics on port {port}); samples in {}",
+        fmt(duration),
+        input.display(),
+        dir.join("soak.csv").display()
+    );
     let started = Instant::now();
     let mut samples = Vec::new();
     while started.elapsed() < duration {
@@ -77,8 +82,12 @@ pub fn run(dir: &Path, duration: Duration, rate: u64, seed: u64) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "crowsnest bench --soak — {} at {rate} events/s: {written} records written, stop: {status}", fmt(duration))?;
     writeln!(out, "{:<16} {:>12} {:>14} {:>14} {:>10}", "", "first sample", "max 1st half", "max 2nd half", "last")?;
-    let rows: [(&str, fn(&Sample) -> f64); 4] =
-        [("rss MB", |s| s.rss_mb), ("threads", |s| s.threads as f64), ("open fds", |s| s.fds as f64), ("window groups", |s| s.groups as f64)];
+    let rows: [(&str, fn(&Sample) -> f64); 4] = [
+        ("rss MB", |s| s.rss_mb),
+        ("threads", |s| s.threads as f64),
+        ("open fds", |s| s.fds as f64),
+        ("window groups", |s| s.groups as f64),
+    ];
     for (name, f) in rows {
         let first = samples.first().map_or(0.0, f);
         let last = samples.last().map_or(0.0, f);
