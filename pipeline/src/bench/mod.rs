@@ -28,6 +28,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::engine::{Engine, EngineOptions};
+use crate::memory::{peak_rss, reset_peak_rss};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs};
 use crate::rules::RuleSet;
@@ -114,8 +115,6 @@ impl Sink for CountingSink {
         Ok(())
     }
 }
-
-use crate::memory::{peak_rss, reset_peak_rss};
 
 fn ensure_file(args: &BenchArgs, events: u64, name: &str) -> Result<(PathBuf, u64)> {
     ensure_generated(args, events, name, false)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::parquet::{transform_schema_to_view, ParquetFormat};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
@@ -126,22 +126,6 @@ fn time_column(table: &str) -> &'static str {
     tables::event_table(table).map_or("first_seen", |t| t.time_column)
 }
 
-/// `schema` with its text columns as Utf8View: the Parquet reader makes views of a file's
-/// strings without copying them, and a table declared Utf8 would have each one cast (copied)
-/// back on every scan.
-fn string_views(schema: &SchemaRef) -> SchemaRef {
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
 impl HuntSession {
     fn new(lists: Arc<Lists>) -> Result<HuntSession> {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the query runtime")?;
@@ -154,7 +138,9 @@ impl HuntSession {
         let url = url::Url::parse(DATAFUSION_URL).expect("a valid URL");
         s.ctx.register_object_store(&url, store.object_store());
         for table in TABLE_NAMES {
-            let schema = string_views(&lake_schema(&tables::schema_of(table).expect("known table")));
+            // Text as Utf8View, as DataFusion's Parquet reader makes it (views of a file's strings,
+            // no copy): a table declared Utf8 would have every string cast back on every scan.
+            let schema = Arc::new(transform_schema_to_view(&lake_schema(&tables::schema_of(table).expect("known table"))));
             let options =
                 ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet").with_table_partition_cols(vec![
                     ("date".to_string(), datafusion::arrow::datatypes::DataType::Utf8),
