@@ -28,6 +28,8 @@ pub mod config;
 pub mod deadletter;
 pub mod decode;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gen;
 pub mod hunt;
 pub mod kafka;

@@ -29,6 +29,8 @@ pub mod log_analytics;
 mod scanner;
 pub mod time;
 
+pub use scanner::unescape_literal;
+
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::RecordBatch;
@@ -142,6 +144,13 @@ impl Origin<'_> {
 impl Decoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder that never takes the fast paths: the oracle the fuzz targets and tests compare
+    /// the fast paths with.
+    #[doc(hidden)]
+    pub fn serde_only() -> Self {
+        Decoder { serde_only: true, ..Self::default() }
     }
 
     fn dead(&mut self, origin: Origin<'_>, position: String, reason: Reason, detail: impl Into<String>, input: &[u8]) {

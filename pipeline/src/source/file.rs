@@ -82,8 +82,18 @@ impl FileSource {
 
     /// Bytes already in memory (the bundled sample, tests).
     pub fn from_bytes(name: &str, bytes: &'static [u8], limits: FramingLimits, counter: ByteCounter) -> io::Result<FileSource> {
-        let size = Some(bytes.len() as u64);
-        let reader = open_reader(Box::new(bytes), counter)?;
+        Self::from_reader(name, Box::new(bytes), Some(bytes.len() as u64), limits, counter)
+    }
+
+    /// Any reader, plain or gzip (detected by content), of `size` bytes when known.
+    pub fn from_reader(
+        name: &str,
+        raw: Box<dyn Read + Send>,
+        size: Option<u64>,
+        limits: FramingLimits,
+        counter: ByteCounter,
+    ) -> io::Result<FileSource> {
+        let reader = open_reader(raw, counter)?;
         Ok(Self::with_reader(name.into(), reader, limits, size))
     }
 
