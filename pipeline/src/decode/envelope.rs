@@ -93,11 +93,12 @@ fn record<'a>(sc: &mut Scanner<'a>, logs: &mut Vec<u8>) -> Option<FastRecord<'a>
                 }
             }
             "Type" if rec.la_type.is_none() => rec.la_type = Some(sc.plain_str()?),
-            "TimeGenerated" => {
+            "TimeGenerated" if !rec.time_generated => {
                 rec.time_generated = true;
                 sc.skip_value()?
             }
-            "category" | "resourceId" | "time" | "Type" | "properties" => return None, // duplicate: let serde say so
+            // A duplicate of a field serde reads: let serde say so (found by fuzzing).
+            "category" | "resourceId" | "time" | "Type" | "TimeGenerated" | "properties" => return None,
             _ => sc.skip_value()?,
         }
         if !sc.more(b'}')? {
