@@ -547,6 +547,9 @@ impl<'a> Json<'a> for Scanner<'a> {
 /// Unescapes one JSON string literal (quotes included) onto `out`; None unless `literal` is
 /// exactly one valid string. The serde path uses it for `properties.log` too.
 pub fn unescape_literal(literal: &str, out: &mut Vec<u8>) -> Option<()> {
+    if !literal.starts_with('"') {
+        return None; // the scanner would skip whitespace before it (found by fuzzing)
+    }
     let mut sc = Scanner::new(literal);
     sc.string_into(out)?;
     (sc.i == literal.len()).then_some(())
