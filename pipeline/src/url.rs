@@ -10,8 +10,9 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits: from_str_radix alone also takes `+1` (found by fuzzing).
+                let hex = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 3;
             }
             b'+' if plus_is_space => {
@@ -37,5 +38,6 @@ mod tests {
         assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
         assert_eq!(percent_decode("%E2%9C%93", false).as_deref(), Some("✓"));
         assert!(percent_decode("50%", true).is_none() && percent_decode("%zz", true).is_none() && percent_decode("%ff", true).is_none());
+        assert!(percent_decode("a%+2c", true).is_none() && percent_decode("%-1", false).is_none());
     }
 }
