@@ -8,6 +8,7 @@ mod drift;
 mod engine;
 mod equivalence;
 mod forms;
+mod fuzz_regressions;
 mod insights;
 mod kafka;
 mod lake;
