@@ -240,6 +240,11 @@ impl Decoder {
         } else if doc.la_type.is_some() || doc.time_generated.is_some() {
             self.insights_record(origin, element, doc.la_type.as_deref(), text);
         } else if doc.kind.as_deref() == Some("EventList") || doc.items.is_some() {
+            // `"items": null` is how Go writes an empty list; no `items` at all is no list
+            // (found by fuzzing: such a document vanished without a trace).
+            if doc.items.is_none() && !has_key(text, "items") {
+                return self.dead(origin, position(), Reason::MissingField, "an EventList without items", bytes);
+            }
             for (i, ev) in doc.items.iter().flatten().enumerate() {
                 self.event(origin, Some(i), ev, EnvelopeContext::default(), bytes);
             }
@@ -489,6 +494,12 @@ impl Decoder {
     pub fn finish_audit(&mut self) -> Option<RecordBatch> {
         self.finish().into_iter().find(|b| b.table == crate::tables::KUBE_AUDIT).map(|b| b.batch)
     }
+}
+
+/// Whether the JSON object `text` has `key` among its members (read only on rare paths).
+fn has_key(text: &str, key: &str) -> bool {
+    serde_json::from_str::<std::collections::HashMap<std::borrow::Cow<'_, str>, &serde_json::value::RawValue>>(text)
+        .is_ok_and(|m| m.contains_key(key))
 }
 
 #[cfg(test)]
