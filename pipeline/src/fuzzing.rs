@@ -54,11 +54,14 @@ fn decode_both_ways(data: &[u8]) -> (usize, usize, u64) {
 }
 
 /// `{"records":[]}`, `{"kind":"EventList","items":[]}` (or `"items":null`, as Go writes an
-/// empty list): nothing to decode, rightly.
+/// empty list), a top-level array of none or only such: nothing to decode, rightly.
 fn is_empty_container(data: &[u8]) -> bool {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(crate::source::strip_bom(data)) else { return false };
-    let empty = |k: &str| v.get(k).and_then(|x| x.as_array()).is_some_and(|a| a.is_empty());
-    empty("records") || empty("items") || (v["kind"] == "EventList" && v.get("items").is_some_and(|x| x.is_null()))
+    let empty = |v: &serde_json::Value| {
+        let no = |k: &str| v.get(k).and_then(|x| x.as_array()).is_some_and(|a| a.is_empty());
+        no("records") || no("items") || (v["kind"] == "EventList" && v.get("items").is_some_and(|x| x.is_null()))
+    };
+    v.as_array().map_or_else(|| empty(&v), |docs| docs.iter().all(empty))
 }
 
 /// The hand-written JSON readers against serde_json: an audit Event read by the scanner is the
