@@ -196,6 +196,8 @@ pub fn convert(text: &str) -> Result<(String, String), String> {
         .filter_map(|t| t.strip_prefix("attack.t"))
         .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .map(|t| format!("T{}", t.to_ascii_uppercase()))
+        // Only well-formed ids, which the rule loader checks (found by fuzzing: `attack.t161&`).
+        .filter(|t| super::is_mitre_id(t))
         .collect();
     // attack.t1078 is a technique, attack.g0032 a group, attack.s0002 software; the rest tactics.
     let is_id = |t: &str| t.len() > 1 && t.starts_with(['t', 'g', 's']) && t[1..2].chars().all(|c| c.is_ascii_digit());
