@@ -543,7 +543,8 @@ fn replay(a: ReplayArgs) -> Result<Summary> {
     log::info!("{} rules planned", engine.rule_count());
     let sources = opened.sources;
     let metrics = Metrics::new();
-    let dead_letter_cfg = DeadLetterConfig { file: a.dead_letters.clone(), kafka: None };
+    // A replay's output is bounded by its input: its files are written whole, never rolled over.
+    let dead_letter_cfg = DeadLetterConfig { file: a.dead_letters.clone(), max_file_mb: 0, ..DeadLetterConfig::default() };
     let cx = SinkContext {
         dead_letters: &dead_letter_cfg,
         state_dir: a.state_dir.as_deref(),
@@ -701,7 +702,7 @@ fn event_forwarder(s: &SentinelConfig, set: &RuleSet, cx: &SinkContext<'_>) -> R
 fn dead_letter_sink(cfg: &DeadLetterConfig, metrics: &Metrics) -> Result<Box<dyn Sink>> {
     Ok(match &cfg.kafka {
         Some(k) => Box::new(KafkaSink::new(&k.connection(), &k.topic, "dead-letters", metrics.clone())?),
-        None => Box::new(JsonLinesFile::new(&cfg.file, "dead-letters")),
+        None => Box::new(JsonLinesFile::new(&cfg.file, "dead-letters").rotating(crate::config::rotation(cfg.max_file_mb, cfg.keep_files))),
     })
 }
 
@@ -714,7 +715,10 @@ fn build_outputs(cfg: &Config, set: &RuleSet, metrics: &Metrics, stop: &Arc<std:
         bail!("no alert sink configured: alerts would go nowhere");
     }
     let dead_letters = dead_letter_sink(&cfg.dead_letters, metrics)?;
-    let late_events: Box<dyn Sink> = Box::new(JsonLinesFile::new(&cfg.late_events.file, "late-events"));
+    let late_events: Box<dyn Sink> = Box::new(
+        JsonLinesFile::new(&cfg.late_events.file, "late-events")
+            .rotating(crate::config::rotation(cfg.late_events.max_file_mb, cfg.late_events.keep_files)),
+    );
     let events = match &cfg.sinks.sentinel {
         Some(s) => event_forwarder(s, set, &cx)?,
         None => None,

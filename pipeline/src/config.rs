@@ -160,8 +160,28 @@ impl Default for SinksConfig {
 pub struct DeadLetterConfig {
     #[serde(default = "default_dead_letter_file")]
     pub file: PathBuf,
+    /// Roll the file over past this many MiB (FILE.1 … FILE.keep_files kept); 0: never.
+    #[serde(default = "default_max_file_mb")]
+    pub max_file_mb: u64,
+    #[serde(default = "default_keep_files")]
+    pub keep_files: u32,
     /// Dead letters to a Kafka topic instead of the file.
     pub kafka: Option<KafkaSinkConfig>,
+}
+
+// Files the service keeps appending to (dead letters, late events) roll over, so a flood of bad
+// or late input cannot fill the disk: at most (keep_files + 1) × max_file_mb.
+fn default_max_file_mb() -> u64 {
+    256
+}
+
+fn default_keep_files() -> u32 {
+    3
+}
+
+/// `max_file_mb`/`keep_files` as the file sink takes them (0 MiB: never roll over).
+pub fn rotation(max_file_mb: u64, keep_files: u32) -> Option<crate::sink::Rotation> {
+    (max_file_mb > 0).then(|| crate::sink::Rotation { max_bytes: max_file_mb << 20, keep: keep_files })
 }
 
 fn default_dead_letter_file() -> PathBuf {
@@ -170,7 +190,12 @@ fn default_dead_letter_file() -> PathBuf {
 
 impl Default for DeadLetterConfig {
     fn default() -> Self {
-        DeadLetterConfig { file: default_dead_letter_file(), kafka: None }
+        DeadLetterConfig {
+            file: default_dead_letter_file(),
+            max_file_mb: default_max_file_mb(),
+            keep_files: default_keep_files(),
+            kafka: None,
+        }
     }
 }
 
@@ -180,6 +205,11 @@ impl Default for DeadLetterConfig {
 pub struct LateEventsConfig {
     #[serde(default = "default_late_events_file")]
     pub file: PathBuf,
+    /// As for dead letters.
+    #[serde(default = "default_max_file_mb")]
+    pub max_file_mb: u64,
+    #[serde(default = "default_keep_files")]
+    pub keep_files: u32,
 }
 
 fn default_late_events_file() -> PathBuf {
@@ -188,7 +218,7 @@ fn default_late_events_file() -> PathBuf {
 
 impl Default for LateEventsConfig {
     fn default() -> Self {
-        LateEventsConfig { file: default_late_events_file() }
+        LateEventsConfig { file: default_late_events_file(), max_file_mb: default_max_file_mb(), keep_files: default_keep_files() }
     }
 }
 
@@ -371,7 +401,7 @@ impl Config {
         }
         if let Some(url) = dead_letters {
             self.dead_letters = match sink_from_url(url)? {
-                SinkTarget::File(p) => DeadLetterConfig { file: p, kafka: None },
+                SinkTarget::File(p) => DeadLetterConfig { file: p, ..DeadLetterConfig::default() },
                 SinkTarget::Kafka(k) => DeadLetterConfig { kafka: Some(k), ..DeadLetterConfig::default() },
                 SinkTarget::Stdout => bail!("--dead-letters: stdout carries alerts; give a file or a kafka:// URL"),
                 SinkTarget::Sentinel(_) => bail!("--dead-letters: give a file or a kafka:// URL (Sentinel takes alerts)"),

@@ -88,11 +88,57 @@ pub struct JsonLinesFile {
     syncs: bool,
     buf: Vec<u8>,
     label: String,
+    rotation: Option<Rotation>,
+    /// Bytes in the open file (a regular one).
+    size: u64,
+}
+
+/// When a file a service keeps appending to (dead letters, late events) rolls over: past
+/// `max_bytes`, FILE becomes FILE.1, FILE.1 becomes FILE.2 …, and what was FILE.`keep` is gone.
+/// A flood of bad input then costs at most (keep + 1) × max_bytes of disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: u32,
 }
 
 impl JsonLinesFile {
     pub fn new(path: &Path, label: &str) -> Self {
-        JsonLinesFile { path: path.to_path_buf(), out: None, syncs: false, buf: Vec::new(), label: format!("{label}:{}", path.display()) }
+        JsonLinesFile {
+            path: path.to_path_buf(),
+            out: None,
+            syncs: false,
+            buf: Vec::new(),
+            label: format!("{label}:{}", path.display()),
+            rotation: None,
+            size: 0,
+        }
+    }
+
+    /// Rolls the file over as `rotation` says (None: it grows as long as it is written).
+    pub fn rotating(mut self, rotation: Option<Rotation>) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// FILE → FILE.1 → FILE.2 … (the last one replaced), after syncing what FILE holds.
+    fn roll_over(&mut self, keep: u32) -> Result<()> {
+        self.flush()?;
+        self.out = None;
+        let numbered = |i: u32| PathBuf::from(format!("{}.{i}", self.path.display()));
+        for i in (1..keep).rev() {
+            match std::fs::rename(numbered(i), numbered(i + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("rolling over {}", self.path.display()))
+                }
+                _ => {}
+            }
+        }
+        if keep == 0 { std::fs::remove_file(&self.path) } else { std::fs::rename(&self.path, numbered(1)) }
+            .with_context(|| format!("rolling over {}", self.path.display()))?;
+        log::info!("{}: rolled over at {} bytes (keeping {keep} older files)", self.label, self.size);
+        self.size = 0;
+        Ok(())
     }
 
     fn open(&mut self) -> Result<&mut File> {
@@ -105,7 +151,9 @@ impl JsonLinesFile {
                 .append(true)
                 .open(&self.path)
                 .with_context(|| format!("opening {}", self.path.display()))?;
-            self.syncs = f.metadata().is_ok_and(|m| m.is_file());
+            let meta = f.metadata().ok().filter(|m| m.is_file());
+            self.syncs = meta.is_some();
+            self.size = meta.map_or(0, |m| m.len());
             self.out = Some(f);
         }
         Ok(self.out.as_mut().expect("opened above"))
@@ -127,7 +175,12 @@ impl Sink for JsonLinesFile {
             buf.push(b'\n');
         }
         let path = self.path.display().to_string();
+        self.open()?;
+        if let Some(r) = self.rotation.filter(|r| self.syncs && self.size > 0 && self.size + buf.len() as u64 > r.max_bytes) {
+            self.roll_over(r.keep)?;
+        }
         let written = self.open()?.write_all(&buf).with_context(|| format!("writing {path}"));
+        self.size += buf.len() as u64;
         self.buf = buf;
         written
     }
@@ -155,5 +208,36 @@ impl Sink for MemorySink {
     }
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> Record {
+        Record { key: String::new(), json: format!("{{\"n\":{i:04}}}").into_bytes() }
+    }
+
+    #[test]
+    fn a_file_rolls_over_and_keeps_only_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.jsonl");
+        let mut f = JsonLinesFile::new(&path, "late-events").rotating(Some(Rotation { max_bytes: 40, keep: 2 }));
+        for i in 0..20 {
+            f.send(&[record(i)]).unwrap(); // 11 bytes a line: three to a file
+        }
+        f.flush().unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let (newest, older, oldest) = (read(&path), read(&dir.path().join("late.jsonl.1")), read(&dir.path().join("late.jsonl.2")));
+        assert!(!dir.path().join("late.jsonl.3").exists());
+        for text in [&newest, &older, &oldest] {
+            assert!(text.len() <= 40, "{text}");
+        }
+        // The newest lines, in order, across the files: nothing lost but what rolled off the end.
+        let kept: Vec<String> = [oldest, older, newest].concat().lines().map(String::from).collect();
+        let want: Vec<String> = (20 - kept.len()..20).map(|i| format!("{{\"n\":{i:04}}}")).collect();
+        assert_eq!(kept, want);
+        assert_eq!(kept.len(), 8, "three files: 2 + 3 + 3 lines");
     }
 }
