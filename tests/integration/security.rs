@@ -1,10 +1,12 @@
 //! The security promises, each tried by a test that attempts to break it: secret material planted
-//! in every form it takes in audit events never reaches any output of a replay.
+//! in every form it takes in audit events never reaches any output of a replay (stdout, files,
+//! a Kafka topic on a real broker, dead letters, late events, the lake, the log).
 
 use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::broker::Broker;
 use crate::common::{bin, envelope};
 
 /// Values planted in the input: none may appear in any output, whole or base64-decoded.
@@ -113,14 +115,21 @@ fn planted_secrets_never_reach_any_output_of_a_replay() {
     std::fs::write(dir.join("a.jsonl"), first).unwrap();
     std::fs::write(dir.join("b.jsonl"), format!("{}\n", envelope(&[late]))).unwrap();
     let lake = format!("file://{}/lake", dir.display());
+    let broker = Broker::in_memory(dir);
+    broker.create_topic("alerts", 1);
+    let topic = format!("kafka://{}/alerts", broker.addr());
     let out = bin()
         .args(["-vv", "replay", "--no-progress", "--rules", "rules", "--allowed-lateness", "0s", "--alerts", "alerts.jsonl"])
-        .args(["--lake", &lake, "a.jsonl", "b.jsonl"])
+        .args(["--sink", "stdout", "--sink", &topic, "--lake", &lake, "a.jsonl", "b.jsonl"])
         .current_dir(dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let all = outputs(dir, &out.stdout, &out.stderr);
+    let mut all = outputs(dir, &out.stdout, &out.stderr);
+    let alerts = all.iter().find(|(n, _)| n == "alerts.jsonl").unwrap().1.lines().count();
+    let on_topic = broker.read_all("alerts", std::time::Duration::from_secs(10), |docs| docs.len() >= alerts);
+    assert_eq!(on_topic.len(), alerts, "every alert reached the topic");
+    all.push(("kafka topic alerts".into(), on_topic.iter().map(|d| String::from_utf8_lossy(d).into_owned() + "\n").collect()));
     // The planted input reached each output it was meant for (so the absence below means
     // something): the bodies' keys in alerts, the cut records in dead letters, the late event.
     let text = |name: &str| &all.iter().find(|(n, _)| n == name).unwrap().1;
