@@ -121,6 +121,19 @@ impl JsonLinesFile {
         self
     }
 
+    /// Whether the path no longer names the open file: another writer of it rolled it over
+    /// (the pipeline's dead letters and a sink's own share one file), or logrotate moved it.
+    /// Writing on would append to a renamed file, and once that is replaced, to nothing.
+    fn moved(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(out) = self.out.as_ref().filter(|_| self.syncs) else { return false };
+        match (out.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
+            (Ok(_), Err(_)) => true,
+            _ => false,
+        }
+    }
+
     /// FILE → FILE.1 → FILE.2 … (the last one replaced), after syncing what FILE holds.
     fn roll_over(&mut self, keep: u32) -> Result<()> {
         self.flush()?;
@@ -175,6 +188,10 @@ impl Sink for JsonLinesFile {
             buf.push(b'\n');
         }
         let path = self.path.display().to_string();
+        if self.moved() {
+            self.flush()?;
+            self.out = None;
+        }
         self.open()?;
         if let Some(r) = self.rotation.filter(|r| self.syncs && self.size > 0 && self.size + buf.len() as u64 > r.max_bytes) {
             self.roll_over(r.keep)?;
@@ -239,5 +256,24 @@ mod tests {
         let want: Vec<String> = (20 - kept.len()..20).map(|i| format!("{{\"n\":{i:04}}}")).collect();
         assert_eq!(kept, want);
         assert_eq!(kept.len(), 8, "three files: 2 + 3 + 3 lines");
+    }
+
+    #[test]
+    fn a_second_writer_follows_the_file_when_the_first_rolls_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let mut rolling = JsonLinesFile::new(&path, "dead-letters").rotating(Some(Rotation { max_bytes: 25, keep: 1 }));
+        let mut other = JsonLinesFile::new(&path, "dead-letters");
+        for i in 0..6 {
+            rolling.send(&[record(i)]).unwrap();
+            other.send(&[record(100 + i)]).unwrap();
+        }
+        // What the files keep is both writers' newest lines, each writer's in order: none went
+        // to a file rolled away after its rename.
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let kept = read(&dir.path().join("dead.jsonl.1")) + &read(&path);
+        let (ours, theirs): (Vec<&str>, Vec<&str>) = kept.lines().partition(|l| l.contains(":00"));
+        assert_eq!(ours, ["{\"n\":0002}", "{\"n\":0003}", "{\"n\":0004}", "{\"n\":0005}"], "{kept}");
+        assert_eq!(theirs, ["{\"n\":0102}", "{\"n\":0103}", "{\"n\":0104}", "{\"n\":0105}"], "{kept}");
     }
 }
