@@ -205,8 +205,19 @@ fn feed(input: &Path, rate: u64, seed: u64, stop: &AtomicBool) -> Result<u64> {
 /// The latest record time (`time`, `TimeGenerated`; whole seconds) in a generated line. Times
 /// inside bodies (expirations, certificates) may lie ahead, so only those two are read.
 fn latest_time(text: &[u8]) -> Option<i64> {
-    let stamp = regex::bytes::Regex::new(r#""(?:time|TimeGenerated)":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)"#).expect("a valid pattern");
-    let latest = stamp.captures_iter(text).filter_map(|c| c.get(1)).map(|m| m.as_bytes()).max()?;
-    let latest = std::str::from_utf8(latest).ok()?;
-    chrono::NaiveDateTime::parse_from_str(latest, "%Y-%m-%dT%H:%M:%S").ok().map(|t| t.and_utc().timestamp())
+    // Compiled once: this runs on every generated line.
+    static STAMP: std::sync::LazyLock<regex::bytes::Regex> =
+        std::sync::LazyLock::new(|| regex::bytes::Regex::new(r#""(?:time|TimeGenerated)":"([^"]+)""#).expect("a valid pattern"));
+    let stamps = STAMP.captures_iter(text).filter_map(|c| std::str::from_utf8(c.get(1)?.as_bytes()).ok());
+    stamps.filter_map(crate::decode::time::parse_rfc3339_nanos).max().map(|ns| ns.div_euclid(1_000_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn latest_time_reads_record_times_only() {
+        let line = br#"{"records":[{"time":"2026-11-01T08:00:59.9Z","properties":{"log":"{\"expirationTimestamp\":\"2026-11-01T09:00:00Z\"}"}},{"TimeGenerated":"2026-11-01T08:00:30Z"}]}"#;
+        assert_eq!(super::latest_time(line), crate::decode::time::parse_rfc3339_nanos("2026-11-01T08:00:59Z").map(|ns| ns / 1_000_000_000));
+        assert_eq!(super::latest_time(b"not json"), None);
+    }
 }
