@@ -66,8 +66,7 @@ fn delivered(broker: &Broker, expected: &HashSet<String>) -> HashSet<String> {
 /// failure shows the unexpected alerts whole.
 fn check(alerts_topic: Option<&Broker>, delivered: &HashSet<String>, expected: &HashSet<String>, dir: &Path) {
     let missing: Vec<_> = expected.difference(delivered).collect();
-    let log = || std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default();
-    assert!(missing.is_empty(), "{} of {} alerts never arrived: {missing:?}\n{}", missing.len(), expected.len(), log());
+    assert!(missing.is_empty(), "{} of {} alerts never arrived: {missing:?}\n{}", missing.len(), expected.len(), crowsnest_log(dir));
     // A repeat may only repeat an id; nothing the file replay does not produce.
     let extra: Vec<&String> = delivered.difference(expected).collect();
     if let (false, Some(broker)) = (extra.is_empty(), alerts_topic) {
@@ -258,7 +257,7 @@ fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
 
     // Nobody reads stdout: the pipeline fills up and pauses its partitions.
     wait_for("consumption to pause", WAIT, || page().filter(|m| metric(m, "crowsnest_kafka_paused") == Some(1.0)));
-    let consumed = || page().and_then(|m| metric(&m, "crowsnest_kafka_messages_consumed_total")).unwrap_or(0.0);
+    let consumed = || consumed_total(port);
     let at_pause = consumed();
     std::thread::sleep(Duration::from_secs(3));
     let later = consumed();
@@ -295,11 +294,8 @@ fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_t
     // 20 denials in a 10-minute window, threshold 15: 10 before the kill, 10 after. Had the
     // offsets of the first 10 been committed, the restarted pipeline would count only 10 and
     // never alert.
-    rule_dir(
-        dir.path(),
-        "id: W-1\ntitle: denied\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS denied FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 15\n",
-    );
-    let t = |s: u32| format!("2026-11-01T{:02}:{:02}:{:02}.000000Z", 8 + s / 3600, (s / 60) % 60, s % 60);
+    rule_dir(dir.path(), DENIALS_RULE);
+    let t = window_time;
     // Before the window: benign traffic, whose offsets may be committed.
     let mut first: Vec<Vec<u8>> =
         (0..5).map(|i| audit_line(i, "alice@contoso.com", 200, &format!("2026-11-01T07:00:{:02}.000000Z", i * 10))).collect();
@@ -331,7 +327,7 @@ fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_t
     };
     let port = free_port();
     let mut p = start(port);
-    let consumed = || http_get(port, "/metrics").and_then(|(_, m)| metric(&m, "crowsnest_kafka_messages_consumed_total")).unwrap_or(0.0);
+    let consumed = || consumed_total(port);
     wait_for("the first part to be consumed", WAIT, || (consumed() >= first.len() as f64).then_some(()));
     // Checkpoints run every second: the window's events must stay uncommitted.
     std::thread::sleep(Duration::from_secs(3));
@@ -343,8 +339,7 @@ fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_t
     broker.produce("waudit", 1, &second);
     let _p = start(free_port());
     let docs = broker.read_all("walerts", WAIT, |docs| !docs.is_empty());
-    let log = || std::fs::read_to_string(dir.path().join("crowsnest.log")).unwrap_or_default();
-    assert_eq!(docs.len(), 1, "one alert: {docs:?}\n{}", log());
+    assert_eq!(docs.len(), 1, "one alert: {docs:?}\n{}", crowsnest_log(dir.path()));
     let got: serde_json::Value = serde_json::from_slice(&docs[0]).unwrap();
     assert_eq!(got["id"], expected[0]["id"], "the same alert id as the file replay");
     assert_eq!(got["count"], 20, "the window was rebuilt from the replayed offsets");
@@ -356,11 +351,8 @@ fn a_restart_mid_window_rebuilds_the_window_from_uncommitted_offsets_and_gives_t
 #[test]
 fn a_partition_whose_only_new_event_is_a_repeat_does_not_hold_the_watermark_back() {
     let dir = tempfile::tempdir().unwrap();
-    rule_dir(
-        dir.path(),
-        "id: W-1\ntitle: denied\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS denied FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 15\n",
-    );
-    let t = |s: u32| format!("2026-11-01T{:02}:{:02}:{:02}.000000Z", 8 + s / 3600, (s / 60) % 60, s % 60);
+    rule_dir(dir.path(), DENIALS_RULE);
+    let t = window_time;
     let broker = Broker::in_memory(dir.path());
     broker.create_topic("raudit", 2);
     broker.create_topic("ralerts", 1);
@@ -379,7 +371,7 @@ fn a_partition_whose_only_new_event_is_a_repeat_does_not_hold_the_watermark_back
         &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n[rules]\nidle_timeout = \"10m\"\n"),
         &["--rules", "rules", "--sink", &sink, "--source", &source],
     );
-    let consumed = || http_get(port, "/metrics").and_then(|(_, m)| metric(&m, "crowsnest_kafka_messages_consumed_total")).unwrap_or(0.0);
+    let consumed = || consumed_total(port);
     wait_for("the denials to be consumed", WAIT, || (consumed() >= 20.0).then_some(()));
     // An hour later, one event reaches both partitions (a record sent twice): on one of them it
     // is a repeat, dropped before any rule sees it. Both partitions are now past the window.
@@ -392,4 +384,17 @@ fn a_partition_whose_only_new_event_is_a_repeat_does_not_hold_the_watermark_back
 
 fn crowsnest_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("crowsnest.log")).unwrap_or_default()
+}
+
+/// 15 denials of one user in a 10-minute window: the windowed rule of the restart tests.
+const DENIALS_RULE: &str = "id: W-1\ntitle: denied\nseverity: low\nentities: [user_name]\nquery: |\n  SELECT user_name, count(*) AS denied FROM kube_audit WHERE response_code = 403\n  GROUP BY user_name, TUMBLE(event_time, INTERVAL '10 minutes') HAVING count(*) >= 15\n";
+
+/// `s` seconds after 2026-11-01T08:00:00Z.
+fn window_time(s: u32) -> String {
+    format!("2026-11-01T{:02}:{:02}:{:02}.000000Z", 8 + s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Messages the service on `port` has consumed, from its metrics (0 until it answers).
+fn consumed_total(port: u16) -> f64 {
+    http_get(port, "/metrics").and_then(|(_, m)| metric(&m, "crowsnest_kafka_messages_consumed_total")).unwrap_or(0.0)
 }
