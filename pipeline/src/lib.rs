@@ -20,6 +20,7 @@
 //! - [`tables`], [`alert`], [`deadletter`], [`redact`], [`metrics`] — shared vocabulary
 
 pub mod alert;
+pub mod azure;
 pub mod backtest;
 pub mod bench;
 pub mod checkpoint;

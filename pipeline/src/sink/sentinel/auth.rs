@@ -1,25 +1,17 @@
-//! Entra ID tokens for the Logs Ingestion API, through the Azure SDK (`azure_identity`). The
-//! identity is chosen explicitly in the config; the SDK caches tokens and refreshes them five
-//! minutes before they expire. Every credential talks through the sink's own HTTP client, so a
+//! Entra ID tokens for the Logs Ingestion API, through the Azure SDK (`azure_identity`, see
+//! [`crate::azure`]). The identity is chosen explicitly in the config; the SDK caches tokens and
+//! refreshes them five minutes before they expire. Every credential talks through the sink's own HTTP client, so a
 //! custom CA and HTTPS_PROXY apply to the token endpoint as to the ingestion endpoint.
 //!
 //! Tokens never leave this module except as the Authorization header: no log line, error,
 //! metric or dead letter carries one.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientOptions, Transport};
-use azure_identity::{
-    AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
-    WorkloadIdentityCredentialOptions,
-};
 
-use super::config::{AuthMethod, SentinelConfig};
+use super::config::SentinelConfig;
 
 /// The HTTP client for both Entra ID and the ingestion endpoint: timeouts, the extra CA, and
 /// the environment's proxy settings (reqwest reads HTTPS_PROXY / NO_PROXY).
@@ -83,73 +75,8 @@ impl Auth {
     }
 }
 
-// The SDK's option structs are `#[non_exhaustive]` or carry crate-private fields, so they
-// cannot be written as literals: they are built from their defaults, field by field.
-#[allow(clippy::field_reassign_with_default)]
-fn client_options(cfg: &SentinelConfig, http: &reqwest::Client) -> ClientOptions {
-    let mut custom = CustomConfiguration::default();
-    custom.authority_host = cfg.authority_host();
-    let mut o = ClientOptions::default();
-    o.transport = Some(Transport::new(Arc::new(http.clone())));
-    o.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
-    o
-}
-
-fn setting(configured: &Option<String>, env: &str, what: &str, auth: AuthMethod) -> Result<String> {
-    configured.clone().or_else(|| std::env::var(env).ok()).filter(|v| !v.is_empty()).with_context(|| {
-        format!("[sinks.sentinel] auth = {auth:?} needs the {what}: set {env} or {} in the config", what.replace(' ', "_"))
-    })
-}
-
 fn credential(cfg: &SentinelConfig, http: &reqwest::Client) -> Result<Arc<dyn TokenCredential>> {
-    let auth = cfg.auth;
-    let sdk = |e: azure_core::Error| anyhow!("[sinks.sentinel] auth = {auth:?}: {e}");
-    Ok(match auth {
-        AuthMethod::ClientSecret => {
-            let tenant = setting(&cfg.tenant_id, "AZURE_TENANT_ID", "tenant id", auth)?;
-            let client = setting(&cfg.client_id, "AZURE_CLIENT_ID", "client id", auth)?;
-            let secret = setting(&cfg.client_secret, "AZURE_CLIENT_SECRET", "client secret", auth)?;
-            let o = ClientSecretCredentialOptions { client_options: client_options(cfg, http) };
-            ClientSecretCredential::new(&tenant, client, Secret::new(secret), Some(o)).map_err(sdk)?
-        }
-        AuthMethod::WorkloadIdentity => {
-            let tenant = setting(&cfg.tenant_id, "AZURE_TENANT_ID", "tenant id", auth)?;
-            let client = setting(&cfg.client_id, "AZURE_CLIENT_ID", "client id", auth)?;
-            let file = match &cfg.federated_token_file {
-                Some(f) => f.clone(),
-                None => PathBuf::from(setting(&None, "AZURE_FEDERATED_TOKEN_FILE", "federated token file", auth)?),
-            };
-            if !file.exists() {
-                anyhow::bail!(
-                    "[sinks.sentinel] auth = WorkloadIdentity: the federated token file {} does not exist (is the pod labelled azure.workload.identity/use: \"true\" and its service account annotated with the client id?)",
-                    file.display()
-                );
-            }
-            let o = WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions { client_options: client_options(cfg, http) },
-                tenant_id: Some(tenant),
-                client_id: Some(client),
-                token_file_path: Some(file),
-            };
-            WorkloadIdentityCredential::new(Some(o)).map_err(sdk)?
-        }
-        AuthMethod::ManagedIdentity => {
-            let o = ManagedIdentityCredentialOptions {
-                client_options: client_options(cfg, http),
-                user_assigned_id: cfg.client_id.clone().map(UserAssignedId::ClientId),
-            };
-            ManagedIdentityCredential::new(Some(o)).map_err(sdk)?
-        }
-        AuthMethod::AzureCli => {
-            #[allow(clippy::field_reassign_with_default)] // a crate-private field: no literal
-            let o = {
-                let mut o = AzureCliCredentialOptions::default();
-                o.tenant_id = cfg.tenant_id.clone();
-                o
-            };
-            AzureCliCredential::new(Some(o)).map_err(sdk)?
-        }
-    })
+    crate::azure::credential(&cfg.identity(), Some(http))
 }
 
 /// What a 401 or 403 means, for a person.

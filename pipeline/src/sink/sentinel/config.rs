@@ -91,56 +91,14 @@ fn default_max_spool() -> u64 {
     1 << 30
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    /// A pod on AKS with Entra Workload ID: a federated service-account token exchanged for an
-    /// Entra token (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE).
-    WorkloadIdentity,
-    /// An app registration's secret (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET).
-    ClientSecret,
-    /// The VM's or node pool's managed identity (IMDS).
-    ManagedIdentity,
-    /// `az login` on a laptop.
-    AzureCli,
-}
+pub use crate::azure::{AuthMethod, Cloud};
 
-impl std::str::FromStr for AuthMethod {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "workload_identity" => AuthMethod::WorkloadIdentity,
-            "client_secret" => AuthMethod::ClientSecret,
-            "managed_identity" => AuthMethod::ManagedIdentity,
-            "azure_cli" => AuthMethod::AzureCli,
-            _ => bail!("auth {s:?}: one of workload_identity, client_secret, managed_identity, azure_cli"),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cloud {
-    #[default]
-    Public,
-    Usgov,
-    China,
-}
-
-impl Cloud {
-    pub fn authority_host(self) -> &'static str {
-        match self {
-            Cloud::Public => "https://login.microsoftonline.com",
-            Cloud::Usgov => "https://login.microsoftonline.us",
-            Cloud::China => "https://login.chinacloudapi.cn",
-        }
-    }
-    pub fn scope(self) -> &'static str {
-        match self {
-            Cloud::Public => "https://monitor.azure.com//.default",
-            Cloud::Usgov => "https://monitor.azure.us//.default",
-            Cloud::China => "https://monitor.azure.cn//.default",
-        }
+/// The Logs Ingestion API's token scope per cloud.
+fn monitor_scope(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Public => "https://monitor.azure.com//.default",
+        Cloud::Usgov => "https://monitor.azure.us//.default",
+        Cloud::China => "https://monitor.azure.cn//.default",
     }
 }
 
@@ -203,14 +161,24 @@ impl SentinelConfig {
 
     /// The authority host in force: the config's, else $AZURE_AUTHORITY_HOST, else the cloud's.
     pub fn authority_host(&self) -> String {
-        self.authority_host
-            .clone()
-            .or_else(|| std::env::var("AZURE_AUTHORITY_HOST").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| self.cloud.authority_host().to_string())
+        crate::azure::authority_host(&self.authority_host, self.cloud)
+    }
+
+    /// The identity that posts.
+    pub fn identity(&self) -> crate::azure::Identity {
+        crate::azure::Identity {
+            section: "[sinks.sentinel]",
+            auth: self.auth,
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            federated_token_file: self.federated_token_file.clone(),
+            authority_host: self.authority_host(),
+        }
     }
 
     pub fn scope(&self) -> String {
-        self.scope.clone().unwrap_or_else(|| self.cloud.scope().to_string())
+        self.scope.clone().unwrap_or_else(|| monitor_scope(self.cloud).to_string())
     }
 
     /// The settings of the forwarded-events stream, when `forward_events` asks for it: the same
@@ -294,14 +262,7 @@ pub fn from_url(url: &str) -> Result<SentinelConfig> {
             "auth" => auth = Some(v.parse()?),
             "tenant_id" => cfg.tenant_id = Some(v),
             "client_id" => cfg.client_id = Some(v),
-            "cloud" => {
-                cfg.cloud = match v.as_str() {
-                    "public" => Cloud::Public,
-                    "usgov" => Cloud::Usgov,
-                    "china" => Cloud::China,
-                    _ => bail!("{url}: cloud is public, usgov or china"),
-                }
-            }
+            "cloud" => cfg.cloud = v.parse().with_context(|| format!("{url}: cloud"))?,
             "authority_host" => cfg.authority_host = Some(v),
             "scope" => cfg.scope = Some(v),
             "ca_file" => cfg.ca_file = Some(PathBuf::from(v)),
