@@ -82,6 +82,13 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
 }
 
+/// The sum of a metric's samples (every label set) on a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> =
+        page.lines().filter(|l| l.split(['{', ' ']).next() == Some(name)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// The non-empty lines of a file, as bytes (one Kafka message each).
 pub fn file_lines(path: &Path) -> Vec<Vec<u8>> {
     std::fs::read(path).expect("the file").split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
@@ -94,12 +101,19 @@ pub struct Running(pub Child);
 
 impl Running {
     pub fn start(dir: &Path, config: &str, args: &[&str]) -> Running {
+        Running::start_with_env(dir, config, args, &[])
+    }
+
+    /// [`Running::start`] with variables set in the service's environment only (tests run in
+    /// threads of one process: setting them in our own would leak into the others).
+    pub fn start_with_env(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         let cfg = dir.join("crowsnest.toml");
         std::fs::write(&cfg, config).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("crowsnest.log")).unwrap();
         let child = bin()
             .args(["-v", "run", "-c", cfg.to_str().unwrap()])
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

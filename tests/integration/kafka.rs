@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::broker::{alert_ids, Broker, FETCH_WAIT_MS};
-use crate::common::{bin, file_lines, free_port, http_get, run, stdout_alerts, wait_for, Running};
+use crate::common::{bin, file_lines, free_port, http_get, metric, run, stdout_alerts, wait_for, Running};
 
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(120);
@@ -203,12 +203,6 @@ fn a_poison_message_goes_to_dead_letters_and_does_not_block_its_partition() {
 fn rule_dir(dir: &Path, yaml: &str) {
     std::fs::create_dir_all(dir.join("rules/rules")).unwrap();
     std::fs::write(dir.join("rules/rules/rule.yaml"), yaml).unwrap();
-}
-
-fn metric(page: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> =
-        page.lines().filter(|l| l.split(['{', ' ']).next() == Some(name)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 #[test]

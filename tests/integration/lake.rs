@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::azurite::{Azurite, ACCOUNT, KEY};
 use crate::broker::{Broker, FETCH_WAIT_MS};
 use crate::common::{bin, envelope, file_lines, run, stdout_alerts, wait_for, Running};
+use crowsnest::standin::azurite::{Azurite, ACCOUNT, KEY};
 
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "crowsnest failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -339,8 +339,8 @@ fn azurite_env() -> Vec<(&'static str, &'static str)> {
 fn a_lake_in_azure_blob_storage_azurite_keeps_one_copy_and_is_hunted_and_compacted() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let azurite = Azurite::start(dir);
-    azurite.create_container("security");
+    let azurite = Azurite::start(dir).expect("Azurite starts");
+    azurite.create_container("security").unwrap();
     let lake = format!("az://security/aks/lake?endpoint={}", azurite.endpoint());
     let env = azurite_env();
     let replay = |extra: &[&str]| {
