@@ -2,5 +2,6 @@
 //! speak the real wire protocol and refuse what the service refuses, in-process, with no cloud.
 
 pub mod azurite;
+pub mod eventhubs;
 pub mod logs_ingestion;
 pub mod pki;
