@@ -22,6 +22,7 @@ use crate::sink::sentinel::config::SentinelConfig;
 use crate::sink::sentinel::events::EventForwarder;
 use crate::sink::sentinel::{DeadLetterOut, Drain, SentinelSink};
 use crate::sink::{JsonLinesFile, Sink, StdoutSink};
+use crate::source::eventhubs::EventHubsSource;
 use crate::source::file::{open_paths, FileSource, Opened};
 use crate::source::kafka::{KafkaSource, KafkaSourceOptions};
 use crate::source::{FramingLimits, Source};
@@ -198,7 +199,8 @@ struct RunArgs {
     /// TOML config (see crowsnest.example.toml); the URLs below replace its sections.
     #[arg(short, long)]
     config: Option<PathBuf>,
-    /// kafka://HOST:PORT/TOPIC[,TOPIC]?group=G&start=earliest|latest, file:///PATH[?follow=true], or stdin.
+    /// kafka://HOST:PORT/TOPIC[,TOPIC]?group=G&start=earliest|latest, file:///PATH[?follow=true],
+    /// eventhubs://NAMESPACE.servicebus.windows.net/HUB?checkpoints=URL&auth=workload_identity[&group=G], or stdin.
     #[arg(long, value_name = "URL")]
     source: Option<String>,
     /// Where alerts go (repeatable): stdout, file:///PATH, kafka://HOST:PORT/TOPIC,
@@ -219,8 +221,9 @@ struct RunArgs {
 struct ValidateArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Also try the sinks: the Sentinel sink gets a token and posts an empty batch, and says
-    /// what a refusal (401, 403, 404) means.
+    /// Also try the source and sinks: the Sentinel sink gets a token and posts an empty batch;
+    /// an Event Hubs source opens the hub, a reader and the checkpoint container. Each says
+    /// what a refusal (401, 403, 404, unauthorized-access, not-found) means.
     #[arg(long)]
     check: bool,
 }
@@ -357,10 +360,12 @@ enum RulesCommand {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The Azure SDK logs through `tracing` (forwarded to `log`): its info lines narrate every
+    // balancing round, so it says only what goes wrong unless asked (-vv, or CROWSNEST_LOG).
     let level = match cli.verbose {
         0 => "warn",
-        1 => "info",
-        _ => "debug",
+        1 => "info,azure_messaging_eventhubs=warn,azure_messaging_eventhubs_checkpointstore_blob=warn,azure_core_amqp=warn,fe2o3_amqp=warn",
+        _ => "debug,fe2o3_amqp=info,hyper_util=info,reqwest=info",
     };
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("CROWSNEST_LOG", level)).target(env_logger::Target::Stderr).init();
     match dispatch(cli.command) {
@@ -639,6 +644,7 @@ fn describe_source(cfg: &Config) -> String {
             let preset = if preset.is_some() { " (Event Hubs)" } else { "" };
             format!("kafka {} at {brokers}{preset}, group {group}", topics.join(","))
         }
+        SourceConfig::Eventhubs(e) => e.describe(),
     }
 }
 
@@ -753,6 +759,13 @@ fn validate(args: &RunArgs, check: bool) -> Result<()> {
     for k in cfg.sinks.kafka.iter().chain(cfg.dead_letters.kafka.iter()) {
         k.connection().client_config(Role::Producer).with_context(|| format!("kafka sink {}", k.topic))?;
     }
+    if let SourceConfig::Eventhubs(e) = &cfg.source {
+        if check {
+            for line in crate::source::eventhubs::validate::check(e)? {
+                println!("{line}");
+            }
+        }
+    }
     if let Some(s) = &cfg.sinks.sentinel {
         // The identity settings are checked as the credential would be built.
         let http = crate::sink::sentinel::auth::http_client(s)?;
@@ -809,6 +822,13 @@ fn run_service(args: &RunArgs) -> Result<()> {
                 control.checkpoint_interval = std::time::Duration::from_nanos(parse_duration(i)?.max(1) as u64);
             }
             let source = KafkaSource::new(&opts, kafka_limits, control.bytes_read.clone(), control.stop.clone(), (*metrics).clone())?;
+            vec![Box::new(source)]
+        }
+        SourceConfig::Eventhubs(e) => {
+            if let Some(i) = e.commit_interval() {
+                control.checkpoint_interval = i;
+            }
+            let source = EventHubsSource::new(e, kafka_limits, control.bytes_read.clone(), control.stop.clone(), (*metrics).clone())?;
             vec![Box::new(source)]
         }
         SourceConfig::Stdin => vec![Box::new(FileSource::stdin(limits, control.bytes_read.clone())?)],

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::kafka::{parse_url, Connection, Preset};
 use crate::sink::sentinel::config::{self as sentinel, SentinelConfig};
+use crate::source::eventhubs::config::{self as eventhubs, EventHubsConfig};
 use crate::source::kafka::StartPosition;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -69,6 +70,8 @@ pub enum SourceConfig {
         /// How often safe offsets are committed, e.g. "5s".
         commit_interval: Option<String>,
     },
+    /// Azure Event Hubs over AMQP, with Blob checkpoints shared by every instance of a group.
+    Eventhubs(Box<EventHubsConfig>),
 }
 
 fn default_group() -> String {
@@ -302,10 +305,14 @@ fn interpolate_value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) 
 }
 
 /// `--source URL`: `kafka://HOST:PORT/TOPIC[,TOPIC]?group=G&start=earliest`, `file:///PATH`
-/// (`?follow=true` to tail it), or `stdin` (also `-`).
+/// (`?follow=true` to tail it), `eventhubs://NAMESPACE/HUB?checkpoints=…&auth=…`, or `stdin`
+/// (also `-`).
 pub fn source_from_url(url: &str) -> Result<SourceConfig> {
     if url == "stdin" || url == "-" {
         return Ok(SourceConfig::Stdin);
+    }
+    if url.starts_with("eventhubs://") {
+        return Ok(SourceConfig::Eventhubs(Box::new(eventhubs::from_url(url)?)));
     }
     if let Some(rest) = url.strip_prefix("file://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -317,7 +324,7 @@ pub fn source_from_url(url: &str) -> Result<SourceConfig> {
         };
         return Ok(SourceConfig::File { paths: vec![PathBuf::from(path)], follow });
     }
-    let mut u = parse_url(url).with_context(|| "--source takes kafka://…, file:///PATH or stdin".to_string())?;
+    let mut u = parse_url(url).with_context(|| "--source takes kafka://…, eventhubs://…, file:///PATH or stdin".to_string())?;
     let group = u.params.remove("group").unwrap_or_else(default_group);
     let start = u.params.remove("start").map(|s| s.parse()).transpose()?.unwrap_or_default();
     let commit_interval = u.params.remove("commit_interval");
@@ -467,6 +474,9 @@ impl Config {
             if let Some(i) = commit_interval {
                 crate::rules::parse_duration(i).context("[source] commit_interval")?;
             }
+        }
+        if let SourceConfig::Eventhubs(e) = &self.source {
+            e.validate()?;
         }
         if let Some(s) = &self.sinks.sentinel {
             s.validate()?;

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub kafka_produce_retries: IntCounterVec,
     pub kafka_paused: IntGauge,
     pub kafka_offset_gaps: IntCounterVec,
+    pub eventhubs_messages: IntCounterVec,
+    pub eventhubs_bytes: IntCounterVec,
+    pub eventhubs_lag: IntGaugeVec,
+    pub eventhubs_ownership: IntCounterVec,
+    pub eventhubs_errors: IntCounterVec,
+    pub eventhubs_reading: IntGauge,
     /// The Sentinel sink (Logs Ingestion API), by stream.
     pub sentinel_requests: IntCounterVec,
     pub sentinel_bytes: IntCounterVec,
@@ -191,6 +197,41 @@ impl Metrics {
                 "Offsets a partition skipped between two messages read in order (normal on compacted topics; \
                  on others the broker failed to return them)",
                 &["topic"],
+            ),
+            eventhubs_messages: cv(
+                "crowsnest_eventhubs_messages_received_total",
+                "Event Hubs messages received, by hub and partition",
+                &["hub", "partition"],
+            ),
+            eventhubs_bytes: cv("crowsnest_eventhubs_bytes_received_total", "Event Hubs message body bytes received", &["hub"]),
+            eventhubs_lag: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "crowsnest_eventhubs_partition_lag",
+                        "Messages between the newest one received and the partition's last enqueued one, for owned partitions",
+                    ),
+                    &["hub", "partition"],
+                )
+                .expect("valid metric"),
+            ),
+            eventhubs_ownership: cv(
+                "crowsnest_eventhubs_ownership_changes_total",
+                "Partitions this instance started (claimed) or stopped (lost) reading",
+                &["hub", "change"],
+            ),
+            eventhubs_errors: cv(
+                "crowsnest_eventhubs_errors_total",
+                "Event Hubs failures, by kind (connect, processor, receive, properties, lease); all but a lost reader lease are retried",
+                &["kind"],
+            ),
+            eventhubs_reading: reg(
+                &r,
+                IntGauge::new(
+                    "crowsnest_eventhubs_reading",
+                    "1 while this instance reads the hub (standby mode: it holds the reader lease; share mode: always)",
+                )
+                .expect("valid metric"),
             ),
             sentinel_requests: cv(
                 "crowsnest_sentinel_requests_total",

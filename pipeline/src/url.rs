@@ -28,9 +28,33 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `text` with the value of every SAS signature (`sig=…`) replaced: for errors from HTTP
+/// clients that quote the request URL, so a SAS token never reaches a log.
+pub fn hide_signatures(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.to_ascii_lowercase().find("sig=") {
+        out.push_str(&rest[..i + 4]);
+        out.push_str("REDACTED");
+        let value = &rest[i + 4..];
+        let end = value.find(|c: char| c == '&' || c == '"' || c == '\'' || c == ')' || c.is_whitespace()).unwrap_or(value.len());
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{hide_signatures, percent_decode};
+
+    #[test]
+    fn signatures_are_hidden() {
+        assert_eq!(
+            hide_signatures("error sending request for url (http://h/c?sv=1&SIG=abc%2F&se=2) and sig=x"),
+            "error sending request for url (http://h/c?sv=1&SIG=REDACTED&se=2) and sig=REDACTED"
+        );
+    }
 
     #[test]
     fn escapes_plus_and_bad_input() {

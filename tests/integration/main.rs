@@ -7,6 +7,7 @@ mod common;
 mod drift;
 mod engine;
 mod equivalence;
+mod eventhubs;
 mod forms;
 mod fuzz_regressions;
 mod insights;

@@ -9,11 +9,13 @@
 //! 5. DuckDB, when its Python module is installed: load the same file and run comparable SQL.
 //!
 //! `--windows` measures the stateful side alone (see [`windows`]); `--sentinel` the Sentinel sink
-//! (see [`sentinel`]); `--lake` the lake sink and hunts over the lake (see [`lake`]).
+//! (see [`sentinel`]); `--lake` the lake sink and hunts over the lake (see [`lake`]);
+//! `--eventhubs` the native Event Hubs source against file replay (see [`eventhubs`]).
 //!
 //! `--kafka HOST:PORT` measures instead the pipeline reading a Kafka topic (3 partitions) and
 //! writing alerts to a topic, against file replay of the same events in the same run.
 
+mod eventhubs;
 mod lake;
 mod sentinel;
 mod soak;
@@ -79,6 +81,11 @@ pub struct BenchArgs {
     /// over the lake it wrote, against DuckDB reading the same Parquet files.
     #[arg(long, conflicts_with_all = ["kafka", "windows", "stages", "sentinel"])]
     lake: bool,
+    /// Event Hubs mode: the events through the native Event Hubs source (the Azure SDK over
+    /// AMQP from the local stand-in, checkpoints in Azurite) and every rule, against a file
+    /// replay of the same events; and the checkpoint writes that cost.
+    #[arg(long, conflicts_with_all = ["kafka", "windows", "stages", "sentinel", "lake"])]
+    eventhubs: bool,
     /// Soak mode: `crowsnest run` on a followed file fed at --rate events/s for this long
     /// (e.g. 30m), with bad records and changing keys, sampling its memory, threads, open files
     /// and window groups every 5 s into DIR/soak.csv (bench/plot_soak.py draws it).
@@ -532,6 +539,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     if args.lake {
         return lake::run(args, &set, workers);
+    }
+    if args.eventhubs {
+        return eventhubs::run(args, &set, workers);
     }
     let (path, size) = ensure_file(args, args.events, "events.jsonl").context("generating the bench input")?;
     if args.stages {

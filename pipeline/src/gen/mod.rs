@@ -1003,8 +1003,68 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
     Ok(stats)
 }
 
+/// The records of envelope lines (what [`generate`] writes), batched again into envelopes of at
+/// most `max_bytes` each, as a busy cluster's diagnostic setting batches them into Event Hubs
+/// messages (up to 1 MB). A line that is not an envelope is passed on as it is.
+pub fn rebatch<'a>(lines: impl IntoIterator<Item = &'a [u8]>, max_bytes: usize) -> Vec<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        records: Vec<&'a serde_json::value::RawValue>,
+    }
+    const FRAME: usize = r#"{"records":[]}"#.len();
+    let mut out = Vec::new();
+    let mut batch: Vec<u8> = Vec::new();
+    let close = |batch: &mut Vec<u8>, out: &mut Vec<Vec<u8>>| {
+        if !batch.is_empty() {
+            batch.extend_from_slice(b"]}");
+            out.push(std::mem::take(batch));
+        }
+    };
+    for line in lines {
+        let Ok(env) = serde_json::from_slice::<Envelope>(line) else {
+            close(&mut batch, &mut out);
+            out.push(line.to_vec());
+            continue;
+        };
+        for r in env.records {
+            let r = r.get().as_bytes();
+            if !batch.is_empty() && batch.len() + 1 + r.len() + 2 > max_bytes {
+                close(&mut batch, &mut out);
+            }
+            if batch.is_empty() {
+                batch.reserve(max_bytes.min(r.len() + FRAME));
+                batch.extend_from_slice(br#"{"records":["#);
+            } else {
+                batch.push(b',');
+            }
+            batch.extend_from_slice(r);
+        }
+    }
+    close(&mut batch, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rebatched_envelopes_hold_every_record_once_within_the_size() {
+        let lines: Vec<String> =
+            (0..50).map(|i| format!(r#"{{"records":[{{"n":{i},"pad":"{}"}},{{"n":{}}}]}}"#, "x".repeat(i * 10), i + 1000)).collect();
+        let out = super::rebatch(lines.iter().map(|l| l.as_bytes()), 2000);
+        assert!(out.len() > 2);
+        let mut seen = Vec::new();
+        for m in &out {
+            assert!(m.len() <= 2000, "{}", m.len());
+            let v: serde_json::Value = serde_json::from_slice(m).unwrap();
+            seen.extend(v["records"].as_array().unwrap().iter().map(|r| r["n"].as_i64().unwrap()));
+        }
+        let mut want: Vec<i64> = (0..50).flat_map(|i| [i, i + 1000]).collect();
+        want.sort();
+        seen.sort();
+        assert_eq!(seen, want);
+    }
+
     use super::*;
 
     fn gen(events: u64, seed: u64) -> (Vec<u8>, GenStats) {

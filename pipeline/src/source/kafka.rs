@@ -365,7 +365,7 @@ impl KafkaSource {
 /// Appends a message's documents to `chunk`: the whole payload when it is one document
 /// (compact or pretty-printed), each non-blank line when it holds JSON lines. A payload above
 /// `max` keeps only its first bytes and becomes a `too_large` dead letter.
-fn frame_message(chunk: &mut Chunk, payload: &[u8], index: u64, max: usize) {
+pub(crate) fn frame_message(chunk: &mut Chunk, payload: &[u8], index: u64, max: usize) {
     let start = chunk.buf.len();
     if payload.len() > max {
         chunk.buf.extend_from_slice(&payload[..SAMPLE_BYTES.min(payload.len())]);

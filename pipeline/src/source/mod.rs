@@ -2,6 +2,7 @@
 //! (lines of a file, messages of a topic) and knows nothing of what they contain.
 
 pub mod archive;
+pub mod eventhubs;
 pub mod file;
 pub mod json_array;
 pub mod kafka;
