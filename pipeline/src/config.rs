@@ -578,6 +578,27 @@ mod tests {
         assert_eq!(c.sinks.kafka.as_ref().unwrap().topic, "crowsnest-alerts");
         assert!(Config::parse("[source]\nkind = \"kafka\"\nbrokers = \"b:9092\"\ntopics = []").is_err());
 
+        // The native Event Hubs source: its table, typos refused, its own checks applied.
+        let eh = r#"
+            [source]
+            kind = "eventhubs"
+            namespace = "ns.servicebus.windows.net"
+            hub = "insights-logs-kube-audit"
+            group = "crowsnest"
+            checkpoints = "https://acct.blob.core.windows.net/ckpt"
+            auth = "workload_identity"
+            instances = "share"
+            commit_interval = "10s"
+            "#;
+        let c = Config::parse(eh).unwrap();
+        let SourceConfig::Eventhubs(e) = &c.source else { panic!("event hubs source") };
+        assert_eq!(
+            (e.hub.as_str(), e.instances, e.commit_interval()),
+            ("insights-logs-kube-audit", eventhubs::Instances::Share, Some(std::time::Duration::from_secs(10)))
+        );
+        assert!(Config::parse(&eh.replace("group =", "grup =")).is_err(), "typos are errors");
+        assert!(Config::parse(&eh.replace("https://acct", "http://acct")).is_err(), "checkpoints in clear text are refused");
+
         let mut cli = Config::default();
         cli.override_with(
             Some("kafka://localhost:9092/audit,ci?group=g1&start=latest"),

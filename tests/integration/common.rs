@@ -140,6 +140,37 @@ impl Drop for Running {
     }
 }
 
+/// Generated AKS records with every attack scenario, background traffic four hours later (it
+/// moves the watermark past every window of the first part), and the alert ids a file replay
+/// of the first part gives: what a streaming source must deliver.
+pub struct AttackData {
+    pub attacks: Vec<Vec<u8>>,
+    pub later: Vec<Vec<u8>>,
+    pub expected: std::collections::HashSet<String>,
+}
+
+impl AttackData {
+    /// Writes `attacks.jsonl` and `later.jsonl` in `dir`; `messages` turns each file's lines
+    /// into the messages a test publishes.
+    pub fn generate(dir: &Path, seed: u64, messages: impl Fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>) -> AttackData {
+        let (seed, later_seed) = (seed.to_string(), (seed + 1).to_string());
+        assert!(run(&["gen", "--events", "4000", "--seed", &seed, "--out", "attacks.jsonl"], dir).status.success());
+        let later =
+            ["gen", "--events", "1500", "--seed", &later_seed, "--no-attacks", "--start", "2026-11-01T12:00:00Z", "--out", "later.jsonl"];
+        assert!(run(&later, dir).status.success());
+        let replay = run(&["replay", "attacks.jsonl", "--no-progress"], dir);
+        assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+        let expected: std::collections::HashSet<String> =
+            stdout_alerts(&replay).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+        assert!(expected.len() >= 8, "every scenario fires in the file replay: {expected:?}");
+        AttackData {
+            attacks: messages(file_lines(&dir.join("attacks.jsonl"))),
+            later: messages(file_lines(&dir.join("later.jsonl"))),
+            expected,
+        }
+    }
+}
+
 /// Calls `f` until it gives a value; fails the test after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crowsnest::standin::eventhubs::{EventHubsStandin, StandinOptions};
 use serde_json::Value;
 
-use crate::common::{file_lines, free_port, http_get, metric, read_jsonl, run, stdout_alerts, Running};
+use crate::common::{file_lines, free_port, http_get, metric, read_jsonl, run, AttackData, Running};
 use crowsnest::standin::azurite::Azurite;
 
 const NAMESPACE: &str = "crowsnest-test.servicebus.windows.net";
@@ -43,30 +43,9 @@ fn publish(hub: &EventHubsStandin, messages: &[Vec<u8>]) {
     }
 }
 
-/// Generated records with every attack scenario, background traffic hours later (it moves the
-/// watermark past every window of the first part), and the alert ids a file replay of the
-/// first part gives.
-struct Data {
-    attacks: Vec<Vec<u8>>,
-    later: Vec<Vec<u8>>,
-    expected: HashSet<String>,
-}
-
-fn data(dir: &Path, seed: u64) -> Data {
-    let (seed, later_seed) = (seed.to_string(), (seed + 1).to_string());
-    assert!(run(&["gen", "--events", "4000", "--seed", &seed, "--out", "attacks.jsonl"], dir).status.success());
-    let later =
-        ["gen", "--events", "1500", "--seed", &later_seed, "--no-attacks", "--start", "2026-11-01T12:00:00Z", "--out", "later.jsonl"];
-    assert!(run(&later, dir).status.success());
-    let replay = run(&["replay", "attacks.jsonl", "--no-progress"], dir);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    let expected: HashSet<String> = stdout_alerts(&replay).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
-    assert!(expected.len() >= 8, "every scenario fires in the file replay: {expected:?}");
-    Data {
-        attacks: envelopes(&file_lines(&dir.join("attacks.jsonl")), 64 << 10),
-        later: envelopes(&file_lines(&dir.join("later.jsonl")), 64 << 10),
-        expected,
-    }
+/// The generated attack and later traffic, batched into envelopes of up to 64 KiB a message.
+fn data(dir: &Path, seed: u64) -> AttackData {
+    AttackData::generate(dir, seed, |lines| envelopes(&lines, 64 << 10))
 }
 
 struct Checkpoints {

@@ -8,32 +8,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::broker::{alert_ids, Broker, FETCH_WAIT_MS};
-use crate::common::{bin, file_lines, free_port, http_get, metric, run, stdout_alerts, wait_for, Running};
+use crate::common::{bin, file_lines, free_port, http_get, metric, run, stdout_alerts, wait_for, AttackData, Running};
 
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Generated AKS records with every attack scenario, background traffic four hours later (it
-/// moves the watermark past every window of the first part), and the alert ids a file replay
-/// of the first part gives: what the Kafka pipeline must deliver.
-struct Data {
-    attacks: Vec<Vec<u8>>,
-    later: Vec<Vec<u8>>,
-    expected: HashSet<String>,
-}
-
-fn data(dir: &Path, seed: u64) -> Data {
-    let seed_s = seed.to_string();
-    let later_seed = (seed + 1).to_string();
-    assert!(run(&["gen", "--events", "4000", "--seed", &seed_s, "--out", "attacks.jsonl"], dir).status.success());
-    let gen_later =
-        ["gen", "--events", "1500", "--seed", &later_seed, "--no-attacks", "--start", "2026-11-01T12:00:00Z", "--out", "later.jsonl"];
-    assert!(run(&gen_later, dir).status.success());
-    let replay = run(&["replay", "attacks.jsonl", "--no-progress"], dir);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    let expected: HashSet<String> = stdout_alerts(&replay).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
-    assert!(expected.len() >= 8, "every scenario fires in the file replay: {expected:?}");
-    Data { attacks: file_lines(&dir.join("attacks.jsonl")), later: file_lines(&dir.join("later.jsonl")), expected }
+/// The generated attack and later traffic, one line a message (see [`AttackData`]).
+fn data(dir: &Path, seed: u64) -> AttackData {
+    AttackData::generate(dir, seed, |lines| lines)
 }
 
 /// `crowsnest run` reading `audit`, writing `alerts` and `dead`, killed when dropped.

@@ -5,12 +5,11 @@
 //! checkpoint writes per minute per partition that cost.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{counter_total, ensure_file, run_pipeline, BenchArgs, CountingSink};
+use super::{counter_total, ensure_file, run_pipeline, stop_when_decoded, BenchArgs, CountingSink};
 use crate::engine::{Engine, EngineOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs};
@@ -63,30 +62,8 @@ pub fn run(args: &BenchArgs, set: &RuleSet, workers: usize) -> Result<()> {
     let limits = FramingLimits { chunk_bytes: 1 << 20, ..FramingLimits::default() };
     let source = EventHubsSource::new(&cfg, limits, control.bytes_read.clone(), control.stop.clone(), metrics.clone())?;
     let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None, events: None, lake: None };
-    // Stops once every event went through the engine, or nothing moved for 10 s. Returns the
-    // seconds from the start (connection, ownership claims) and from the first message read,
-    // to the last event decoded.
-    let (stop, m, want) = (control.stop.clone(), metrics.clone(), file.events);
     let started = Instant::now();
-    let watcher = std::thread::spawn(move || {
-        let (mut last, mut last_at, mut first_at) = (0, Instant::now(), None);
-        loop {
-            if first_at.is_none() && counter_total(&m, "crowsnest_eventhubs_messages_received_total") > 0 {
-                first_at = Some(Instant::now());
-            }
-            let n = counter_total(&m, "crowsnest_events_decoded_total");
-            if n != last {
-                (last, last_at) = (n, Instant::now());
-            }
-            if n >= want || last_at.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        stop.store(true, Ordering::Relaxed);
-        let streaming = last_at.duration_since(first_at.unwrap_or(started)).as_secs_f64();
-        (last_at.duration_since(started).as_secs_f64(), streaming, last)
-    });
+    let watcher = stop_when_decoded(&control, &metrics, "crowsnest_eventhubs_messages_received_total", file.events);
     let summary = pipeline::run(
         vec![Box::new(source)],
         engine,

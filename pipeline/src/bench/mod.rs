@@ -328,31 +328,7 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
     let sink_connection = crate::kafka::Connection { brokers: brokers.to_string(), ..Default::default() };
     let sink = crate::sink::kafka::KafkaSink::new(&sink_connection, &alerts_topic, "alerts", metrics.clone())?;
     let mut outputs = Outputs { sinks: vec![Box::new(sink)], dead_letters: None, late_events: None, events: None, lake: None };
-    // Stop once every event went through the engine (the pipeline would wait for more).
-    let (stop, m, want) = (control.stop.clone(), metrics.clone(), file.events);
-    let started = Instant::now();
-    // Also stops when nothing moved for 10 s (messages the broker never hands out): the figure
-    // then covers the events that did arrive, up to the last one. Returns the seconds from the
-    // start (group join included) and from the first message read, to the last event decoded.
-    let watcher = std::thread::spawn(move || {
-        let (mut last, mut last_at, mut first_at) = (0, Instant::now(), None);
-        loop {
-            if first_at.is_none() && counter_total(&m, "crowsnest_kafka_messages_consumed_total") > 0 {
-                first_at = Some(Instant::now());
-            }
-            let n = counter_total(&m, "crowsnest_events_decoded_total");
-            if n != last {
-                (last, last_at) = (n, Instant::now());
-            }
-            if n >= want || last_at.elapsed() > std::time::Duration::from_secs(10) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let streaming = last_at.duration_since(first_at.unwrap_or(started)).as_secs_f64();
-        (last_at.duration_since(started).as_secs_f64(), streaming, last)
-    });
+    let watcher = stop_when_decoded(&control, &metrics, "crowsnest_kafka_messages_consumed_total", file.events);
     let summary = pipeline::run(
         vec![Box::new(source)],
         engine,
@@ -413,6 +389,40 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
         file.alerts, summary.alerts, produced
     )?;
     Ok(())
+}
+
+/// For a source that would wait for more input: stops the pipeline once `want` events went
+/// through the engine, or when nothing moved for 10 s (messages the service never hands out;
+/// the figure then covers those that did arrive). The thread returns the seconds from now
+/// (connection, group join…) and from the first message `first_metric` counts, to the last
+/// event decoded, and the events decoded.
+fn stop_when_decoded(
+    control: &Control,
+    metrics: &Metrics,
+    first_metric: &'static str,
+    want: u64,
+) -> std::thread::JoinHandle<(f64, f64, u64)> {
+    let (stop, m) = (control.stop.clone(), metrics.clone());
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let (mut last, mut last_at, mut first_at) = (0, Instant::now(), None);
+        loop {
+            if first_at.is_none() && counter_total(&m, first_metric) > 0 {
+                first_at = Some(Instant::now());
+            }
+            let n = counter_total(&m, "crowsnest_events_decoded_total");
+            if n != last {
+                (last, last_at) = (n, Instant::now());
+            }
+            if n >= want || last_at.elapsed() > std::time::Duration::from_secs(10) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let streaming = last_at.duration_since(first_at.unwrap_or(started)).as_secs_f64();
+        (last_at.duration_since(started).as_secs_f64(), streaming, last)
+    })
 }
 
 /// What the bench loader put on the topic, accounted for message by message.

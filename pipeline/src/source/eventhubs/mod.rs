@@ -197,8 +197,11 @@ impl EventHubsSource {
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
-                    tokio::task::spawn_local(reader::supervise(s.clone(), credential, st.clone(), tx, lease));
+                    let reading = tokio::task::spawn_local(reader::supervise(s.clone(), credential, st.clone(), tx, lease));
                     committer::write(checkpoints, s, st).await;
+                    // The reader gives its lease back on the way out, so a standby need not
+                    // wait for it to run out; not forever, though.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), reading).await;
                 });
             })
             .context("starting the Event Hubs thread")?;
