@@ -107,6 +107,18 @@ enum Command {
         #[command(subcommand)]
         command: LakeCommand,
     },
+    /// Local stand-ins of Azure services, to try Crowsnest against with no Azure.
+    Standin {
+        #[command(subcommand)]
+        command: StandinCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StandinCommand {
+    /// Serve AKS records (the bundled sample by default) over the Event Hubs AMQP protocol on a
+    /// loopback port, with Azurite for checkpoints (--azurite DIR), and print the run command.
+    Eventhubs(crate::standin::serve::StandinArgs),
 }
 
 #[derive(Args)]
@@ -434,6 +446,7 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
         Command::Bench(a) => bench::run(&a).map(|_| ExitCode::SUCCESS),
         Command::Hunt(a) => hunt(a),
         Command::Lake { command } => lake(command).map(|_| ExitCode::SUCCESS),
+        Command::Standin { command: StandinCommand::Eventhubs(a) } => crate::standin::serve::run(&a).map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -5,3 +5,4 @@ pub mod azurite;
 pub mod eventhubs;
 pub mod logs_ingestion;
 pub mod pki;
+pub mod serve;
