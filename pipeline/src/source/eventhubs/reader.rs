@@ -241,7 +241,7 @@ async fn session(
                 Err(e) => break Err(("processor", anyhow!("waiting for partitions: {e}"))),
             },
             Some(why) = failed.recv() => break Err(("receive", anyhow!("{why}"))),
-            _ = lease_lost(lost) => break Err(("lease", anyhow!("another instance took the reader lease of {}", shared.hub))),
+            _ = lease_lost(lost) => break Err(("lease", anyhow!("the reader lease of {} was lost (another instance holds it, or it could not be renewed in time)", shared.hub))),
             r = &mut run => break match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(("processor", anyhow!("the event processor stopped: {}", super::validate::explain(&e, cfg)))),
