@@ -275,6 +275,71 @@ fn the_hub_going_away_and_coming_back_is_survived() {
 }
 
 #[test]
+fn a_stalled_sink_stops_the_partition_readers_and_nothing_is_lost_when_it_resumes() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A rule alerting on every event: far more alerts than the stdout pipe holds while nobody
+    // reads it — the stalled sink.
+    std::fs::create_dir_all(dir.join("rules/rules")).unwrap();
+    let rule = "id: T-ALL\ntitle: every event\nseverity: low\nentities: [user_name]\nquery: SELECT user_name, verb FROM kube_audit\n";
+    std::fs::write(dir.join("rules/rules/rule.yaml"), rule).unwrap();
+    assert!(run(&["gen", "--events", "20000", "--seed", "97", "--no-attacks", "--out", "in.jsonl"], dir).status.success());
+    let replay = run(&["replay", "--no-progress", "--rules", "rules", "in.jsonl"], dir);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let expected: HashSet<String> = crate::common::stdout_alerts(&replay).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    assert!(expected.len() > 15000, "the rule fires on every event: {}", expected.len());
+    let messages = envelopes(&file_lines(&dir.join("in.jsonl")), 64 << 10);
+
+    let hub = standin();
+    let c = checkpoints(dir);
+    publish(&hub, &messages);
+    let port = free_port();
+    std::fs::write(dir.join("crowsnest.toml"), format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let log = std::fs::File::create(dir.join("crowsnest.log")).unwrap();
+    // A small link credit: what waits in memory is the pipeline's chunks plus 10 messages a
+    // partition.
+    let source = source_url(&hub, &c, "crowsnest") + "&prefetch=10";
+    let mut child = crate::common::bin()
+        .args(["-v", "run", "-c", "crowsnest.toml", "--rules", "rules", "--sink", "stdout", "--source", &source])
+        .env("AZURE_STORAGE_SAS_KEY", &c.sas)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("crowsnest runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut p = Running(child);
+    let received = || metric_at(port, "crowsnest_eventhubs_messages_received_total");
+
+    // Nobody reads stdout: the pipeline fills up and the readers stop taking messages.
+    let stalled = wait_for_or_log(dir, "the readers to stop", || {
+        let before = received();
+        std::thread::sleep(Duration::from_secs(2));
+        let after = received();
+        (after > 0.0 && after == before).then_some(after)
+    });
+    assert!(stalled < messages.len() as f64, "everything was read into memory: {stalled} of {} messages", messages.len());
+    assert!(hub.stats().delivered() < messages.len() as u64, "the stand-in sent everything: the link credit did not hold it back");
+    p.assert_running(dir);
+
+    // The sink comes back: every alert arrives, none that the replay does not give.
+    let mut got = HashSet::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let a: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        got.insert(a["id"].as_str().unwrap().to_string());
+        if got.len() >= expected.len() {
+            break;
+        }
+    }
+    assert_eq!(got, expected);
+    p.assert_running(dir);
+}
+
+#[test]
 fn validate_check_opens_the_hub_and_the_container_and_names_a_wrong_consumer_group() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
