@@ -82,6 +82,20 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
 }
 
+/// Alert ids read from a service's stdout until `want` distinct ones arrived (or it closed).
+pub fn read_alert_ids(stdout: std::process::ChildStdout, want: usize) -> std::collections::HashSet<String> {
+    use std::io::BufRead;
+    let mut got = std::collections::HashSet::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let a: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        got.insert(a["id"].as_str().unwrap().to_string());
+        if got.len() >= want {
+            break;
+        }
+    }
+    got
+}
+
 /// The sum of a metric's samples (every label set) on a Prometheus text page.
 pub fn metric(page: &str, name: &str) -> Option<f64> {
     let values: Vec<f64> =
@@ -121,6 +135,24 @@ impl Running {
             .spawn()
             .expect("crowsnest runs");
         Running(child)
+    }
+
+    /// `crowsnest -v run ARGS…` in `dir` with its stdout piped to the test (alerts the test reads
+    /// when it chooses: until then the stdout sink stalls) and its log in `DIR/crowsnest.log`.
+    pub fn with_stdout(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Running, std::process::ChildStdout) {
+        let log = std::fs::File::create(dir.join("crowsnest.log")).unwrap();
+        let mut child = bin()
+            .args(["-v", "run"])
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("crowsnest runs");
+        let stdout = child.stdout.take().unwrap();
+        (Running(child), stdout)
     }
 
     pub fn assert_running(&mut self, dir: &Path) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crowsnest::standin::eventhubs::{EventHubsStandin, StandinOptions};
 use serde_json::Value;
 
-use crate::common::{file_lines, free_port, http_get, metric, read_jsonl, run, AttackData, Running};
+use crate::common::{file_lines, free_port, http_get, metric, read_alert_ids, read_jsonl, run, AttackData, Running};
 use crowsnest::standin::azurite::Azurite;
 
 const NAMESPACE: &str = "crowsnest-test.servicebus.windows.net";
@@ -276,9 +276,6 @@ fn the_hub_going_away_and_coming_back_is_survived() {
 
 #[test]
 fn a_stalled_sink_stops_the_partition_readers_and_nothing_is_lost_when_it_resumes() {
-    use std::io::BufRead;
-    use std::process::Stdio;
-
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // A rule alerting on every event: far more alerts than the stdout pipe holds while nobody
@@ -298,21 +295,11 @@ fn a_stalled_sink_stops_the_partition_readers_and_nothing_is_lost_when_it_resume
     publish(&hub, &messages);
     let port = free_port();
     std::fs::write(dir.join("crowsnest.toml"), format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
-    let log = std::fs::File::create(dir.join("crowsnest.log")).unwrap();
     // A small link credit: what waits in memory is the pipeline's chunks plus 10 messages a
     // partition.
     let source = source_url(&hub, &c, "crowsnest") + "&prefetch=10";
-    let mut child = crate::common::bin()
-        .args(["-v", "run", "-c", "crowsnest.toml", "--rules", "rules", "--sink", "stdout", "--source", &source])
-        .env("AZURE_STORAGE_SAS_KEY", &c.sas)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("crowsnest runs");
-    let stdout = child.stdout.take().unwrap();
-    let mut p = Running(child);
+    let args = ["-c", "crowsnest.toml", "--rules", "rules", "--sink", "stdout", "--source", &source];
+    let (mut p, stdout) = Running::with_stdout(dir, &args, &[("AZURE_STORAGE_SAS_KEY", &c.sas)]);
     let received = || metric_at(port, "crowsnest_eventhubs_messages_received_total");
 
     // Nobody reads stdout: the pipeline fills up and the readers stop taking messages.
@@ -327,15 +314,7 @@ fn a_stalled_sink_stops_the_partition_readers_and_nothing_is_lost_when_it_resume
     p.assert_running(dir);
 
     // The sink comes back: every alert arrives, none that the replay does not give.
-    let mut got = HashSet::new();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let a: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        got.insert(a["id"].as_str().unwrap().to_string());
-        if got.len() >= expected.len() {
-            break;
-        }
-    }
-    assert_eq!(got, expected);
+    assert_eq!(read_alert_ids(stdout, expected.len()), expected);
     p.assert_running(dir);
 }
 

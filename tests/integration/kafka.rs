@@ -4,11 +4,10 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::broker::{alert_ids, Broker, FETCH_WAIT_MS};
-use crate::common::{bin, file_lines, free_port, http_get, metric, run, stdout_alerts, wait_for, AttackData, Running};
+use crate::common::{file_lines, free_port, http_get, metric, read_alert_ids, run, stdout_alerts, wait_for, AttackData, Running};
 
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(120);
@@ -189,8 +188,6 @@ fn rule_dir(dir: &Path, yaml: &str) {
 
 #[test]
 fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
-    use std::io::BufRead;
-
     let dir = tempfile::tempdir().unwrap();
     // A rule that alerts on every event: thousands of alerts, far more than the stdout pipe
     // holds while nobody reads it — the stalled sink.
@@ -211,24 +208,12 @@ fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
     topics(&broker);
     broker.produce("audit", PARTITIONS, &messages);
     let port = free_port();
-    let cfg = dir.path().join("crowsnest.toml");
-    std::fs::write(&cfg, format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    std::fs::write(dir.path().join("crowsnest.toml"), format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
     let a = broker.addr();
-    let log = std::fs::File::create(dir.path().join("crowsnest.log")).unwrap();
-    let mut child = bin()
-        .args(["-v", "run", "-c", cfg.to_str().unwrap(), "--rules", "rules", "--sink", "stdout"])
-        .args([
-            "--source",
-            &format!("kafka://{a}/audit?group=g-stall&start=earliest&fetch.wait.max.ms={FETCH_WAIT_MS}&queued.max.messages.kbytes=2048"),
-        ])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("crowsnest runs");
-    let stdout = child.stdout.take().unwrap();
-    let mut p = Running(child);
+    let source =
+        format!("kafka://{a}/audit?group=g-stall&start=earliest&fetch.wait.max.ms={FETCH_WAIT_MS}&queued.max.messages.kbytes=2048");
+    let args = ["-c", "crowsnest.toml", "--rules", "rules", "--sink", "stdout", "--source", &source];
+    let (mut p, stdout) = Running::with_stdout(dir.path(), &args, &[]);
     let page = || http_get(port, "/metrics").map(|(_, body)| body);
 
     // Nobody reads stdout: the pipeline fills up and pauses its partitions.
@@ -242,14 +227,7 @@ fn a_stalled_sink_pauses_consumption_and_loses_nothing_when_it_resumes() {
     p.assert_running(dir.path());
 
     // The sink comes back: every alert arrives, none that the replay does not give.
-    let mut got = HashSet::new();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let a: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        got.insert(a["id"].as_str().unwrap().to_string());
-        if got.len() >= expected.len() {
-            break;
-        }
-    }
+    let got = read_alert_ids(stdout, expected.len());
     check(None, &got, &expected, dir.path());
     wait_for("consumption to resume", WAIT, || page().filter(|m| metric(m, "crowsnest_kafka_paused") == Some(0.0)));
 }
