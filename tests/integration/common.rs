@@ -124,33 +124,15 @@ impl Running {
         let cfg = dir.join("crowsnest.toml");
         std::fs::write(&cfg, config).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("crowsnest.log")).unwrap();
-        let child = bin()
-            .args(["-v", "run", "-c", cfg.to_str().unwrap()])
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("crowsnest runs");
-        Running(child)
+        let args: Vec<&str> = ["-c", cfg.to_str().unwrap()].into_iter().chain(args.iter().copied()).collect();
+        Running(spawn_run(dir, &args, env, Stdio::null(), log))
     }
 
     /// `crowsnest -v run ARGS…` in `dir` with its stdout piped to the test (alerts the test reads
     /// when it chooses: until then the stdout sink stalls) and its log in `DIR/crowsnest.log`.
     pub fn with_stdout(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Running, std::process::ChildStdout) {
         let log = std::fs::File::create(dir.join("crowsnest.log")).unwrap();
-        let mut child = bin()
-            .args(["-v", "run"])
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("crowsnest runs");
+        let mut child = spawn_run(dir, args, env, Stdio::piped(), log);
         let stdout = child.stdout.take().unwrap();
         (Running(child), stdout)
     }
@@ -164,6 +146,20 @@ impl Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `crowsnest -v run ARGS…` in `dir`, variables `env` in its environment only, its log to `log`.
+fn spawn_run(dir: &Path, args: &[&str], env: &[(&str, &str)], stdout: Stdio, log: std::fs::File) -> Child {
+    bin()
+        .args(["-v", "run"])
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log)
+        .spawn()
+        .expect("crowsnest runs")
 }
 
 impl Drop for Running {

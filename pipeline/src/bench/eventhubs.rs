@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{counter_total, ensure_file, run_pipeline, stop_when_decoded, BenchArgs, CountingSink};
+use super::{counter_total, ensure_file, run_pipeline, stop_when_decoded, BenchArgs, CountingSink, RateTable};
 use crate::engine::{Engine, EngineOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Control, Outputs};
@@ -20,11 +20,9 @@ use crate::source::eventhubs::EventHubsSource;
 use crate::source::FramingLimits;
 use crate::standin::azurite::Azurite;
 use crate::standin::eventhubs::{EventHubsStandin, StandinOptions};
+use crate::standin::serve::publish_records;
 
 const PARTITIONS: usize = 4;
-/// Messages of up to 256 KiB: what a busy cluster's diagnostic setting sends (the service's
-/// limit is 1 MB).
-const MESSAGE_BYTES: usize = 256 << 10;
 /// The variable the bench hands the checkpoint SAS in (its own process only).
 const SAS_ENV: &str = "CROWSNEST_BENCH_CHECKPOINT_SAS";
 
@@ -39,13 +37,7 @@ pub fn run(args: &BenchArgs, set: &RuleSet, workers: usize) -> Result<()> {
     azurite.create_container("checkpoints")?;
     let standin = EventHubsStandin::start(StandinOptions::new("crowsnest-bench.servicebus.windows.net", "aks-audit", PARTITIONS))?;
     eprintln!("loading {} into the stand-in (not timed) …", path.display());
-    let text = std::fs::read(&path)?;
-    let messages = crate::gen::rebatch(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()), MESSAGE_BYTES);
-    let message_count = messages.len();
-    for (i, m) in messages.into_iter().enumerate() {
-        standin.publish(i % PARTITIONS, m);
-    }
-    drop(text);
+    let message_count = publish_records(&standin, [std::fs::read(&path)?.as_slice()], PARTITIONS);
     // Only this process reads it, before any thread of ours looks at the environment.
     std::env::set_var(SAS_ENV, azurite.account_sas());
 
@@ -85,10 +77,9 @@ pub fn run(args: &BenchArgs, set: &RuleSet, workers: usize) -> Result<()> {
         size as f64 / 1e6,
         set.rules.len()
     )?;
-    writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
-    writeln!(out, "{:<58} {:>12.2} {:>14.0} {:>8.2}", "file replay (baseline)", file.secs, ev / file.secs, 1.0)?;
-    let rate = hub_events as f64 / hub_secs;
-    writeln!(out, "{:<58} {:>12.2} {:>14.0} {:>8.2}", "event hubs (AMQP, SDK 0.15) → rules", hub_secs, rate, rate / (ev / file.secs))?;
+    let table = RateTable::start(&mut out, ev / file.secs)?;
+    table.row(&mut out, "file replay (baseline)", file.secs, ev)?;
+    table.row(&mut out, "event hubs (AMQP, SDK 0.15) → rules", hub_secs, hub_events as f64)?;
     writeln!(
         out,
         "(timed from the first message received to the last event decoded; {:.2} s more from start-up: connection, ownership claims)",

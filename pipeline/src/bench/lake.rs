@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use datafusion::arrow::util::display::array_value_to_string;
 
-use super::{ensure_generated, run_pipeline, run_pipeline_with, BenchArgs, PipelineRun};
+use super::{ensure_generated, run_pipeline, run_pipeline_with, BenchArgs, PipelineRun, RateTable};
 use crate::hunt::{HuntSession, TimeRange};
 use crate::lake::{LakeConfig, Store};
 use crate::rules::RuleSet;
@@ -102,16 +102,9 @@ pub fn run(args: &BenchArgs, set: &RuleSet, workers: usize) -> Result<()> {
         size as f64 / 1e6,
         set.rules.len()
     )?;
-    writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
-    writeln!(out, "{:<58} {:>12.2} {:>14.0} {:>8.2}", "crowsnest replay, all rules (baseline)", plain.secs, ev / plain.secs, 1.0)?;
-    writeln!(
-        out,
-        "{:<58} {:>12.2} {:>14.0} {:>8.2}",
-        "crowsnest replay, all rules, lake sink on (target ≥ 0.7)",
-        with_lake.secs,
-        ev / with_lake.secs,
-        plain.secs / with_lake.secs
-    )?;
+    let table = RateTable::start(&mut out, ev / plain.secs)?;
+    table.row(&mut out, "crowsnest replay, all rules (baseline)", plain.secs, ev)?;
+    table.row(&mut out, "crowsnest replay, all rules, lake sink on (target ≥ 0.7)", with_lake.secs, ev)?;
     if with_lake.events != plain.events {
         writeln!(out, "WARNING: {} events decoded without the lake, {} with it", plain.events, with_lake.events)?;
     }

@@ -349,25 +349,10 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
         size as f64 / 1e6,
         set.rules.len()
     )?;
-    writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
-    writeln!(out, "{:<58} {:>12.2} {:>14.0} {:>8.2}", "file replay (baseline)", file.secs, ev / file.secs, 1.0)?;
-    let kafka_rate = kafka_events as f64 / kafka_secs;
-    writeln!(
-        out,
-        "{:<58} {:>12.2} {:>14.0} {:>8.2}",
-        "kafka topic (3 partitions) → rules → kafka alert topic",
-        kafka_secs,
-        kafka_rate,
-        kafka_rate / (ev / file.secs)
-    )?;
-    writeln!(
-        out,
-        "{:<58} {:>12.2} {:>14.0} {:>8.2}",
-        "bare librdkafka consumer of that topic, no decoding",
-        bare_secs,
-        ev / bare_secs,
-        (ev / bare_secs) / (ev / file.secs)
-    )?;
+    let table = RateTable::start(&mut out, ev / file.secs)?;
+    table.row(&mut out, "file replay (baseline)", file.secs, ev)?;
+    table.row(&mut out, "kafka topic (3 partitions) → rules → kafka alert topic", kafka_secs, kafka_events as f64)?;
+    table.row(&mut out, "bare librdkafka consumer of that topic, no decoding", bare_secs, ev)?;
     writeln!(
         out,
         "(kafka runs timed from the first message read to the last event decoded; {:.2} s more from start-up, the consumer group join)",
@@ -389,6 +374,25 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
         file.alerts, summary.alerts, produced
     )?;
     Ok(())
+}
+
+/// The table every throughput mode prints: per run its seconds, events/s, and its rate as a
+/// ratio to the baseline's.
+struct RateTable {
+    baseline_rate: f64,
+}
+
+impl RateTable {
+    /// Prints the header; `baseline_rate` is the events/s every ratio divides by.
+    fn start(out: &mut dyn Write, baseline_rate: f64) -> std::io::Result<RateTable> {
+        writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
+        Ok(RateTable { baseline_rate })
+    }
+
+    fn row(&self, out: &mut dyn Write, name: &str, secs: f64, events: f64) -> std::io::Result<()> {
+        let rate = events / secs;
+        writeln!(out, "{name:<58} {secs:>12.2} {rate:>14.0} {:>8.2}", rate / self.baseline_rate)
+    }
 }
 
 /// For a source that would wait for more input: stops the pipeline once `want` events went
@@ -602,10 +606,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mb = |b: Option<u64>| b.map_or("n/a".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6));
     let mut out = std::io::stdout().lock();
     writeln!(out, "crowsnest bench — {} events, {:.1} MB, {} rules", many.events, size as f64 / 1e6, set.rules.len())?;
-    writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
-    let row = |out: &mut dyn Write, name: &str, secs: f64| {
-        writeln!(out, "{name:<58} {secs:>12.2} {:>14.0} {:>8.2}", rate(secs), value_secs / secs)
-    };
+    let table = RateTable::start(&mut out, rate(value_secs))?;
+    let row = |out: &mut dyn Write, name: &str, secs: f64| table.row(out, name, secs, ev);
     row(&mut out, "serde_json::Value parse of each line, 1 core (baseline)", value_secs)?;
     row(&mut out, "serde_json::Value parse incl. properties.log, 1 core", value_inner_secs)?;
     row(&mut out, "crowsnest replay, all rules, 1 decode worker", one.secs)?;

@@ -35,8 +35,22 @@ pub struct StandinArgs {
     azurite: Option<PathBuf>,
 }
 
-/// Messages of up to 256 KiB, as a busy cluster's diagnostic setting sends them.
+/// Messages of up to 256 KiB, as a busy cluster's diagnostic setting sends them (the service
+/// takes up to 1 MB).
 const MESSAGE_BYTES: usize = 256 << 10;
+
+/// Publishes the records of `texts` (AKS envelopes or JSON lines) batched into messages as a
+/// diagnostic setting batches them, round-robin over the stand-in's `partitions`; returns how
+/// many messages.
+pub fn publish_records<'a>(standin: &EventHubsStandin, texts: impl IntoIterator<Item = &'a [u8]>, partitions: usize) -> usize {
+    let lines = texts.into_iter().flat_map(|t| t.split(|&b| b == b'\n')).filter(|l| !l.trim_ascii().is_empty());
+    let messages = crate::gen::rebatch(lines, MESSAGE_BYTES);
+    let count = messages.len();
+    for (i, m) in messages.into_iter().enumerate() {
+        standin.publish(i % partitions, m);
+    }
+    count
+}
 
 pub fn run(a: &StandinArgs) -> Result<()> {
     let mut texts = Vec::new();
@@ -46,14 +60,9 @@ pub fn run(a: &StandinArgs) -> Result<()> {
     for f in &a.files {
         texts.push(gunzip_if_needed(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?)?);
     }
-    let lines = texts.iter().flat_map(|t| t.split(|&b| b == b'\n')).filter(|l| !l.trim_ascii().is_empty());
-    let messages = crate::gen::rebatch(lines, MESSAGE_BYTES);
     let opts = StandinOptions { consumer_groups: vec![a.group.clone()], ..StandinOptions::new(&a.namespace, &a.hub, a.partitions.max(1)) };
     let standin = EventHubsStandin::start_on(opts, a.port).with_context(|| format!("listening on 127.0.0.1:{}", a.port))?;
-    let count = messages.len();
-    for (i, m) in messages.into_iter().enumerate() {
-        standin.publish(i % a.partitions.max(1), m);
-    }
+    let count = publish_records(&standin, texts.iter().map(Vec::as_slice), a.partitions.max(1));
     let azurite = match &a.azurite {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;

@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 
+use super::config::EventHubsConfig;
 use super::leader::Lease;
 use super::ownership::{still_owned, Owned};
 use super::Shared;
@@ -173,10 +174,10 @@ async fn stopped(shared: &Shared) {
     }
 }
 
-/// Opens a consumer client on the configured hub and group.
-pub(super) async fn open_consumer(shared: &Shared, credential: &Arc<dyn TokenCredential>) -> Result<ConsumerClient> {
-    let cfg = &shared.cfg;
-    let mut b = ConsumerClient::builder().with_consumer_group(cfg.group.clone()).with_application_id(shared.instance.clone());
+/// Opens a consumer client on the configured hub and group, as `instance` (see
+/// `Shared::instance`).
+pub(super) async fn open_consumer(cfg: &EventHubsConfig, instance: &str, credential: &Arc<dyn TokenCredential>) -> Result<ConsumerClient> {
+    let mut b = ConsumerClient::builder().with_consumer_group(cfg.group.clone()).with_application_id(instance.to_string());
     if let Some(e) = &cfg.endpoint {
         b = b.with_custom_endpoint(e.clone());
     }
@@ -197,9 +198,9 @@ async fn session(
     lost: &mut Option<watch::Receiver<bool>>,
 ) -> std::result::Result<(), (&'static str, anyhow::Error)> {
     let cfg = &shared.cfg;
-    let consumer = open_consumer(shared, credential).await.map_err(|e| ("connect", e))?;
+    let consumer = open_consumer(cfg, &shared.instance, credential).await.map_err(|e| ("connect", e))?;
     // Partition properties (lag) through a connection of their own: the processor owns its client.
-    let properties = open_consumer(shared, credential).await.map_err(|e| ("connect", e))?;
+    let properties = open_consumer(cfg, &shared.instance, credential).await.map_err(|e| ("connect", e))?;
     let start = StartPosition {
         location: match cfg.start {
             Start::Earliest => StartLocation::Earliest,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use azure_messaging_eventhubs::{EventHubsError, OpenReceiverOptions, StartLocation, StartPosition};
 use futures::StreamExt;
 
@@ -68,14 +68,7 @@ pub fn check(cfg: &EventHubsConfig) -> Result<Vec<String>> {
     rt.block_on(async {
         let mut found = Vec::new();
         let credential = super::hub_credential(cfg)?;
-        let mut b = azure_messaging_eventhubs::ConsumerClient::builder().with_consumer_group(cfg.group.clone());
-        if let Some(e) = &cfg.endpoint {
-            b = b.with_custom_endpoint(e.clone());
-        }
-        let client = tokio::time::timeout(Duration::from_secs(30), b.open(&cfg.namespace, cfg.hub.clone(), credential))
-            .await
-            .with_context(|| format!("no answer from {} within 30 s", cfg.namespace))?
-            .map_err(|e| anyhow::anyhow!("connecting to {}: {}", cfg.namespace, explain(&e, cfg)))?;
+        let client = super::reader::open_consumer(cfg, &super::instance_name(), &credential).await?;
         let props = client.get_eventhub_properties().await.map_err(|e| anyhow::anyhow!("reading hub {}: {}", cfg.hub, explain(&e, cfg)))?;
         found.push(format!("event hub {} in {}: {} partitions", cfg.hub, cfg.namespace, props.partition_ids.len()));
         let Some(first) = props.partition_ids.first() else { bail!("event hub {} has no partitions", cfg.hub) };
