@@ -102,6 +102,9 @@ enum Command {
     /// Read-only SQL over the lake (or raw files, or the bundled sample): a query, a named hunt
     /// from the library, or, with neither, an interactive shell.
     Hunt(HuntArgs),
+    /// Serve the lake (or files, or the bundled sample) over Arrow Flight SQL, read-only, to
+    /// notebooks (ADBC), DBeaver (JDBC) and Grafana: the tables and named hunts of `hunt`.
+    ServeSql(ServeSqlArgs),
     /// Look after the lake: compact small files of closed hours, prune old hours, show its size.
     Lake {
         #[command(subcommand)]
@@ -157,6 +160,57 @@ struct HuntArgs {
     show_sql: bool,
     #[command(flatten)]
     rules: RulesArg,
+}
+
+#[derive(Args)]
+struct ServeSqlArgs {
+    /// Raw input to serve, decoded at start (as for hunt). Without files or --lake: the sample.
+    files: Vec<PathBuf>,
+    /// The lake: file:///PATH or az://CONTAINER/PREFIX (as the lake sink writes it).
+    #[arg(long, value_name = "URL", env = "CROWSNEST_LAKE")]
+    lake: Option<String>,
+    /// IP:PORT to listen on (port 0: any free port). Beyond loopback, tokens and TLS are required.
+    #[arg(long, default_value = crate::hunt::flight::DEFAULT_LISTEN)]
+    listen: String,
+    /// Token file: lines USER:TOKEN (the token is also the user's password). $CROWSNEST_SQL_TOKEN
+    /// adds one more ([USER:]TOKEN). With none, only loopback clients are served, unauthenticated.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// PEM certificate chain: serve over TLS (clients connect to grpc+tls://).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve clear text beyond loopback (only behind a TLS-terminating proxy or mesh).
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Memory one query may hold for sorts, joins and aggregations, MiB (nothing spills to disk).
+    #[arg(long, default_value_t = 512)]
+    memory_limit_mb: usize,
+    /// Longest a query may run (30s, 5m).
+    #[arg(long, default_value = "5m")]
+    query_timeout: String,
+    /// Queries running at once (more wait for a slot).
+    #[arg(long, default_value_t = 4)]
+    max_concurrent: usize,
+    #[command(flatten)]
+    rules: RulesArg,
+}
+
+impl ServeSqlArgs {
+    fn config(&self) -> crate::hunt::flight::ServeConfig {
+        crate::hunt::flight::ServeConfig {
+            listen: self.listen.clone(),
+            tokens_file: self.tokens.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            allow_plaintext: self.allow_plaintext,
+            memory_limit_mb: self.memory_limit_mb,
+            query_timeout: self.query_timeout.clone(),
+            max_concurrent: self.max_concurrent,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -375,7 +429,8 @@ pub fn main() -> std::process::ExitCode {
     // The Azure SDK logs through `tracing` (forwarded to `log`): its info lines narrate every
     // balancing round, so it says only what goes wrong unless asked (-vv, or CROWSNEST_LOG).
     let level = match cli.verbose {
-        0 => "warn",
+        // Flight SQL's query log (user, text hash, rows, time) is an audit trail: always on.
+        0 => "warn,crowsnest::sql=info",
         1 => "info,azure_messaging_eventhubs=warn,azure_messaging_eventhubs_checkpointstore_blob=warn,azure_core_amqp=warn,fe2o3_amqp=warn",
         _ => "debug,fe2o3_amqp=info,hyper_util=info,reqwest=info",
     };
@@ -445,13 +500,14 @@ fn dispatch(cmd: Command) -> Result<std::process::ExitCode> {
         }
         Command::Bench(a) => bench::run(&a).map(|_| ExitCode::SUCCESS),
         Command::Hunt(a) => hunt(a),
+        Command::ServeSql(a) => serve_sql(&a).map(|_| ExitCode::SUCCESS),
         Command::Lake { command } => lake(command).map(|_| ExitCode::SUCCESS),
         Command::Standin { command: StandinCommand::Eventhubs(a) } => crate::standin::serve::run(&a).map(|_| ExitCode::SUCCESS),
     }
 }
 
 fn hunt(a: HuntArgs) -> Result<std::process::ExitCode> {
-    use crate::hunt::{library, Input, Presentation, TimeRange};
+    use crate::hunt::{library, Presentation, TimeRange};
     let lib = library::Library::load(a.rules.dir.as_deref())?;
     if a.list {
         print!("{}", lib.render_list());
@@ -475,17 +531,10 @@ fn hunt(a: HuntArgs) -> Result<std::process::ExitCode> {
         println!("{}", sql.as_deref().unwrap_or_default());
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let input = match (&a.lake, a.files.is_empty()) {
-        (Some(_), false) => bail!("give --lake or files, not both"),
-        (Some(url), true) => Input::Lake(LakeConfig::from_url(url)?),
-        (None, false) => Input::Files(a.files.clone()),
-        (None, true) => {
-            eprintln!("crowsnest: hunting in the bundled sample; give --lake URL or FILE… for your own data");
-            Input::Sample
-        }
-    };
+    let input = hunt_input(a.lake.as_deref(), &a.files)?;
     let range = TimeRange::parse(a.since.as_deref(), a.until.as_deref())?;
     let session = crate::hunt::open(&input, range, Arc::new(set.lists.clone()))?;
+    session.register_hunts(&lib)?;
     let p = Presentation::default_for_stdout(a.format, a.max_rows);
     match sql {
         Some(sql) => {
@@ -494,6 +543,47 @@ fn hunt(a: HuntArgs) -> Result<std::process::ExitCode> {
         None => crate::hunt::shell::run(&session, p)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn hunt_input(lake: Option<&str>, files: &[PathBuf]) -> Result<crate::hunt::Input> {
+    use crate::hunt::Input;
+    Ok(match (lake, files.is_empty()) {
+        (Some(_), false) => bail!("give --lake or files, not both"),
+        (Some(url), true) => Input::Lake(LakeConfig::from_url(url)?),
+        (None, false) => Input::Files(files.to_vec()),
+        (None, true) => {
+            eprintln!("crowsnest: hunting in the bundled sample; give --lake URL or FILE… for your own data");
+            Input::Sample
+        }
+    })
+}
+
+/// Opens the hunt catalog over `input` with the named hunts as table functions.
+fn hunt_catalog(input: &crate::hunt::Input, rules: &RulesArg) -> Result<crate::hunt::HuntSession> {
+    let set = rules.load()?;
+    let lib = crate::hunt::library::Library::load(rules.dir.as_deref())?;
+    let session = crate::hunt::open(input, crate::hunt::TimeRange::default(), Arc::new(set.lists.clone()))?;
+    session.register_hunts(&lib)?;
+    Ok(session)
+}
+
+fn serve_sql(a: &ServeSqlArgs) -> Result<()> {
+    use crate::hunt::flight;
+    let session = hunt_catalog(&hunt_input(a.lake.as_deref(), &a.files)?, &a.rules)?;
+    let cfg = a.config();
+    session.block_on(async {
+        let bound = flight::bind(&cfg).await?;
+        eprintln!("crowsnest: serving Flight SQL on {} ({})", bound.url(), describe_sql_server(&bound, &cfg));
+        flight::serve(bound, session.context().clone(), wait_for_signal()).await
+    })
+}
+
+fn describe_sql_server(bound: &crate::hunt::flight::Bound, cfg: &crate::hunt::flight::ServeConfig) -> String {
+    let auth = match bound.auth().users() {
+        0 => "no authentication: loopback only".to_string(),
+        n => format!("{n} user(s) with tokens"),
+    };
+    format!("{auth}; {} MiB and {} per query, {} at once; Ctrl-C stops", cfg.memory_limit_mb, cfg.query_timeout, cfg.max_concurrent)
 }
 
 fn lake(cmd: LakeCommand) -> Result<()> {
@@ -859,6 +949,21 @@ fn run_service(args: &RunArgs) -> Result<()> {
     log::warn!("source: {}", describe_source(&cfg));
     let health = Arc::new(server::Health::default());
     let router = AlertRouter::new(set.suppression_periods(), 1 << 20);
+
+    // `[hunt] listen`: the lake this run writes, served over Flight SQL on its own runtime
+    // (queries never share the engine's thread); new files show in the next query.
+    if let Some(hunt) = &cfg.hunt {
+        let lake = cfg.sinks.lake.clone().context("[hunt] serves the lake this run writes: configure [sinks.lake] too")?;
+        let session = hunt_catalog(&crate::hunt::Input::Lake(lake), &args.rules)?;
+        let bound = session.block_on(crate::hunt::flight::bind(hunt))?;
+        log::warn!("Flight SQL on {} ({})", bound.url(), describe_sql_server(&bound, hunt));
+        std::thread::Builder::new().name("sql-server".into()).spawn(move || {
+            let ctx = session.context().clone();
+            if let Err(e) = session.block_on(crate::hunt::flight::serve(bound, ctx, std::future::pending())) {
+                log::error!("the Flight SQL server stopped: {e:#}");
+            }
+        })?;
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let summary = rt.block_on(async {

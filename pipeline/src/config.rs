@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub state: StateConfig,
+    /// Serve the lake over Flight SQL while running (`crowsnest serve-sql`'s options).
+    pub hunt: Option<crate::hunt::flight::ServeConfig>,
 }
 
 /// Rule state that replaying input cannot rebuild: first-sighting histories.

@@ -2,14 +2,18 @@
 //! and an interactive shell.
 //!
 //! [`session`] builds the SQL session (tables, time range, functions, read-only options),
-//! [`library`] reads the named hunts, [`output`] prints results, [`shell`] is the prompt.
+//! [`library`] reads the named hunts and [`table_functions`] makes them callable from SQL,
+//! [`output`] prints results, [`shell`] is the prompt, and [`flight`] serves the same session
+//! over Arrow Flight SQL.
 //! Hunts sit above `engine` and `tables`: they use the engine's functions and the tables'
 //! schemas, never the other way round.
 
+pub mod flight;
 pub mod library;
 pub mod output;
 pub mod session;
 pub mod shell;
+pub mod table_functions;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};

@@ -93,6 +93,15 @@ pub struct QueryResult {
     pub bytes_scanned: u64,
 }
 
+/// Where the tables sit, as Flight SQL clients see them: `crowsnest.public.kube_audit`.
+pub const CATALOG: &str = "crowsnest";
+pub const SCHEMA: &str = "public";
+
+/// Hunts read; they never write, define, or change settings.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
 pub struct HuntSession {
     ctx: SessionContext,
     pub tables: Vec<String>,
@@ -101,7 +110,10 @@ pub struct HuntSession {
 
 fn context(lists: Arc<Lists>) -> Result<SessionContext> {
     // As in the rules: identifiers keep their case (Container Insights' TimeGenerated, PodName).
+    // The catalog is named for clients that list it (Flight SQL navigators, information_schema).
     let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_information_schema(true)
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
         // Filters read their own columns first and decode the others only for the rows that
         // pass (a lookup by user or pod reads a sliver of each file), cheapest filter first.
@@ -175,16 +187,26 @@ impl HuntSession {
         Ok(())
     }
 
-    /// Hunts read; they never write, define, or change settings.
-    fn read_only() -> SQLOptions {
-        SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+    /// The named hunts as table functions (`SELECT * FROM exec_sessions()`).
+    pub fn register_hunts(&self, lib: &super::library::Library) -> Result<()> {
+        self.rt.block_on(super::table_functions::register(&self.ctx, lib))
+    }
+
+    /// The session's catalog, for serving it (`crowsnest serve-sql`).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs `f` on the session's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     /// Runs one read-only statement. `on_batch` sees the rows as they come (progress).
     pub fn query(&self, sql: &str, max_rows: Option<usize>, on_batch: &mut dyn FnMut(usize)) -> Result<QueryResult> {
         let started = Instant::now();
         self.rt.block_on(async {
-            let df = self.ctx.sql_with_options(sql, Self::read_only()).await.map_err(explain_refusal)?;
+            let df = self.ctx.sql_with_options(sql, read_only()).await.map_err(explain_refusal)?;
             let plan = df.create_physical_plan().await?;
             let schema = plan.schema();
             let mut stream = execute_stream(plan.clone(), self.ctx.task_ctx())?;
