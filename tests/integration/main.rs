@@ -8,6 +8,7 @@ mod drift;
 mod engine;
 mod equivalence;
 mod eventhubs;
+mod flight_sql;
 mod forms;
 mod fuzz_regressions;
 mod insights;

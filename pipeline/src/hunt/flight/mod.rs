@@ -177,6 +177,9 @@ pub async fn serve(bound: Bound, ctx: SessionContext, shutdown: impl Future<Outp
     let service = FlightServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let mut server = Server::builder();
     if let Some(tls) = bound.tls_config {
+        // Other crates enable both of rustls' providers, so none is implied: name one (an
+        // earlier call's choice stands).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         server = server.tls_config(tls).context("the TLS certificate and key")?;
     }
     let incoming = tonic::transport::server::TcpIncoming::from(bound.listener).with_nodelay(Some(true));
