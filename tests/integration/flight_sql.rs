@@ -157,11 +157,13 @@ fn python_adbc_reads_hunts_with_a_token_or_a_password_and_gets_the_rows_crowsnes
             json!({"sql": "SELECT * FROM exec_sessions('mallory@contoso.com', 'default')", "first_rows": 5}),
             json!({"objects": true}),
             json!({"table_schema": "kube_audit"}),
+            // The plain statement path (Grafana's), with the token or the session token.
+            json!({"statement": "SELECT * FROM exec_sessions()", "same_as_parquet": p("exec.parquet")}),
         ]
     };
     for connect in [json!({"token": TOKEN_ALICE}), json!({"user": "bob", "password": TOKEN_BOB})] {
         let answers = server.client(connect.clone(), steps());
-        assert_eq!(answers.len(), 7, "{answers:?}");
+        assert_eq!(answers.len(), 8, "{answers:?}");
         for a in &answers[..3] {
             assert_ok(a);
             assert_eq!(a["same"], true, "{connect}: the rows differ from crowsnest hunt's: {a}");
@@ -179,6 +181,12 @@ fn python_adbc_reads_hunts_with_a_token_or_a_password_and_gets_the_rows_crowsnes
         assert!(!tables.iter().any(|t| t.contains("__lake_")), "plumbing listed: {tables:?}");
         let columns = &assert_ok(&answers[6])["columns"];
         assert_eq!(columns[0], "event_time", "{columns}");
+        if connect.get("token").is_some() {
+            assert_eq!(assert_ok(&answers[7])["same"], true, "{}", answers[7]);
+        } else {
+            // pyarrow's client is given no token here (the password is ADBC's): refused.
+            assert_refused(&answers[7], "nauthenticated");
+        }
     }
 
     // No token, a wrong token, a wrong password: refused, and the server serves on.
@@ -335,7 +343,8 @@ fn the_hunting_dashboard_queries_run_against_the_endpoint() {
         }
     }
     assert!(queries.len() >= 6, "{} queries", queries.len());
-    let steps = queries.iter().map(|(_, _, sql)| json!({"sql": sql})).collect();
+    // As Grafana's data source sends them: plain statements (GetFlightInfo, then DoGet).
+    let steps = queries.iter().map(|(_, _, sql)| json!({"statement": sql})).collect();
     let answers = server.client(json!({"token": TOKEN_ALICE}), steps);
     for ((title, format, sql), a) in queries.iter().zip(&answers) {
         assert_eq!(a["ok"], true, "panel {title:?} fails: {a}\n{sql}");
@@ -345,4 +354,33 @@ fn the_hunting_dashboard_queries_run_against_the_endpoint() {
             assert!(a["columns"].as_array().unwrap().contains(&json!("time")), "panel {title:?} has no time column: {a}");
         }
     }
+}
+
+#[test]
+fn run_serves_the_lake_it_writes_when_hunt_listen_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = crate::common::free_port();
+    let sample = repo_root().join("pipeline/samples/aks-sample.jsonl.gz");
+    let config = format!(
+        "[source]\nkind = \"file\"\npaths = [\"{}\"]\nfollow = true\n\n[sinks]\nstdout = false\nfile = \"alerts.jsonl\"\n\n[sinks.lake]\nurl = \"file://{}/lake\"\nroll_age = \"1s\"\n\n[metrics]\nenabled = false\n\n[hunt]\nlisten = \"127.0.0.1:{port}\"\n",
+        sample.display(),
+        dir.display()
+    );
+    let mut running = crate::common::Running::start_with_env(dir, &config, &[], &[("CROWSNEST_SQL_TOKEN", TOKEN_ALICE)]);
+    let plan = json!({"uri": format!("grpc://127.0.0.1:{port}"), "token": TOKEN_ALICE, "steps": [
+        {"sql": "SELECT count(*) AS n FROM kube_audit", "first_rows": 1},
+        {"sql": "SELECT count(*) AS n FROM alerts", "first_rows": 1},
+    ]});
+    // The files close a second after their first row; until then the tables are empty.
+    let answers = crate::common::wait_for("the run's lake over Flight SQL", std::time::Duration::from_secs(90), || {
+        running.assert_running(dir);
+        let a = client(&plan);
+        let n = |i: usize| a.get(i).and_then(|x| x["first"][0]["n"].as_i64()).unwrap_or(0);
+        // Every event of the sample is in (the 3,000 audit events are rows of kube_audit).
+        (n(0) >= 3000 && n(1) > 0).then_some(a)
+    });
+    assert_ok(&answers[1]);
+    let refused = client(&json!({"uri": format!("grpc://127.0.0.1:{port}"), "steps": [{"sql": "SELECT 1"}]}));
+    assert_refused(&refused[0], "UNAUTHENTICATED");
 }

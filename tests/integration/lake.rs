@@ -193,6 +193,7 @@ fn the_hunt_library_returns_the_rows_its_tests_expect() {
     let lib = Library::bundled().unwrap();
     let set = crowsnest::rules::RuleSet::bundled().unwrap();
     let session = open(&Input::Sample, TimeRange::default(), std::sync::Arc::new(set.lists.clone())).unwrap();
+    session.register_hunts(&lib).unwrap();
     let mut failures = Vec::new();
     let mut cases = 0;
     for h in &lib.hunts {
@@ -212,6 +213,18 @@ fn the_hunt_library_returns_the_rows_its_tests_expect() {
                 .flat_map(|b| crowsnest::sink::json_rows(b).unwrap())
                 .map(|r| serde_json::from_slice(&r).unwrap())
                 .collect();
+            // The same case through the hunt's table function, its parameters in order.
+            let args: Vec<String> = h
+                .params
+                .iter()
+                .map(|p| format!("'{}'", t.params.get(&p.name).or(p.default.as_ref()).unwrap().replace('\'', "''")))
+                .collect();
+            let call = format!("SELECT * FROM {}({})", crowsnest::hunt::table_functions::function_name(&h.name), args.join(", "));
+            match session.query(&call, None, &mut |_| {}) {
+                Ok(r) if r.rows == rows.len() => {}
+                Ok(r) => failures.push(format!("{} case {i}: {call} gave {} rows, the hunt {}", h.name, r.rows, rows.len())),
+                Err(e) => failures.push(format!("{} case {i}: {call}: {e:#}", h.name)),
+            }
             if let Some(n) = t.rows {
                 if rows.len() != n {
                     failures.push(format!("{} case {i}: {} rows, expected {n}", h.name, rows.len()));

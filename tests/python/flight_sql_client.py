@@ -4,8 +4,10 @@ stdout. The Rust tests decide what is right; this file only connects, runs and r
 
 Plan: {"uri": "grpc://127.0.0.1:PORT", "token": "...", "user": "...", "password": "...",
        "tls_root_file": "ca.pem", "steps": [STEP, ...]}
-Steps: {"sql": "...", "params": [...], "same_as_parquet": "file"} runs a query (and compares
-       its rows with a Parquet file `crowsnest hunt --format parquet` wrote);
+Steps: {"sql": "...", "params": [...], "same_as_parquet": "file"} runs a query through ADBC,
+       which prepares every statement (and compares its rows with a Parquet file `crowsnest
+       hunt --format parquet` wrote); {"statement": "..."} runs one as Grafana's data source
+       does, GetFlightInfo(CommandStatementQuery) then DoGet, with pyarrow's Flight client;
        {"ingest": "table"} tries a bulk ingestion; {"objects": true} lists tables;
        {"table_schema": "name"} gives a table's columns.
 """
@@ -45,20 +47,52 @@ def classic(table):
     return table.cast(pa.schema(fields))
 
 
+def protobuf_field(number, data):
+    """A length-delimited protobuf field: enough to write the two messages a statement needs."""
+    n, out = len(data), bytearray([number << 3 | 2])
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out) + data
+
+
+def statement(plan, sql):
+    """GetFlightInfo(CommandStatementQuery) and DoGet on each endpoint, as Go's Execute does."""
+    import pyarrow.flight as fl
+
+    command = protobuf_field(1, sql.encode())
+    any_ = protobuf_field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + protobuf_field(2, command)
+    kwargs = {}
+    if plan.get("tls_root_file"):
+        with open(plan["tls_root_file"], "rb") as f:
+            kwargs["tls_root_certs"] = f.read()
+    client = fl.FlightClient(plan["uri"], **kwargs)
+    headers = [(b"authorization", ("Bearer " + plan["token"]).encode())] if plan.get("token") else []
+    options = fl.FlightCallOptions(headers=headers)
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(any_), options)
+    tables = [client.do_get(endpoint.ticket, options).read_all() for endpoint in info.endpoints]
+    client.close()
+    return pa.concat_tables(tables) if tables else info.schema.empty_table()
+
+
 def error(e):
     return {"ok": False, "error": type(e).__name__, "message": str(e)}
 
 
-def step(conn, s):
+def step(plan, conn, s):
     cur = conn.cursor()
     try:
-        if "sql" in s:
+        if "sql" in s or "statement" in s:
             started = time.perf_counter()
-            if s.get("params") is not None:
+            if "statement" in s:
+                table = statement(plan, s["statement"])
+            elif s.get("params") is not None:
                 cur.execute(s["sql"], tuple(s["params"]))
+                table = cur.fetch_arrow_table()
             else:
                 cur.execute(s["sql"])
-            table = cur.fetch_arrow_table()
+                table = cur.fetch_arrow_table()
             out = {
                 "ok": True,
                 "rows": table.num_rows,
@@ -105,7 +139,7 @@ def main():
         return
     with conn:
         for s in plan["steps"]:
-            print(json.dumps(step(conn, s)), flush=True)
+            print(json.dumps(step(plan, conn, s)), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@
 //! writing alerts to a topic, against file replay of the same events in the same run.
 
 mod eventhubs;
+mod flight_sql;
 mod lake;
 mod sentinel;
 mod soak;
@@ -86,6 +87,10 @@ pub struct BenchArgs {
     /// replay of the same events; and the checkpoint writes that cost.
     #[arg(long, conflicts_with_all = ["kafka", "windows", "stages", "sentinel", "lake"])]
     eventhubs: bool,
+    /// Flight SQL mode: a hunt's --events-row result streamed from `crowsnest serve-sql` to
+    /// Python's ADBC client, against `crowsnest hunt --format parquet` of the same query.
+    #[arg(long, conflicts_with_all = ["kafka", "windows", "stages", "sentinel", "lake", "eventhubs"])]
+    pub flight_sql: bool,
     /// Soak mode: `crowsnest run` on a followed file fed at --rate events/s for this long
     /// (e.g. 30m), with bad records and changing keys, sampling its memory, threads, open files
     /// and window groups every 5 s into DIR/soak.csv (bench/plot_soak.py draws it).
@@ -556,6 +561,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.eventhubs {
         return eventhubs::run(args, &set, workers);
+    }
+    if args.flight_sql {
+        return flight_sql::run(args, &set, workers);
     }
     let (path, size) = ensure_file(args, args.events, "events.jsonl").context("generating the bench input")?;
     if args.stages {
