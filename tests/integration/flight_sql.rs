@@ -189,6 +189,18 @@ fn python_adbc_reads_hunts_with_a_token_or_a_password_and_gets_the_rows_crowsnes
         }
     }
 
+    // Files added to the lake while the server runs show in the next query (no listing cache).
+    let count = |server: &SqlServer| {
+        let a = server.client(json!({"token": TOKEN_ALICE}), vec![json!({"sql": "SELECT count(*) AS n FROM kube_audit", "first_rows": 1})]);
+        assert_ok(&a[0])["first"][0]["n"].as_i64().unwrap()
+    };
+    let before = count(&server);
+    let gen = run(&["gen", "--events", "200", "--seed", "3", "--start", "2026-11-03T08:00:00Z", "--out", "more.jsonl"], dir);
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let more = run(&["replay", "more.jsonl", "--lake", &lake, "--no-progress", "--no-stdout"], dir);
+    assert!(more.status.success(), "{}", String::from_utf8_lossy(&more.stderr));
+    assert_eq!(count(&server), before + 200, "the new file's rows are not served");
+
     // No token, a wrong token, a wrong password: refused, and the server serves on.
     let refused = server.client(json!({}), vec![json!({"sql": "SELECT 1"})]);
     assert_refused(&refused[0], "UNAUTHENTICATED");

@@ -11,7 +11,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::file_format::parquet::{transform_schema_to_view, ParquetFormat};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::MemTable;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -120,7 +122,13 @@ fn context(lists: Arc<Lists>) -> Result<SessionContext> {
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         .set_bool("datafusion.execution.parquet.reorder_filters", true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+    // No cache of file listings: a lake being written (serve-sql, `[hunt]` in run) gains files
+    // and compaction removes some, and DataFusion would keep the first listing for good.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .build_arc()
+        .context("the query runtime")?;
+    let state = SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
     let mut ctx = SessionContext::new_with_state(state);
     register_functions(&mut ctx, lists.clone(), &Learned::new(&lists))?;
     Ok(ctx)

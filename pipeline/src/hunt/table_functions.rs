@@ -109,6 +109,8 @@ impl TableProvider for HuntTable {
             return plan_err!("hunts run in a DataFusion session");
         };
         let plan = state.create_logical_plan(&self.sql).await?;
+        // The library's SQL with quoted values; checked like a client's statement all the same.
+        super::session::read_only().verify_plan(&plan)?;
         let plan = state.create_physical_plan(&plan).await?;
         let Some(projection) = projection else { return Ok(plan) };
         let input = plan.schema();

@@ -20,9 +20,9 @@ use tonic::Status;
 pub const MIN_TOKEN_CHARS: usize = 16;
 /// A session token from the handshake lives this long.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at most; the oldest go first (a client that signs in in a loop cannot grow
-/// the server without bound).
-const MAX_SESSIONS: usize = 10_000;
+/// Sessions kept per user; the user's oldest goes first (a client that signs in in a loop cannot
+/// grow the server, nor push other users' sessions out).
+const MAX_SESSIONS_PER_USER: usize = 100;
 /// The user of every call when no token is configured (loopback only).
 pub const LOCAL_USER: &str = "local";
 
@@ -30,10 +30,18 @@ pub const LOCAL_USER: &str = "local";
 pub const TOKEN_ENV: &str = "CROWSNEST_SQL_TOKEN";
 
 pub struct Authenticator {
-    /// (user, token); empty: no authentication (the server refuses to listen beyond loopback).
-    tokens: Vec<(String, String)>,
+    /// (user, SHA-256 of the token); empty: no authentication (the server refuses to listen
+    /// beyond loopback).
+    tokens: Vec<(String, [u8; 32])>,
     /// SHA-256 of a session token → (user, expiry).
     sessions: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+/// Names no token: only how many users there are.
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("users", &self.tokens.len()).finish_non_exhaustive()
+    }
 }
 
 impl Authenticator {
@@ -128,8 +136,8 @@ impl Authenticator {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
         sessions.retain(|_, (_, expiry)| *expiry > now);
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions.iter().min_by_key(|(_, (_, e))| *e).map(|(k, _)| *k) {
+        if sessions.values().filter(|(u, _)| *u == user).count() >= MAX_SESSIONS_PER_USER {
+            if let Some(oldest) = sessions.iter().filter(|(_, (u, _))| *u == user).min_by_key(|(_, (_, e))| *e).map(|(k, _)| *k) {
                 sessions.remove(&oldest);
             }
         }
@@ -137,11 +145,13 @@ impl Authenticator {
         Ok((user, session))
     }
 
-    /// Every configured token is compared, in constant time, whatever matches first.
+    /// Every configured token is compared, by digest (so lengths tell nothing) and in constant
+    /// time, whatever matches first.
     fn user_of_token(&self, token: &str) -> Option<String> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for (user, t) in &self.tokens {
-            if t.len() == token.len() && openssl::memcmp::eq(t.as_bytes(), token.as_bytes()) && found.is_none() {
+            if openssl::memcmp::eq(t, &digest) && found.is_none() {
                 found = Some(user.clone());
             }
         }
@@ -149,14 +159,14 @@ impl Authenticator {
     }
 }
 
-fn checked(user: &str, token: &str, whence: &str) -> Result<(String, String)> {
+fn checked(user: &str, token: &str, whence: &str) -> Result<(String, [u8; 32])> {
     if user.is_empty() || user.contains(char::is_whitespace) {
         bail!("{whence}: the user name must be one word");
     }
     if token.chars().count() < MIN_TOKEN_CHARS {
         bail!("{whence}: a token must have at least {MIN_TOKEN_CHARS} characters (openssl rand -hex 32 makes one)");
     }
-    Ok((user.to_string(), token.to_string()))
+    Ok((user.to_string(), Sha256::digest(token.as_bytes()).into()))
 }
 
 /// `Scheme value` with the scheme matched without regard to case.

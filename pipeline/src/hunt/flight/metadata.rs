@@ -4,6 +4,7 @@
 
 use std::sync::OnceLock;
 
+use arrow_flight::error::FlightError;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder};
 use arrow_flight::sql::{
     CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, XdbcDataType,
@@ -133,12 +134,12 @@ fn schemas(ctx: &SessionContext) -> Vec<(String, String)> {
     out
 }
 
-pub fn db_schemas(ctx: &SessionContext, query: CommandGetDbSchemas) -> datafusion::arrow::error::Result<RecordBatch> {
+pub fn db_schemas(ctx: &SessionContext, query: CommandGetDbSchemas) -> Result<RecordBatch, FlightError> {
     let mut b = query.into_builder();
     for (c, s) in schemas(ctx) {
         b.append(c, s);
     }
-    b.build().map_err(|e| datafusion::arrow::error::ArrowError::ExternalError(Box::new(e)))
+    b.build()
 }
 
 pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> datafusion::error::Result<RecordBatch> {
@@ -154,7 +155,8 @@ pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> datafusion
                 TableType::View => "VIEW",
                 TableType::Temporary => "LOCAL TEMPORARY",
             };
-            b.append(&c, &s, &name, kind, table.schema().as_ref())
+            // As results are sent: clients that cannot read view types cannot read them here.
+            b.append(&c, &s, &name, kind, super::wire::schema(&table.schema()).as_ref())
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         }
     }

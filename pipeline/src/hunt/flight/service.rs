@@ -37,8 +37,10 @@ use super::wire;
 
 type DoGetStream = <FlightSqlServer as FlightService>::DoGetStream;
 
-/// Prepared statements kept at most (per server); the oldest go first.
-const MAX_PREPARED: usize = 10_000;
+/// Prepared statements kept per user; the user's oldest goes first.
+const MAX_PREPARED_PER_USER: usize = 100;
+/// The longest statement taken: hunts are long, but not this long.
+const MAX_SQL_BYTES: usize = 1 << 20;
 
 struct Prepared {
     user: String,
@@ -69,7 +71,7 @@ impl FlightSqlServer {
 
     /// Plans `sql` for its result schema (as sent on the wire), logging a refusal.
     async fn schema_of(&self, user: &str, sql: &str, params: Option<&[ScalarValue]>) -> Result<SchemaRef, Status> {
-        match self.executor.plan(sql, params).await {
+        match self.plan(sql, params).await {
             Ok(df) => Ok(wire::schema(df.schema().inner())),
             Err(s) => {
                 QueryLog::start(user, sql).finish(0, 0, &Err(s.clone()));
@@ -78,11 +80,28 @@ impl FlightSqlServer {
         }
     }
 
+    async fn plan(&self, sql: &str, params: Option<&[ScalarValue]>) -> Result<datafusion::prelude::DataFrame, Status> {
+        within_length(sql)?;
+        self.executor.plan(sql, params).await
+    }
+
     async fn run(&self, user: &str, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<Response<DoGetStream>, Status> {
+        within_length(sql)?;
         let (schema, rows) = self.executor.execute(user, sql, params).await?;
         let wire_schema = wire::schema(&schema);
         let rows = rows.map(move |r| r.and_then(|b| wire::batch(&b).map_err(|e| Status::internal(e.to_string()))));
         Ok(stream_of(wire_schema, rows))
+    }
+
+    /// The FlightInfo of a metadata command: its one ticket is the command itself.
+    fn command_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: SchemaRef,
+        command: impl ProstMessageExt,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(&request)?;
+        info(&schema, command.as_any().encode_to_vec(), request.into_inner())
     }
 
     fn with_prepared<R>(&self, user: &str, handle: &[u8], f: impl FnOnce(&mut Prepared) -> R) -> Result<R, Status> {
@@ -107,7 +126,7 @@ fn stream_of(schema: SchemaRef, rows: impl Stream<Item = Result<RecordBatch, Sta
     Response::new(Box::pin(data))
 }
 
-fn one_batch(batch: datafusion::arrow::error::Result<RecordBatch>) -> Result<Response<DoGetStream>, Status> {
+fn one_batch<E: std::fmt::Display>(batch: Result<RecordBatch, E>) -> Result<Response<DoGetStream>, Status> {
     let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
     Ok(stream_of(batch.schema(), futures::stream::once(async { Ok(batch) })))
 }
@@ -117,6 +136,13 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
         .try_into()
         .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
     Ok(bytes)
+}
+
+fn within_length(sql: &str) -> Result<(), Status> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Status::invalid_argument(format!("statements are limited to {MAX_SQL_BYTES} bytes")));
+    }
+    Ok(())
 }
 
 fn read_only_refusal(what: &str) -> Status {
@@ -171,7 +197,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let user = self.user(&request)?;
-        let df = match self.executor.plan(&query.query, None).await {
+        let df = match self.plan(&query.query, None).await {
             Ok(df) => df,
             Err(s) => {
                 QueryLog::start(&user, &query.query).finish(0, 0, &Err(s.clone()));
@@ -198,8 +224,8 @@ impl FlightSqlService for FlightSqlServer {
             let mut map = self.prepared.lock().expect("prepared lock");
             let now = Instant::now();
             map.retain(|_, p| now.duration_since(p.created) < SESSION_TTL);
-            if map.len() >= MAX_PREPARED {
-                if let Some(oldest) = map.iter().min_by_key(|(_, p)| p.created).map(|(k, _)| k.clone()) {
+            if map.values().filter(|p| p.user == user).count() >= MAX_PREPARED_PER_USER {
+                if let Some(oldest) = map.iter().filter(|(_, p)| p.user == user).min_by_key(|(_, p)| p.created).map(|(k, _)| k.clone()) {
                     map.remove(&oldest);
                 }
             }
@@ -219,14 +245,20 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let user = self.user(&request)?;
         self.with_prepared(&user, &query.prepared_statement_handle, |_| ())?;
+        // Read as it comes, and stop at the second row: one row of parameters is all that binds.
         let data = request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
-        let batches: Vec<RecordBatch> =
-            FlightRecordBatchStream::new_from_flight_data(data).try_collect().await.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows > 1 {
-            return Err(Status::invalid_argument(format!("bind one row of parameters at a time ({rows} were sent)")));
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+        let mut row: Option<RecordBatch> = None;
+        while let Some(b) = batches.next().await {
+            let b = b.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if b.num_rows() > 1 || (b.num_rows() == 1 && row.is_some()) {
+                return Err(Status::invalid_argument("bind one row of parameters at a time"));
+            }
+            if b.num_rows() == 1 {
+                row = Some(b);
+            }
         }
-        let params = match batches.iter().find(|b| b.num_rows() == 1) {
+        let params = match &row {
             Some(b) => b
                 .columns()
                 .iter()
@@ -278,8 +310,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        info(&GetCatalogsBuilder::new().schema(), query.as_any().encode_to_vec(), request.into_inner())
+        self.command_info(request, GetCatalogsBuilder::new().schema(), query)
     }
 
     async fn do_get_catalogs(&self, query: CommandGetCatalogs, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -288,7 +319,7 @@ impl FlightSqlService for FlightSqlServer {
         for c in self.executor.context().catalog_names() {
             b.append(c);
         }
-        one_batch(b.build().map_err(|e| datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))))
+        one_batch(b.build())
     }
 
     async fn get_flight_info_schemas(
@@ -296,9 +327,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        let schema = query.clone().into_builder().schema();
-        info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        self.command_info(request, query.clone().into_builder().schema(), query)
     }
 
     async fn do_get_schemas(&self, query: CommandGetDbSchemas, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -311,15 +340,12 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        let schema = query.clone().into_builder().schema();
-        info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        self.command_info(request, query.clone().into_builder().schema(), query)
     }
 
     async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
         self.user(&request)?;
-        let batch = metadata::tables(self.executor.context(), query).await.map_err(|e| Status::internal(e.to_string()))?;
-        one_batch(Ok(batch))
+        one_batch(metadata::tables(self.executor.context(), query).await)
     }
 
     async fn get_flight_info_table_types(
@@ -327,9 +353,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        let schema = query.clone().into_builder().schema();
-        info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        self.command_info(request, query.clone().into_builder().schema(), query)
     }
 
     async fn do_get_table_types(&self, query: CommandGetTableTypes, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -338,7 +362,7 @@ impl FlightSqlService for FlightSqlServer {
         for t in metadata::table_types() {
             b.append(t);
         }
-        one_batch(b.build().map_err(|e| datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))))
+        one_batch(b.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -346,9 +370,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        let schema = query.clone().into_builder(metadata::sql_info()).schema();
-        info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        self.command_info(request, query.clone().into_builder(metadata::sql_info()).schema(), query)
     }
 
     async fn do_get_sql_info(&self, query: CommandGetSqlInfo, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
@@ -363,9 +385,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        let schema = query.clone().into_builder(metadata::type_info()).schema();
-        info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+        self.command_info(request, query.clone().into_builder(metadata::type_info()).schema(), query)
     }
 
     async fn do_get_xdbc_type_info(

@@ -20,7 +20,9 @@ fn classic(t: &DataType) -> DataType {
         DataType::LargeListView(f) => DataType::LargeList(field(f)),
         DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
         DataType::Struct(fs) => DataType::Struct(fs.iter().map(field).collect()),
+        DataType::RunEndEncoded(r, v) => DataType::RunEndEncoded(r.clone(), field(v)),
         DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(classic(v))),
         other => other.clone(),
     }
 }
