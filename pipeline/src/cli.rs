@@ -545,6 +545,11 @@ fn hunt(a: HuntArgs) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// The lake `[hunt]` serves: the one this run writes.
+fn hunt_lake(cfg: &Config) -> Result<LakeConfig> {
+    cfg.sinks.lake.clone().context("[hunt] serves the lake this run writes: configure [sinks.lake] too")
+}
+
 fn hunt_input(lake: Option<&str>, files: &[PathBuf]) -> Result<crate::hunt::Input> {
     use crate::hunt::Input;
     Ok(match (lake, files.is_empty()) {
@@ -895,6 +900,10 @@ fn validate(args: &RunArgs, check: bool) -> Result<()> {
             println!("lake {}: reachable", store.display());
         }
     }
+    if let Some(h) = &cfg.hunt {
+        hunt_lake(&cfg)?;
+        println!("[hunt] Flight SQL on {}", h.check().context("[hunt]")?);
+    }
     let metrics = if cfg.metrics.enabled { cfg.metrics.listen.as_str() } else { "off" };
     println!(
         "{}: OK — {} rules planned, {} lists; source: {}; metrics: {metrics}",
@@ -953,8 +962,7 @@ fn run_service(args: &RunArgs) -> Result<()> {
     // `[hunt] listen`: the lake this run writes, served over Flight SQL on its own runtime
     // (queries never share the engine's thread); new files show in the next query.
     if let Some(hunt) = &cfg.hunt {
-        let lake = cfg.sinks.lake.clone().context("[hunt] serves the lake this run writes: configure [sinks.lake] too")?;
-        let session = hunt_catalog(&crate::hunt::Input::Lake(lake), &args.rules)?;
+        let session = hunt_catalog(&crate::hunt::Input::Lake(hunt_lake(&cfg)?), &args.rules)?;
         let bound = session.block_on(crate::hunt::flight::bind(hunt))?;
         log::warn!("Flight SQL on {} ({})", bound.url(), describe_sql_server(&bound, hunt));
         std::thread::Builder::new().name("sql-server".into()).spawn(move || {

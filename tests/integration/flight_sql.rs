@@ -313,6 +313,29 @@ fn tls_with_a_test_certificate_and_refusals_of_unsafe_listening() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = bin().args(["serve-sql"]).env("CROWSNEST_SQL_TOKEN", "short").current_dir(dir).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A key that is not the certificate's is named before any client comes.
+    let other = crowsnest::standin::pki::test_pki();
+    std::fs::write(dir.join("other-key.pem"), &other.key_pem).unwrap();
+    let out = run(&["serve-sql", "--tls-cert", "cert.pem", "--tls-key", "other-key.pem"], dir);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not the key of the certificate"), "{}", String::from_utf8_lossy(&out.stderr));
+    // `validate` checks [hunt] as run would: the lake it serves, the listening rules, TLS.
+    std::fs::write(dir.join("in.jsonl"), "").unwrap();
+    let config = |hunt: &str| {
+        format!(
+            "[source]\nkind = \"file\"\npaths = [\"in.jsonl\"]\n\n[sinks.lake]\nurl = \"file://{}/lake\"\n\n[hunt]\n{hunt}\n",
+            dir.display()
+        )
+    };
+    for (hunt, want) in [
+        ("listen = \"127.0.0.1:50051\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"", "[hunt] Flight SQL on grpc+tls://127.0.0.1:50051"),
+        ("listen = \"0.0.0.0:50051\"", "needs tokens"),
+        ("tls_cert = \"cert.pem\"\ntls_key = \"other-key.pem\"", "is not the key"),
+    ] {
+        std::fs::write(dir.join("c.toml"), config(hunt)).unwrap();
+        let out = run(&["validate", "-c", "c.toml"], dir);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(want), "{hunt}: {text}");
+    }
 }
 
 /// `$__timeFilter(col)` as the Grafana Flight SQL data source expands it (grafana-plugin-sdk-go's

@@ -131,11 +131,31 @@ impl ServeConfig {
         Ok(addr)
     }
 
+    /// The certificate chain and key, checked here (rustls would only say so at the first
+    /// client): PEM, a key that is the certificate's.
     fn tls(&self) -> Result<Option<ServerTlsConfig>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
         let cert_pem = std::fs::read(cert).with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
         let key_pem = std::fs::read(key).with_context(|| format!("reading the TLS key {}", key.display()))?;
+        let chain = openssl::x509::X509::stack_from_pem(&cert_pem).ok().filter(|c| !c.is_empty());
+        let Some(leaf) = chain.as_ref().and_then(|c| c.first()) else {
+            bail!("{} holds no PEM certificate", cert.display());
+        };
+        let private = openssl::pkey::PKey::private_key_from_pem(&key_pem)
+            .map_err(|_| anyhow::anyhow!("{} holds no PEM private key", key.display()))?;
+        if !leaf.public_key().is_ok_and(|public| public.public_eq(&private)) {
+            bail!("the key {} is not the key of the certificate {}", key.display(), cert.display());
+        }
         Ok(Some(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem))))
+    }
+
+    /// Everything `bind` checks, without taking the port (`crowsnest validate`).
+    pub fn check(&self) -> Result<String> {
+        let auth = self.authenticator()?;
+        let addr = self.checked_addr(&auth)?;
+        self.limits()?;
+        let tls = self.tls()?.is_some();
+        Ok(format!("{}://{addr}, {} user(s) with tokens", if tls { "grpc+tls" } else { "grpc" }, auth.users()))
     }
 }
 
