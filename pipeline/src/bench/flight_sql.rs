@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{ensure_generated, run_pipeline_with, BenchArgs};
+use super::{ensure_generated, run_pipeline_with, BenchArgs, RateTable};
 use crate::lake::LakeConfig;
 use crate::rules::RuleSet;
 use crate::sink::lake::LakeSink;
@@ -43,8 +43,7 @@ pub fn run(args: &BenchArgs, set: &RuleSet, workers: usize) -> Result<()> {
     let url = format!("file://{}", lake.display());
     eprintln!("writing the lake {} …", lake.display());
     run_pipeline_with(&path, set, workers, Some(LakeSink::new(&LakeConfig::from_url(&url)?)?))?;
-    let rows = args.events;
-    let sql = format!("SELECT {COLUMNS} FROM kube_audit LIMIT {rows}");
+    let sql = format!("SELECT {COLUMNS} FROM kube_audit LIMIT {}", args.events);
     let repeat = args.repeat.max(1);
     let exe = std::env::current_exe()?;
 
@@ -93,16 +92,10 @@ pub fn run(args: &BenchArgs, set: &RuleSet, workers: usize) -> Result<()> {
         COLUMNS.split(',').count(),
         args.events
     )?;
-    writeln!(out, "{:<62} {:>10} {:>14} {:>8}", "run", "seconds", "rows/s", "ratio")?;
-    let hunt_rate = client_rows as f64 / hunt_best;
-    writeln!(out, "{:<62} {hunt_best:>10.3} {hunt_rate:>14.0} {:>8.2}", "crowsnest hunt --format parquet > file (baseline)", 1.0)?;
-    let rate = client_rows as f64 / client_best;
-    writeln!(
-        out,
-        "{:<62} {client_best:>10.3} {rate:>14.0} {:>8.2}",
-        "serve-sql → Python ADBC (Flight SQL), into a pyarrow Table",
-        rate / hunt_rate
-    )?;
+    let rows = client_rows as f64;
+    let table = RateTable::start_in(&mut out, rows / hunt_best, "rows/s")?;
+    table.row(&mut out, "crowsnest hunt --format parquet > file (baseline)", hunt_best, rows)?;
+    table.row(&mut out, "serve-sql → Python ADBC (Flight SQL) into a pyarrow Table", client_best, rows)?;
     writeln!(
         out,
         "each figure the fastest of {repeat} runs (--repeat), timed from process or connection start to the last row; SQL: {sql}"

@@ -381,8 +381,8 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
     Ok(())
 }
 
-/// The table every throughput mode prints: per run its seconds, events/s, and its rate as a
-/// ratio to the baseline's.
+/// The table every throughput mode prints: per run its seconds, its rate (events/s, or rows/s
+/// for result streaming), and that rate as a ratio to the baseline's.
 struct RateTable {
     baseline_rate: f64,
 }
@@ -390,7 +390,12 @@ struct RateTable {
 impl RateTable {
     /// Prints the header; `baseline_rate` is the events/s every ratio divides by.
     fn start(out: &mut dyn Write, baseline_rate: f64) -> std::io::Result<RateTable> {
-        writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", "events/s", "ratio")?;
+        Self::start_in(out, baseline_rate, "events/s")
+    }
+
+    /// The same table for a rate of another `unit`.
+    fn start_in(out: &mut dyn Write, baseline_rate: f64, unit: &str) -> std::io::Result<RateTable> {
+        writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", unit, "ratio")?;
         Ok(RateTable { baseline_rate })
     }
 
