@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{counter_total, ensure_file, run_pipeline, stop_when_decoded, BenchArgs, CountingSink, RateTable};
+use super::{counter_total, ensure_file, run_pipeline, run_until_decoded, BenchArgs, CountingSink, RateTable};
 use crate::engine::{Engine, EngineOptions};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Control, Outputs};
+use crate::pipeline::{Control, Outputs};
 use crate::rules::RuleSet;
-use crate::sink::router::AlertRouter;
 use crate::source::eventhubs::config::EventHubsConfig;
 use crate::source::eventhubs::EventHubsSource;
 use crate::source::FramingLimits;
@@ -55,16 +54,15 @@ pub fn run(args: &BenchArgs, set: &RuleSet, workers: usize) -> Result<()> {
     let source = EventHubsSource::new(&cfg, limits, control.bytes_read.clone(), control.stop.clone(), metrics.clone())?;
     let mut outputs = Outputs { sinks: vec![Box::new(CountingSink(0))], dead_letters: None, late_events: None, events: None, lake: None };
     let started = Instant::now();
-    let watcher = stop_when_decoded(&control, &metrics, "crowsnest_eventhubs_messages_received_total", file.events);
-    let summary = pipeline::run(
-        vec![Box::new(source)],
+    let (summary, (total_secs, hub_secs, hub_events)) = run_until_decoded(
+        Box::new(source),
         engine,
-        AlertRouter::new(set.suppression_periods(), 1 << 20),
+        set,
         &mut outputs,
-        &metrics,
-        &control,
+        (&metrics, &control),
+        "crowsnest_eventhubs_messages_received_total",
+        file.events,
     )?;
-    let (total_secs, hub_secs, hub_events) = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
     let wall = started.elapsed().as_secs_f64();
     let writes = counter_total(&metrics, "crowsnest_offset_commits_total");
 

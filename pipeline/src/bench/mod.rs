@@ -333,16 +333,15 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
     let sink_connection = crate::kafka::Connection { brokers: brokers.to_string(), ..Default::default() };
     let sink = crate::sink::kafka::KafkaSink::new(&sink_connection, &alerts_topic, "alerts", metrics.clone())?;
     let mut outputs = Outputs { sinks: vec![Box::new(sink)], dead_letters: None, late_events: None, events: None, lake: None };
-    let watcher = stop_when_decoded(&control, &metrics, "crowsnest_kafka_messages_consumed_total", file.events);
-    let summary = pipeline::run(
-        vec![Box::new(source)],
+    let (summary, (total_secs, kafka_secs, kafka_events)) = run_until_decoded(
+        Box::new(source),
         engine,
-        AlertRouter::new(set.suppression_periods(), 1 << 20),
+        set,
         &mut outputs,
-        &metrics,
-        &control,
+        (&metrics, &control),
+        "crowsnest_kafka_messages_consumed_total",
+        file.events,
     )?;
-    let (total_secs, kafka_secs, kafka_events) = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
     let produced = counter_total(&metrics, "crowsnest_kafka_produced_total");
 
     let mut out = std::io::stdout().lock();
@@ -403,6 +402,24 @@ impl RateTable {
         let rate = events / secs;
         writeln!(out, "{name:<58} {secs:>12.2} {rate:>14.0} {:>8.2}", rate / self.baseline_rate)
     }
+}
+
+/// Every rule over a source that would wait for more input, until `want` events are decoded
+/// (see [`stop_when_decoded`]): the summary, and the watcher's (total s, s from the first
+/// message `first_metric` counts, events decoded).
+fn run_until_decoded(
+    source: Box<dyn Source>,
+    engine: Engine,
+    set: &RuleSet,
+    outputs: &mut Outputs,
+    (metrics, control): (&Metrics, &Control),
+    first_metric: &'static str,
+    want: u64,
+) -> Result<(pipeline::Summary, (f64, f64, u64))> {
+    let watcher = stop_when_decoded(control, metrics, first_metric, want);
+    let summary = pipeline::run(vec![source], engine, AlertRouter::new(set.suppression_periods(), 1 << 20), outputs, metrics, control)?;
+    let timing = watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    Ok((summary, timing))
 }
 
 /// For a source that would wait for more input: stops the pipeline once `want` events went

@@ -69,20 +69,18 @@ impl FlightSqlServer {
         })
     }
 
-    /// Plans `sql` for its result schema (as sent on the wire), logging a refusal.
+    /// The result schema of `sql`, as sent on the wire.
     async fn schema_of(&self, user: &str, sql: &str, params: Option<&[ScalarValue]>) -> Result<SchemaRef, Status> {
-        match self.plan(sql, params).await {
-            Ok(df) => Ok(wire::schema(df.schema().inner())),
-            Err(s) => {
-                QueryLog::start(user, sql).finish(0, 0, &Err(s.clone()));
-                Err(s)
-            }
-        }
+        Ok(wire::schema(self.plan(user, sql, params).await?.schema().inner()))
     }
 
-    async fn plan(&self, sql: &str, params: Option<&[ScalarValue]>) -> Result<datafusion::prelude::DataFrame, Status> {
-        within_length(sql)?;
-        self.executor.plan(sql, params).await
+    /// Plans `sql` read-only as `user`; a refusal is logged as the query's outcome.
+    async fn plan(&self, user: &str, sql: &str, params: Option<&[ScalarValue]>) -> Result<datafusion::prelude::DataFrame, Status> {
+        let planned = match within_length(sql) {
+            Ok(()) => self.executor.plan(sql, params).await,
+            Err(s) => Err(s),
+        };
+        planned.inspect_err(|s| QueryLog::start(user, sql).finish(0, 0, &Err(s.clone())))
     }
 
     async fn run(&self, user: &str, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<Response<DoGetStream>, Status> {
@@ -197,13 +195,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let user = self.user(&request)?;
-        let df = match self.plan(&query.query, None).await {
-            Ok(df) => df,
-            Err(s) => {
-                QueryLog::start(&user, &query.query).finish(0, 0, &Err(s.clone()));
-                return Err(s);
-            }
-        };
+        let df = self.plan(&user, &query.query, None).await?;
         let dataset = wire::schema(df.schema().inner());
         // `$1`, `$2`… in order; a parameter whose type the plan cannot tell is sent as null.
         let mut params: Vec<(usize, Field)> = df
