@@ -32,10 +32,16 @@ struct Event {
 
 /// `n` events over two hours: 12 users (a few busy), 6 namespaces, mostly 200s with 403s.
 fn events(rng: &mut Rng, n: usize) -> Vec<Event> {
+    events_over(rng, n, 10, 7200)
+}
+
+/// `n` events over `secs` seconds: a third from 2 busy users, the rest spread over `users`
+/// others.
+fn events_over(rng: &mut Rng, n: usize, users: u64, secs: u64) -> Vec<Event> {
     (0..n)
         .map(|i| {
-            let nanos = T0 + rng.below(7200 * 1000) as i64 * 1_000_000;
-            let user = if rng.below(3) == 0 { format!("busy{}", rng.below(2)) } else { format!("user{}", rng.below(10)) };
+            let nanos = T0 + rng.below(secs * 1000) as i64 * 1_000_000;
+            let user = if rng.below(3) == 0 { format!("busy{}", rng.below(2)) } else { format!("user{}", rng.below(users)) };
             let code = [200, 200, 201, 403, 403, 404][rng.below(6) as usize];
             let t = format_nanos(nanos);
             let doc = json!({"kind": "Event", "auditID": format!("e0000000-0000-4000-8000-{i:012}"), "stage": "ResponseComplete",
@@ -156,15 +162,20 @@ fn canonical(v: &Value) -> String {
     }
 }
 
-fn stream_rows(case: &Case, arrival: &[&str], rng: &mut Rng, lateness: i64) -> (BTreeSet<Row>, u64) {
+/// The streamed rows, the late events, and the most live groups the rule held.
+fn stream_rows(case: &Case, arrival: &[&str], rng: &mut Rng, lateness: i64) -> (BTreeSet<Row>, u64, usize) {
     let yaml = format!("id: EQ-1\ntitle: eq\nseverity: low\nquery: \"{}\"\n", case.rule);
     let set = RuleSet::from_texts(&PathBuf::from("eq"), vec![(PathBuf::from("r.yaml"), yaml)], vec![]).unwrap();
     let mut engine = Engine::new(&set, &EngineOptions { allowed_lateness: lateness, ..EngineOptions::default() }).unwrap();
     let mut alerts = Vec::new();
     let mut at = 0;
+    let mut peak_groups = 0;
+    // Batches of up to 60 events, or about 8,000 (the pipeline's size) when there are many.
+    let most = if arrival.len() > 20_000 { 16_000 } else { 60 };
     while at < arrival.len() {
-        let n = (1 + rng.below(60) as usize).min(arrival.len() - at);
+        let n = (1 + rng.below(most) as usize).min(arrival.len() - at);
         alerts.extend(engine.process(KUBE_AUDIT, &decode(&arrival[at..at + n])));
+        peak_groups = peak_groups.max(engine.stats().map(|(_, s)| s.live_groups).sum());
         at += n;
     }
     alerts.extend(engine.finish());
@@ -179,7 +190,7 @@ fn stream_rows(case: &Case, arrival: &[&str], rng: &mut Rng, lateness: i64) -> (
             row
         })
         .collect();
-    (rows, late)
+    (rows, late, peak_groups)
 }
 
 /// The output names of a rule's SELECT list: the alias after AS, else the column name.
@@ -220,7 +231,7 @@ fn windowed_rules_over_shuffled_streams_equal_the_batch_query() {
         };
         for (c, case) in CASES.iter().enumerate() {
             let expected = batch_rows(case, &all);
-            let (got, late) = stream_rows(case, &arrival, &mut rng, lateness);
+            let (got, late, _) = stream_rows(case, &arrival, &mut rng, lateness);
             assert_eq!(late, 0, "seed {seed}, case {c}: no event was later than the allowed lateness");
             assert!(!expected.is_empty(), "seed {seed}, case {c}: the batch query finds something to compare");
             let missing: Vec<_> = expected.difference(&got).take(5).collect();
@@ -232,5 +243,57 @@ fn windowed_rules_over_shuffled_streams_equal_the_batch_query() {
                 got.len()
             );
         }
+    }
+}
+
+/// HOP with DISTINCT and SESSION where keys are many: 100,000 users (what a scan or a spray
+/// looks like), most groups holding one or two events, every session compared.
+#[test]
+fn windowed_rules_over_100k_keys_equal_the_batch_query() {
+    const MANY: &[Case] = &[
+        Case {
+            rule: "SELECT user_name, count(DISTINCT namespace) AS ns, count(*) AS n, min(response_code) AS lo \
+                   FROM kube_audit GROUP BY user_name, HOP(event_time, INTERVAL '1 minute', INTERVAL '5 minutes') \
+                   HAVING count(DISTINCT namespace) >= 2",
+            window: (5, 1),
+            batch: "SELECT user_name, ws, count(DISTINCT namespace) AS ns, count(*) AS n, min(response_code) AS lo \
+                    FROM {T} GROUP BY user_name, ws HAVING count(DISTINCT namespace) >= 2",
+        },
+        Case {
+            rule: "SELECT user_name, count(*) AS n, count(DISTINCT namespace) AS ns FROM kube_audit \
+                   GROUP BY user_name, SESSION(event_time, INTERVAL '90 seconds') HAVING count(*) >= 1",
+            window: (1, 1),
+            batch: "WITH s AS (SELECT *, CASE WHEN lag(event_time) OVER (PARTITION BY user_name ORDER BY event_time, audit_id) IS NULL \
+                      OR event_time - lag(event_time) OVER (PARTITION BY user_name ORDER BY event_time, audit_id) > INTERVAL '90 seconds' \
+                      THEN 1 ELSE 0 END AS new_session FROM kube_audit), \
+                    g AS (SELECT *, sum(new_session) OVER (PARTITION BY user_name ORDER BY event_time, audit_id \
+                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sid FROM s) \
+                    SELECT user_name, min(event_time) AS ws, count(*) AS n, count(DISTINCT namespace) AS ns \
+                    FROM g GROUP BY user_name, sid HAVING count(*) >= 1",
+        },
+    ];
+    let lateness = 120 * SEC;
+    let mut rng = Rng(100_000);
+    // Ten minutes: tens of thousands of keys live in every pane and session at once.
+    let evs = events_over(&mut rng, 150_000, 100_000, 600);
+    let mut order: Vec<(i64, usize)> = evs.iter().enumerate().map(|(i, e)| (e.nanos + rng.below(lateness as u64) as i64, i)).collect();
+    order.sort();
+    let arrival: Vec<&str> = order.iter().map(|&(_, i)| evs[i].doc.as_str()).collect();
+    let docs: Vec<&str> = evs.iter().map(|e| e.doc.as_str()).collect();
+    let all = decode(&docs);
+    for (c, case) in MANY.iter().enumerate() {
+        let expected = batch_rows(case, &all);
+        let (got, late, peak_groups) = stream_rows(case, &arrival, &mut rng, lateness);
+        assert_eq!(late, 0, "case {c}: no event was later than the allowed lateness");
+        assert!(peak_groups > 20_000, "case {c}: many keys live at once ({peak_groups})");
+        assert!(expected.len() > 100, "case {c}: the batch query finds something to compare ({})", expected.len());
+        let missing: Vec<_> = expected.difference(&got).take(5).collect();
+        let extra: Vec<_> = got.difference(&expected).take(5).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "case {c}: {} rows in batch, {} streamed; missing {missing:?}; extra {extra:?}",
+            expected.len(),
+            got.len()
+        );
     }
 }

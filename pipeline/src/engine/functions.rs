@@ -295,7 +295,7 @@ pub struct DistinctStrings {
 }
 
 /// Two independently seeded 64-bit hashes of `s`.
-fn hash128(s: &str) -> u128 {
+pub(crate) fn hash128(s: &str) -> u128 {
     use std::sync::LazyLock;
     static SEEDS: LazyLock<(ahash::RandomState, ahash::RandomState)> = LazyLock::new(|| {
         (

@@ -1,76 +1,375 @@
-//! The keyed window operator of a windowed rule: DataFusion accumulators per (window, key),
-//! fed batch by batch, fired when the watermark passes the window's end.
+//! The keyed window operator of a windowed rule, built for many groups.
+//!
+//! Every group is a slot (`u32`) into columns: its key and metadata in [`Slots`], its aggregates
+//! in one [`AggColumn`] per aggregate. A batch is placed row by row (a hash lookup per row,
+//! no allocation unless a group is new), then each aggregate column takes the whole batch's
+//! `(row, slot)` pairs in one call.
+//!
+//! - TUMBLE and HOP keep **panes**: each event goes into exactly one pane (the greatest common
+//!   divisor of width and slide wide), so a HOP event is counted once, not once per overlapping
+//!   window. A window fires by combining its panes (every aggregate here merges exactly: counts
+//!   and sums add, min/max compare, distinct sets unite), and a pane is dropped once no window
+//!   still to fire holds it. For TUMBLE a window is a single pane, fired as is.
+//! - SESSION keeps per key a list of open sessions (slots linked through `Slots::next`); an event
+//!   joins the session within the gap, and one that bridges two merges them in place.
+//!
+//! Fired in order of window end, then key: the output does not depend on hash order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampNanosecondArray, UInt32Array};
-use datafusion::arrow::compute::take;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StringArray, TimestampNanosecondArray};
 use datafusion::arrow::datatypes::{Field, Schema, TimestampNanosecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::Accumulator;
+use hashbrown::HashTable;
 
+use super::aggregates::AggColumn;
 use super::plan::{WindowKind, WindowedPlan};
 use crate::alert::MAX_SAMPLE_IDS;
 
+/// No slot (ends a session list).
+const NONE: u32 = u32::MAX;
+
+/// aHash: keys are row-encoded bytes hashed for every matching event; SipHash's DoS resistance
+/// is kept by aHash's random keys at a fraction of the cost.
+type Hasher = ahash::RandomState;
+
 /// What the alert needs besides the rule's own aggregates.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GroupMeta {
     pub first_seen: i64,
     pub last_seen: i64,
     pub count: u64,
-    pub audit_ids: Vec<String>,
-    pub cluster: Option<String>,
+    pub audit_ids: IdSample,
+    pub cluster: Option<Arc<str>>,
 }
 
-struct Group {
-    accumulators: Vec<Box<dyn Accumulator>>,
-    meta: GroupMeta,
-    /// Its place in `by_recency`: newest event time, then a tie-breaking sequence number.
-    recency: (i64, u64),
-    /// Approximate bytes held (accumulators, key, metadata), for the state-size metric.
-    bytes: usize,
-    /// Fired early (the rule's `early: true`): it does not fire again when the window closes.
-    fired_early: bool,
+/// The first [`MAX_SAMPLE_IDS`] distinct event ids of a group. Most groups hold one id, and
+/// audit ids are UUIDs: one is kept inline as 16 bytes, not as a 36-byte string on the heap,
+/// and samples merge (HOP panes, sessions) without formatting them.
+#[derive(Clone, Debug, Default)]
+pub enum IdSample {
+    #[default]
+    Empty,
+    One(Id),
+    Many(Box<Vec<Id>>),
 }
 
-type GroupKey = (i64, Box<[u8]>);
-/// aHash: the keys are row-encoded bytes hashed for every matching event; SipHash's DoS
-/// resistance is kept by aHash's random keys at a fraction of the cost.
-type Hasher = ahash::RandomState;
+/// An event id: a UUID as its 16 bytes, anything else as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Id {
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl Id {
+    fn of(s: &str) -> Id {
+        parse_uuid(s).map_or_else(|| Id::Text(s.into()), Id::Uuid)
+    }
+
+    fn heap(&self) -> usize {
+        match self {
+            Id::Uuid(_) => 0,
+            Id::Text(t) => t.len(),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        match self {
+            Id::Uuid(u) => format_uuid(u),
+            Id::Text(t) => t.to_string(),
+        }
+    }
+}
+
+impl IdSample {
+    fn push(&mut self, id: &str) {
+        if self.is_full() {
+            return;
+        }
+        let same = |x: &Id| match x {
+            Id::Uuid(u) => parse_uuid(id) == Some(*u),
+            Id::Text(t) => t.as_ref() == id,
+        };
+        match self {
+            IdSample::Empty => *self = IdSample::One(Id::of(id)),
+            IdSample::One(x) if same(x) => {}
+            IdSample::One(x) => {
+                let first = std::mem::replace(x, Id::Uuid([0; 16]));
+                *self = IdSample::Many(Box::new(vec![first, Id::of(id)]));
+            }
+            IdSample::Many(v) => {
+                if !v.iter().any(same) {
+                    v.push(Id::of(id));
+                }
+            }
+        }
+    }
+
+    fn push_id(&mut self, id: &Id) {
+        match self {
+            IdSample::Empty => *self = IdSample::One(id.clone()),
+            IdSample::One(x) if x == id => {}
+            IdSample::One(x) => {
+                let first = std::mem::replace(x, Id::Uuid([0; 16]));
+                *self = IdSample::Many(Box::new(vec![first, id.clone()]));
+            }
+            IdSample::Many(v) => {
+                if v.len() < MAX_SAMPLE_IDS && !v.contains(id) {
+                    v.push(id.clone());
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &IdSample) {
+        match other {
+            IdSample::Empty => {}
+            IdSample::One(id) => self.push_id(id),
+            IdSample::Many(v) => v.iter().for_each(|id| self.push_id(id)),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        matches!(self, IdSample::Many(v) if v.len() >= MAX_SAMPLE_IDS)
+    }
+
+    fn heap(&self) -> usize {
+        match self {
+            IdSample::Empty => 0,
+            IdSample::One(id) => id.heap(),
+            IdSample::Many(v) => 24 + v.capacity() * std::mem::size_of::<Id>() + v.iter().map(Id::heap).sum::<usize>(),
+        }
+    }
+
+    /// The ids, as they came.
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            IdSample::Empty => Vec::new(),
+            IdSample::One(id) => vec![id.to_text()],
+            IdSample::Many(v) => v.iter().map(Id::to_text).collect(),
+        }
+    }
+}
+
+/// A lowercase, hyphenated UUID (as Kubernetes writes audit ids) as 16 bytes; anything else
+/// (upper case included, so the text comes back exactly) is None.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            i += 1;
+            continue;
+        }
+        out[n] = nibble(b[i])? << 4 | nibble(b[i + 1])?;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
+}
+
+fn format_uuid(u: &[u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// The keys and metadata of every group, one vector per field, indexed by slot.
+#[derive(Default)]
+struct Slots {
+    keys: Vec<Box<[u8]>>,
+    first_seen: Vec<i64>,
+    last_seen: Vec<i64>,
+    count: Vec<u64>,
+    ids: Vec<IdSample>,
+    cluster: Vec<Option<Arc<str>>>,
+    /// SESSION: the key's next open session (NONE ends the list).
+    next: Vec<u32>,
+    /// SESSION: when the session fires, as last queued (stale queue entries are skipped).
+    due_at: Vec<i64>,
+    /// Bumped when a slot is freed or merged away: queued firing times of the old group no
+    /// longer match.
+    generation: Vec<u32>,
+    alive: Vec<bool>,
+    /// SESSION: fired early (the rule's `early: true`); it does not fire again when it closes.
+    fired_early: Vec<bool>,
+    free: Vec<u32>,
+    live: usize,
+    /// Heap bytes of keys and id samples.
+    heap: usize,
+}
+
+/// Bytes a slot takes in [`Slots`], besides its heap.
+const SLOT_BYTES: usize = 16 + 8 + 8 + 8 + std::mem::size_of::<IdSample>() + 16 + 4 + 8 + 4 + 1 + 1;
+
+impl Slots {
+    fn alloc(&mut self, key: Box<[u8]>, aggs: &mut [AggColumn]) -> u32 {
+        self.live += 1;
+        self.heap += key.len() + 16;
+        if let Some(s) = self.free.pop() {
+            let i = s as usize;
+            self.keys[i] = key;
+            self.first_seen[i] = i64::MAX;
+            self.last_seen[i] = i64::MIN;
+            self.count[i] = 0;
+            self.next[i] = NONE;
+            self.due_at[i] = i64::MIN;
+            self.alive[i] = true;
+            self.fired_early[i] = false;
+            return s;
+        }
+        let s = self.keys.len() as u32;
+        assert!(s < NONE, "more than 4 billion groups");
+        self.keys.push(key);
+        self.first_seen.push(i64::MAX);
+        self.last_seen.push(i64::MIN);
+        self.count.push(0);
+        self.ids.push(IdSample::Empty);
+        self.cluster.push(None);
+        self.next.push(NONE);
+        self.due_at.push(i64::MIN);
+        self.generation.push(0);
+        self.alive.push(true);
+        self.fired_early.push(false);
+        for a in aggs.iter_mut() {
+            a.resize(self.keys.len());
+        }
+        s
+    }
+
+    fn release(&mut self, s: u32, aggs: &mut [AggColumn]) {
+        let i = s as usize;
+        if !self.alive[i] {
+            return;
+        }
+        self.alive[i] = false;
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        self.heap = self.heap.saturating_sub(self.keys[i].len() + 16 + self.ids[i].heap());
+        self.keys[i] = Box::default();
+        self.ids[i] = IdSample::Empty;
+        self.cluster[i] = None;
+        for a in aggs.iter_mut() {
+            a.clear(s);
+        }
+        self.live -= 1;
+        self.free.push(s);
+    }
+
+    fn observe(&mut self, s: u32, t: i64, id: Option<&str>) {
+        let i = s as usize;
+        self.first_seen[i] = self.first_seen[i].min(t);
+        self.last_seen[i] = self.last_seen[i].max(t);
+        self.count[i] += 1;
+        if let Some(id) = id {
+            if !self.ids[i].is_full() {
+                let before = self.ids[i].heap();
+                self.ids[i].push(id);
+                self.heap = (self.heap + self.ids[i].heap()).saturating_sub(before);
+            }
+        }
+    }
+
+    fn merge_meta(&mut self, dst: u32, src: u32) {
+        let (d, s) = (dst as usize, src as usize);
+        self.first_seen[d] = self.first_seen[d].min(self.first_seen[s]);
+        self.last_seen[d] = self.last_seen[d].max(self.last_seen[s]);
+        self.count[d] += self.count[s];
+        if !matches!(self.ids[s], IdSample::Empty) {
+            let ids = std::mem::take(&mut self.ids[s]);
+            let before = self.ids[d].heap();
+            self.ids[d].merge(&ids);
+            self.heap = (self.heap + self.ids[d].heap()).saturating_sub(before);
+            self.ids[s] = ids;
+        }
+        if self.cluster[d].is_none() {
+            self.cluster[d] = self.cluster[s].clone();
+        }
+        self.fired_early[d] |= self.fired_early[s];
+    }
+
+    fn meta(&self, s: u32) -> GroupMeta {
+        let i = s as usize;
+        GroupMeta {
+            first_seen: self.first_seen[i],
+            last_seen: self.last_seen[i],
+            count: self.count[i],
+            audit_ids: self.ids[i].clone(),
+            cluster: self.cluster[i].clone(),
+        }
+    }
+
+    fn take_meta(&mut self, s: u32) -> GroupMeta {
+        let i = s as usize;
+        self.heap = self.heap.saturating_sub(self.ids[i].heap());
+        GroupMeta {
+            first_seen: self.first_seen[i],
+            last_seen: self.last_seen[i],
+            count: self.count[i],
+            audit_ids: std::mem::take(&mut self.ids[i]),
+            cluster: self.cluster[i].take(),
+        }
+    }
+}
 
 /// A window that fired: the aggregate row (group columns then aggregates) and its metadata.
 pub struct Fired {
     pub batch: RecordBatch,
     pub window_starts: Vec<i64>,
-    /// The group keys (row-encoded), parallel to `window_starts`.
+    /// The group keys (row-encoded), parallel to `window_starts`: for marking early alerts.
     pub keys: Vec<Box<[u8]>>,
     pub metas: Vec<GroupMeta>,
 }
 
 pub struct WindowState {
     converter: RowConverter,
-    groups: HashMap<GroupKey, Group, Hasher>,
-    /// Window end → the groups ending then, so firing pops in order without a scan. An evicted
-    /// group's entry stays until its window ends and is skipped then (removing it would mean
-    /// a scan per eviction).
-    by_end: BTreeMap<i64, Vec<GroupKey>>,
-    /// SESSION rules: per key, the open sessions (start → newest event time).
-    sessions: HashMap<Box<[u8]>, BTreeMap<i64, i64>, Hasher>,
-    /// Groups by newest event time: the first one is evicted when the cap is reached.
-    by_recency: BTreeMap<(i64, u64), GroupKey>,
-    next_seq: u64,
-    /// At most this many live groups; beyond, the least recently active one is dropped.
+    hasher: Hasher,
+    kind: WindowKind,
+    width: i64,
+    slide: i64,
+    /// TUMBLE/HOP: each event goes into one pane this wide (gcd of width and slide).
+    pane: i64,
+    slots: Slots,
+    aggs: Vec<AggColumn>,
+    /// TUMBLE/HOP: pane start → its groups, found by key.
+    panes: BTreeMap<i64, HashTable<u32>>,
+    /// TUMBLE/HOP: the start of the next window to fire.
+    next_window: i64,
+    /// TUMBLE/HOP: windows (start, key) that fired early.
+    early: HashSet<(i64, Box<[u8]>)>,
+    /// SESSION: key → its newest open session (the others follow `Slots::next`).
+    sessions: HashTable<u32>,
+    /// SESSION: (fires at, slot, generation), soonest first.
+    due: BinaryHeap<Reverse<(i64, u32, u32)>>,
+    /// Cluster names, shared by the groups that carry them.
+    clusters: HashMap<Box<str>, Arc<str>>,
+    /// At most this many live groups; beyond, the least recently active ones are dropped.
     max_groups: usize,
+    /// The rule fires as soon as HAVING holds: [`WindowState::update`] returns what it touched.
+    early_rule: bool,
     pub evictions: u64,
-    /// Sum of the groups' approximate sizes.
-    pub bytes: usize,
     /// Windows ending at or before this have fired; their events arrive too late.
     pub closed_until: i64,
     pub late_events: u64,
-    scratch: Vec<i64>,
 }
 
 /// Column positions in the input table of the values every alert carries.
@@ -95,80 +394,109 @@ impl MetaColumns {
     }
 }
 
-/// Each aggregate's argument columns for `rows`, with its FILTER applied.
-fn aggregate_inputs(args: &[Vec<ArrayRef>], filters: &[Option<ArrayRef>], rows: &[u32]) -> Result<Vec<Vec<ArrayRef>>> {
-    let idx = UInt32Array::from(rows.to_vec());
-    args.iter()
-        .zip(filters)
-        .map(|(args, f)| {
-            let cols = args.iter().map(|a| take(a.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(match f {
-                Some(f) => {
-                    let f = take(f.as_ref(), &idx, None)?;
-                    let f = f.as_boolean();
-                    cols.iter().map(|c| datafusion::arrow::compute::filter(c.as_ref(), f)).collect::<std::result::Result<Vec<_>, _>>()?
-                }
-                None => cols,
-            })
-        })
-        .collect()
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The least multiple of `step` at or above `t`.
+fn ceil_to(t: i64, step: i64) -> i64 {
+    let r = t.rem_euclid(step);
+    if r == 0 {
+        t
+    } else {
+        t - r + step
+    }
 }
 
 impl WindowState {
-    pub fn new(plan: &WindowedPlan, input_schema: &Schema, max_groups: usize) -> Result<Self> {
+    pub fn new(plan: &WindowedPlan, input_schema: &Schema, max_groups: usize, early_rule: bool) -> Result<Self> {
         let fields = plan.keys.iter().map(|k| Ok(SortField::new(k.data_type(input_schema)?))).collect::<Result<Vec<_>>>()?;
+        let aggs = plan
+            .aggregates
+            .iter()
+            .map(|a| {
+                let types = a.args.iter().map(|e| e.data_type(input_schema)).collect::<datafusion::common::Result<Vec<_>>>()?;
+                Ok(AggColumn::new(a, &types))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let w = plan.window;
         Ok(WindowState {
             converter: RowConverter::new(fields)?,
-            groups: HashMap::default(),
-            by_end: BTreeMap::new(),
-            by_recency: BTreeMap::new(),
-            sessions: HashMap::default(),
-            next_seq: 0,
+            hasher: Hasher::new(),
+            kind: w.kind,
+            width: w.width,
+            slide: w.slide,
+            pane: if w.kind == WindowKind::Session { w.width } else { gcd(w.width, w.slide).max(1) },
+            slots: Slots::default(),
+            aggs,
+            panes: BTreeMap::new(),
+            next_window: i64::MIN,
+            early: HashSet::new(),
+            sessions: HashTable::new(),
+            due: BinaryHeap::new(),
+            clusters: HashMap::new(),
             max_groups: max_groups.max(1),
+            early_rule,
             evictions: 0,
-            bytes: 0,
             closed_until: i64::MIN,
             late_events: 0,
-            scratch: Vec::new(),
         })
     }
 
-    /// The start of the oldest window holding state, if any.
-    pub fn oldest_start(&self, plan: &WindowedPlan) -> Option<i64> {
-        if plan.window.kind == WindowKind::Session {
-            // Checked once per checkpoint, not per event: a scan over live keys is fine.
-            return self.sessions.values().filter_map(|s| s.keys().next().copied()).min();
+    /// Whether every aggregate of the rule has a native column (else some keep one DataFusion
+    /// accumulator per group).
+    pub fn all_native(&self) -> bool {
+        self.aggs.iter().all(AggColumn::is_native)
+    }
+
+    /// The start of the oldest pane or session holding state, if any: events older than this
+    /// are in no open window.
+    pub fn oldest_start(&self) -> Option<i64> {
+        if self.kind == WindowKind::Session {
+            // Checked once per checkpoint, not per event: a scan over live slots is fine.
+            return (0..self.slots.alive.len()).filter(|&i| self.slots.alive[i]).map(|i| self.slots.first_seen[i]).min();
         }
-        self.by_end.keys().next().map(|end| end - plan.window.width)
+        self.panes.keys().next().copied()
     }
 
     /// Whether an event at `t` comes after every window it belongs to has fired: the newest
     /// TUMBLE/HOP window holding `t` ends last, and a session holding `t` fires no later than
     /// `t` + gap.
-    pub fn is_late(&self, plan: &WindowedPlan, t: i64) -> bool {
-        let w = plan.window;
-        let last_end = match w.kind {
-            WindowKind::Session => t.saturating_add(w.width),
-            WindowKind::Tumble | WindowKind::Hop => t - t.rem_euclid(w.slide) + w.width,
+    pub fn is_late(&self, t: i64) -> bool {
+        let last_end = match self.kind {
+            WindowKind::Session => t.saturating_add(self.width),
+            WindowKind::Tumble | WindowKind::Hop => t - t.rem_euclid(self.slide) + self.width,
         };
         last_end <= self.closed_until
     }
 
-    pub fn live_groups(&self) -> usize {
-        self.groups.len()
+    /// The cap on live groups.
+    pub fn max_groups(&self) -> usize {
+        self.max_groups
     }
 
-    /// Adds the rows of `batch` that passed the WHERE predicate (`mask`); returns the groups
-    /// it touched.
+    pub fn live_groups(&self) -> usize {
+        self.slots.live
+    }
+
+    /// Approximate bytes of state: slots, keys, aggregates, and the indexes over them.
+    pub fn state_bytes(&self) -> usize {
+        let per_slot = SLOT_BYTES + self.aggs.iter().map(AggColumn::slot_bytes).sum::<usize>();
+        let index = self.panes.values().map(|t| t.capacity() * 5).sum::<usize>() + self.sessions.capacity() * 5 + self.due.len() * 16;
+        self.slots.keys.len() * per_slot + self.slots.heap + self.aggs.iter().map(|a| a.heap).sum::<usize>() + index
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// Takes in the rows `within` names of `batch` (every row when None): each row goes into
-    /// its key's windows. Returns the groups it touched.
-    pub fn update(
-        &mut self,
-        plan: &WindowedPlan,
-        batch: &RecordBatch,
-        within: Option<&[u32]>,
-        meta_cols: MetaColumns,
-    ) -> Result<Vec<GroupKey>> {
+    /// its key's pane or session. Returns the groups it touched.
+    pub fn update(&mut self, plan: &WindowedPlan, batch: &RecordBatch, within: Option<&[u32]>, meta_cols: MetaColumns) -> Result<Vec<u32>> {
         let n = batch.num_rows();
         let every_row: Vec<u32>;
         let selected: &[u32] = match within {
@@ -183,259 +511,292 @@ impl WindowState {
         }
         let keys = plan.keys.iter().map(|k| k.evaluate(batch)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>()?;
         let rows = self.converter.convert_columns(&keys)?;
-        let args: Vec<Vec<ArrayRef>> = plan
-            .aggregates
-            .iter()
-            .map(|a| a.args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>())
-            .collect::<datafusion::common::Result<_>>()?;
-        let agg_filters: Vec<Option<ArrayRef>> = plan
-            .aggregates
-            .iter()
-            .map(|a| a.filter.as_ref().map(|f| f.evaluate(batch)?.into_array(n)).transpose())
-            .collect::<datafusion::common::Result<_>>()?;
-        let times = batch.column(meta_cols.event_time).as_primitive::<TimestampNanosecondType>().clone();
-        let ids = meta_cols.audit_id.map(|c| batch.column(c).as_string::<i32>().clone());
-        let clusters = meta_cols.cluster.map(|c| batch.column(c).as_string::<i32>().clone());
+        let times = batch.column(meta_cols.event_time).as_primitive::<TimestampNanosecondType>();
+        let ids = meta_cols.audit_id.map(|c| batch.column(c).as_string::<i32>());
+        let clusters = meta_cols.cluster.map(|c| batch.column(c).as_string::<i32>());
 
-        // Rows of this batch per group, in arrival order.
-        let mut touched: HashMap<GroupKey, Vec<u32>, Hasher> = HashMap::default();
-        if plan.window.kind == WindowKind::Session {
-            self.place_in_sessions(plan, &times, &rows, selected, &mut touched)?;
-        } else {
-            // Rows by key first (borrowed keys, no allocation per row), then each key's rows
-            // into their windows.
-            let mut by_key: HashMap<&[u8], Vec<u32>, Hasher> = HashMap::default();
-            for &i in selected {
-                if self.is_late(plan, times.value(i as usize)) {
-                    self.late_events += 1;
-                    continue;
-                }
-                by_key.entry(rows.row(i as usize).data()).or_default().push(i);
-            }
-            for (key, key_rows) in by_key {
-                let mut windows: Vec<(i64, Vec<u32>)> = Vec::new();
-                for &i in &key_rows {
-                    plan.window.starts(times.value(i as usize), &mut self.scratch);
-                    for &start in &self.scratch {
-                        // Older windows of a HOP may have fired while newer ones are still open.
-                        if start + plan.window.width > self.closed_until {
-                            match windows.iter_mut().find(|(s, _)| *s == start) {
-                                Some((_, w)) => w.push(i),
-                                None => windows.push((start, vec![i])),
-                            }
-                        }
-                    }
-                }
-                for (start, w) in windows {
-                    touched.insert((start, key.into()), w);
-                }
-            }
-        }
-        // A key's rows usually fall in the same overlapping HOP windows: their aggregate inputs
-        // are taken once and fed to each of those windows.
-        let mut inputs: HashMap<&[u32], Vec<Vec<ArrayRef>>, Hasher> = HashMap::default();
-        let mut keys_touched = Vec::with_capacity(touched.len());
-        for (key, indices) in &touched {
-            if !self.groups.contains_key(key) {
-                if self.groups.len() >= self.max_groups {
-                    self.evict_one();
-                }
-                let accumulators = plan.aggregates.iter().map(new_accumulator).collect::<datafusion::common::Result<Vec<_>>>()?;
-                if plan.window.kind != WindowKind::Session {
-                    // Sessions are indexed by place_in_sessions: their end moves.
-                    self.by_end.entry(key.0 + plan.window.width).or_default().push(key.clone());
-                }
-                let meta = GroupMeta { first_seen: i64::MAX, last_seen: i64::MIN, count: 0, audit_ids: Vec::new(), cluster: None };
-                let group = Group { accumulators, meta, recency: (i64::MIN, 0), bytes: 0, fired_early: false };
-                self.groups.insert(key.clone(), group);
-            }
-            let group = self.groups.get_mut(key).expect("inserted above");
-            let cols = match inputs.entry(indices.as_slice()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(aggregate_inputs(&args, &agg_filters, indices)?),
-            };
-            for (acc, cols) in group.accumulators.iter_mut().zip(cols.iter()) {
-                acc.update_batch(cols)?;
-            }
-            let m = &mut group.meta;
-            for &i in indices {
-                let i = i as usize;
-                let t = times.value(i);
-                m.first_seen = m.first_seen.min(t);
-                m.last_seen = m.last_seen.max(t);
-                m.count += 1;
-                if let Some(ids) = &ids {
-                    if m.audit_ids.len() < MAX_SAMPLE_IDS && ids.is_valid(i) {
-                        let id = ids.value(i);
-                        if !m.audit_ids.iter().any(|x| x == id) {
-                            m.audit_ids.push(id.to_string());
-                        }
-                    }
-                }
-                if m.cluster.is_none() {
-                    m.cluster = clusters.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string());
-                }
-            }
-            // Re-rank by newest event time, and re-measure.
-            self.by_recency.remove(&group.recency);
-            group.recency = (m.last_seen, self.next_seq);
-            self.next_seq += 1;
-            self.by_recency.insert(group.recency, key.clone());
-            let bytes = group_bytes(group, key);
-            self.bytes = self.bytes + bytes - group.bytes;
-            group.bytes = bytes;
-            keys_touched.push(key.clone());
-        }
-        Ok(keys_touched)
-    }
-
-    /// SESSION rules: puts each row in its key's session (an event within the gap of a session
-    /// joins it; one that bridges two merges them), merges the groups of sessions that became
-    /// one, and re-indexes the sessions' firing times (newest event + gap).
-    fn place_in_sessions(
-        &mut self,
-        plan: &WindowedPlan,
-        times: &TimestampNanosecondArray,
-        rows: &datafusion::arrow::row::Rows,
-        selected: &[u32],
-        touched: &mut HashMap<GroupKey, Vec<u32>, Hasher>,
-    ) -> Result<()> {
-        let gap = plan.window.width;
-        let mut by_key: HashMap<Box<[u8]>, Vec<u32>, Hasher> = HashMap::default();
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(selected.len());
+        let mut merged_away = Vec::new();
+        let mut redirect: HashMap<u32, u32> = HashMap::new();
         for &i in selected {
-            if self.is_late(plan, times.value(i as usize)) {
+            let row = i as usize;
+            let t = times.value(row);
+            if self.is_late(t) {
                 self.late_events += 1;
                 continue;
             }
-            by_key.entry(rows.row(i as usize).as_ref().into()).or_default().push(i);
+            let key = rows.row(row).data();
+            let slot = match self.kind {
+                WindowKind::Session => self.place_in_session(key, t, &mut merged_away, &mut redirect)?,
+                _ => self.place_in_pane(key, t),
+            };
+            let id = ids.filter(|a| a.is_valid(row)).map(|a| a.value(row));
+            self.slots.observe(slot, t, id);
+            if self.slots.cluster[slot as usize].is_none() {
+                if let Some(c) = clusters.filter(|c| c.is_valid(row)) {
+                    self.slots.cluster[slot as usize] = Some(self.intern_cluster(c, row));
+                }
+            }
+            pairs.push((i, slot));
         }
-        for (key, indices) in by_key {
-            let sessions = self.sessions.entry(key.clone()).or_default();
-            let before: Vec<(i64, i64)> = sessions.iter().map(|(&s, &e)| (s, e)).collect();
-            for &i in &indices {
-                let t = times.value(i as usize);
-                // Sessions t joins: start - gap <= t <= end + gap. They are disjoint and more
-                // than a gap apart, so they are the ones starting at or before t + gap whose
-                // end reaches t - gap.
-                let joins: Vec<(i64, i64)> = sessions
-                    .range(..=t.saturating_add(gap))
-                    .rev()
-                    .take_while(|(_, &e)| e.saturating_add(gap) >= t)
-                    .map(|(&s, &e)| (s, e))
-                    .collect();
-                let (mut start, mut end) = (t, t);
-                for (s, e) in joins {
-                    sessions.remove(&s);
-                    start = start.min(s);
-                    end = end.max(e);
-                }
-                sessions.insert(start, end);
-            }
-            let after: Vec<(i64, i64)> = sessions.iter().map(|(&s, &e)| (s, e)).collect();
-            // Re-index firing times, and fold groups of sessions that merged (or whose start
-            // moved earlier) into the session that holds them now.
-            for &(s, e) in &before {
-                if let Some(v) = self.by_end.get_mut(&e.saturating_add(gap)) {
-                    v.retain(|k| !(k.0 == s && k.1 == key));
-                    if v.is_empty() {
-                        self.by_end.remove(&e.saturating_add(gap));
-                    }
-                }
-                let Some(&(target, _)) = after.iter().rev().find(|(start, _)| *start <= s) else {
-                    continue;
-                };
-                if target != s {
-                    if let Some(group) = self.groups.remove(&(s, key.clone())) {
-                        self.by_recency.remove(&group.recency);
-                        self.bytes -= group.bytes;
-                        self.absorb((target, key.clone()), group)?;
-                    }
-                }
-            }
-            for &(s, e) in &after {
-                self.by_end.entry(e.saturating_add(gap)).or_default().push((s, key.clone()));
-            }
-            for &i in &indices {
-                let t = times.value(i as usize);
-                if let Some(&(start, _)) = after.iter().rev().find(|(start, _)| *start <= t) {
-                    touched.entry((start, key.clone())).or_default().push(i);
+        // Rows of sessions merged into another during this batch go to the one that holds them now.
+        if !redirect.is_empty() {
+            for p in &mut pairs {
+                while let Some(&to) = redirect.get(&p.1) {
+                    p.1 = to;
                 }
             }
         }
-        Ok(())
+        for (agg, plan_agg) in self.aggs.iter_mut().zip(&plan.aggregates) {
+            let args = plan_agg.args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<datafusion::common::Result<Vec<_>>>()?;
+            let filter = plan_agg.filter.as_ref().map(|f| f.evaluate(batch)?.into_array(n)).transpose()?;
+            agg.update(&pairs, &args, filter.as_ref().map(|f| f.as_boolean()))?;
+        }
+        for s in merged_away {
+            self.slots.release(s, &mut self.aggs);
+        }
+        if !self.early_rule && self.kind != WindowKind::Session {
+            if self.slots.live > self.max_groups {
+                self.evict();
+            }
+            return Ok(Vec::new());
+        }
+        let mut touched: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        if self.kind == WindowKind::Session {
+            for &s in &touched {
+                let at = self.slots.last_seen[s as usize].saturating_add(self.width);
+                if self.slots.due_at[s as usize] != at {
+                    self.slots.due_at[s as usize] = at;
+                    self.due.push(Reverse((at, s, self.slots.generation[s as usize])));
+                }
+            }
+        }
+        if self.slots.live > self.max_groups {
+            self.evict();
+            touched.retain(|&s| self.slots.alive[s as usize]);
+        }
+        Ok(touched)
     }
 
-    /// Moves `group` under `key`, merging it into the group there if there is one.
-    fn absorb(&mut self, key: GroupKey, mut group: Group) -> Result<()> {
-        let Some(dst) = self.groups.get_mut(&key) else {
-            group.recency = (group.meta.last_seen, self.next_seq);
-            self.next_seq += 1;
-            self.by_recency.insert(group.recency, key.clone());
-            self.bytes += group.bytes;
-            self.groups.insert(key, group);
-            return Ok(());
+    fn intern_cluster(&mut self, clusters: &StringArray, row: usize) -> Arc<str> {
+        let c = clusters.value(row);
+        if let Some(a) = self.clusters.get(c) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(c);
+        // Clusters are few; a flood of names must not grow the table without end.
+        if self.clusters.len() < 4096 {
+            self.clusters.insert(c.into(), a.clone());
+        }
+        a
+    }
+
+    /// The group of `key` in the pane holding `t`, made if new.
+    fn place_in_pane(&mut self, key: &[u8], t: i64) -> u32 {
+        let h = self.hash(key);
+        let p = t - t.rem_euclid(self.pane);
+        let WindowState { panes, slots, aggs, hasher, .. } = self;
+        if !panes.contains_key(&p) {
+            // Sized like the newest pane before it: panes of a steady stream hold as many
+            // groups, and growing a table from empty rehashes it a dozen times.
+            let hint = panes.range(..p).next_back().map_or(0, |(_, t)| t.len());
+            panes.insert(p, HashTable::with_capacity(hint));
+        }
+        let table = panes.get_mut(&p).expect("inserted above");
+        if let Some(&s) = table.find(h, |&s| &*slots.keys[s as usize] == key) {
+            return s;
+        }
+        let s = slots.alloc(key.into(), aggs);
+        table.insert_unique(h, s, |&s| hasher.hash_one(&*slots.keys[s as usize]));
+        s
+    }
+
+    /// SESSION: the session of `key` that `t` joins (start - gap <= t <= end + gap), made if
+    /// none; sessions `t` bridges are merged into the first, which is kept.
+    fn place_in_session(&mut self, key: &[u8], t: i64, merged_away: &mut Vec<u32>, redirect: &mut HashMap<u32, u32>) -> Result<u32> {
+        let gap = self.width;
+        let h = self.hash(key);
+        let head = self.sessions.find(h, |&s| &*self.slots.keys[s as usize] == key).copied();
+        let (mut target, mut prev, mut cur) = (NONE, NONE, head.unwrap_or(NONE));
+        while cur != NONE {
+            let c = cur as usize;
+            let next = self.slots.next[c];
+            let joins = self.slots.first_seen[c].saturating_sub(gap) <= t && t <= self.slots.last_seen[c].saturating_add(gap);
+            if joins && target == NONE {
+                target = cur;
+                prev = cur;
+            } else if joins {
+                // Bridged: fold this session into the target and unlink it.
+                for a in self.aggs.iter_mut() {
+                    a.merge(target, cur)?;
+                }
+                self.slots.merge_meta(target, cur);
+                self.slots.next[prev as usize] = next;
+                self.slots.generation[c] = self.slots.generation[c].wrapping_add(1);
+                merged_away.push(cur);
+                redirect.insert(cur, target);
+            } else {
+                prev = cur;
+            }
+            cur = next;
+        }
+        if target != NONE {
+            return Ok(target);
+        }
+        let WindowState { sessions, slots, aggs, hasher, .. } = self;
+        let s = slots.alloc(key.into(), aggs);
+        match head {
+            Some(old) => {
+                slots.next[s as usize] = old;
+                if let Some(entry) = sessions.find_mut(h, |&x| x == old) {
+                    *entry = s;
+                }
+            }
+            None => {
+                sessions.insert_unique(h, s, |&x| hasher.hash_one(&*slots.keys[x as usize]));
+            }
+        }
+        Ok(s)
+    }
+
+    /// SESSION: takes `s` out of its key's list of open sessions.
+    fn unlink_session(&mut self, s: u32) {
+        let key = &self.slots.keys[s as usize];
+        let h = self.hasher.hash_one(&**key);
+        let Ok(entry) = self.sessions.find_entry(h, |&x| self.slots.keys[x as usize] == *key) else {
+            return;
         };
-        for (d, src) in dst.accumulators.iter_mut().zip(group.accumulators.iter_mut()) {
-            let state = src.state()?.iter().map(|v| v.to_array()).collect::<datafusion::common::Result<Vec<_>>>()?;
-            d.merge_batch(&state)?;
-        }
-        let (m, o) = (&mut dst.meta, group.meta);
-        m.first_seen = m.first_seen.min(o.first_seen);
-        m.last_seen = m.last_seen.max(o.last_seen);
-        m.count += o.count;
-        for id in o.audit_ids {
-            if m.audit_ids.len() < MAX_SAMPLE_IDS && !m.audit_ids.contains(&id) {
-                m.audit_ids.push(id);
+        let head = *entry.get();
+        let next = self.slots.next[s as usize];
+        if head == s {
+            if next == NONE {
+                entry.remove();
+            } else {
+                *entry.into_mut() = next;
             }
+            return;
         }
-        m.cluster = m.cluster.take().or(o.cluster);
-        dst.fired_early |= group.fired_early;
-        let bytes = group_bytes(dst, &key);
-        self.bytes = self.bytes + bytes - dst.bytes;
-        dst.bytes = bytes;
-        Ok(())
-    }
-
-    /// Forgets the session a fired or evicted group stood for.
-    fn forget_session(&mut self, key: &GroupKey) {
-        if let Some(s) = self.sessions.get_mut(&key.1) {
-            s.remove(&key.0);
-            if s.is_empty() {
-                self.sessions.remove(&key.1);
+        let mut cur = head;
+        while cur != NONE {
+            if self.slots.next[cur as usize] == s {
+                self.slots.next[cur as usize] = next;
+                return;
             }
+            cur = self.slots.next[cur as usize];
         }
     }
 
-    /// Drops the group whose newest event is oldest: state stays bounded, at the price of
-    /// that group's alert (counted in `evictions`).
-    fn evict_one(&mut self) {
-        if let Some((_, key)) = self.by_recency.pop_first() {
-            if let Some(g) = self.groups.remove(&key) {
-                self.bytes -= g.bytes;
+    /// Drops the least recently active groups (by newest event time) until a sixteenth below
+    /// the cap, so the scan that finds them runs once per many new groups.
+    fn evict(&mut self) {
+        let target = self.max_groups - self.max_groups / 16;
+        let excess = self.slots.live.saturating_sub(target);
+        if excess == 0 {
+            return;
+        }
+        let mut live: Vec<(i64, u32)> =
+            (0..self.slots.alive.len()).filter(|&i| self.slots.alive[i]).map(|i| (self.slots.last_seen[i], i as u32)).collect();
+        if excess < live.len() {
+            live.select_nth_unstable(excess);
+        }
+        for &(_, s) in &live[..excess.min(live.len())] {
+            if self.kind == WindowKind::Session {
+                self.unlink_session(s);
+            } else {
+                let i = s as usize;
+                let p = self.slots.first_seen[i] - self.slots.first_seen[i].rem_euclid(self.pane);
+                let h = self.hasher.hash_one(&*self.slots.keys[i]);
+                if let Some(table) = self.panes.get_mut(&p) {
+                    if let Ok(e) = table.find_entry(h, |&x| x == s) {
+                        e.remove();
+                    }
+                }
             }
-            self.forget_session(&key);
+            self.slots.release(s, &mut self.aggs);
             self.evictions += 1;
         }
     }
 
-    /// The aggregate rows of `keys` (groups still open and not yet fired early), without
-    /// removing them: for rules that fire as soon as HAVING holds.
-    pub fn peek(&mut self, plan: &WindowedPlan, keys: &[GroupKey]) -> Result<Option<Fired>> {
-        let mut items = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(group) = self.groups.get_mut(key).filter(|g| !g.fired_early) else {
-                continue;
-            };
-            let values = group.accumulators.iter_mut().map(|a| a.evaluate()).collect::<datafusion::common::Result<Vec<_>>>()?;
-            items.push((key.clone(), values, group.meta.clone()));
+    /// The windows (start, key) the `touched` groups belong to that are still open and have
+    /// not fired early, evaluated without removing anything: for rules that fire as soon as
+    /// HAVING holds.
+    pub fn peek(&mut self, plan: &WindowedPlan, touched: &[u32]) -> Result<Option<Fired>> {
+        if self.kind == WindowKind::Session {
+            let slots: Vec<u32> = touched.iter().copied().filter(|&s| !self.slots.fired_early[s as usize]).collect();
+            let starts = slots.iter().map(|&s| self.slots.first_seen[s as usize]).collect();
+            let metas = slots.iter().map(|&s| self.slots.meta(s)).collect();
+            return self.assemble(plan, starts, &slots, &slots, metas, true);
         }
-        self.assemble(plan, items)
+        // Each (window start, key) once, oldest window first.
+        let mut windows: Vec<(i64, Box<[u8]>)> = Vec::new();
+        for &s in touched {
+            let i = s as usize;
+            let p = self.slots.first_seen[i] - self.slots.first_seen[i].rem_euclid(self.pane);
+            let mut start = ceil_to(p + self.pane - self.width, self.slide);
+            while start <= p {
+                let key = (start, self.slots.keys[i].clone());
+                if start + self.width > self.closed_until && !self.early.contains(&key) {
+                    windows.push(key);
+                }
+                start += self.slide;
+            }
+        }
+        windows.sort();
+        windows.dedup();
+        let mut starts = Vec::with_capacity(windows.len());
+        let mut combined = Vec::with_capacity(windows.len());
+        for (start, key) in &windows {
+            let h = self.hash(key);
+            let mut into = NONE;
+            let sources: Vec<u32> = self
+                .panes
+                .range(*start..start + self.width)
+                .filter_map(|(_, table)| table.find(h, |&s| self.slots.keys[s as usize] == *key).copied())
+                .collect();
+            for src in sources {
+                if into == NONE {
+                    into = self.slots.alloc(key.clone(), &mut self.aggs);
+                }
+                self.combine(into, src)?;
+            }
+            if into != NONE {
+                starts.push(*start);
+                combined.push(into);
+            }
+        }
+        let metas = combined.iter().map(|&s| self.slots.meta(s)).collect();
+        let fired = self.assemble(plan, starts, &combined, &combined, metas, true);
+        for s in combined {
+            self.slots.release(s, &mut self.aggs);
+        }
+        fired
     }
 
-    /// Marks a group as fired early: it will not fire again when its window closes.
+    /// Folds group `src` (aggregates and metadata) into `dst`.
+    fn combine(&mut self, dst: u32, src: u32) -> Result<()> {
+        for a in self.aggs.iter_mut() {
+            a.merge(dst, src)?;
+        }
+        self.slots.merge_meta(dst, src);
+        Ok(())
+    }
+
+    /// Marks a window (its start, the group key) as fired early: it will not fire again when
+    /// it closes.
     pub fn mark_fired_early(&mut self, window_start: i64, key: &[u8]) {
-        if let Some(g) = self.groups.get_mut(&(window_start, key.into())) {
-            g.fired_early = true;
+        if self.kind != WindowKind::Session {
+            self.early.insert((window_start, key.into()));
+            return;
+        }
+        let h = self.hash(key);
+        let mut cur = self.sessions.find(h, |&s| &*self.slots.keys[s as usize] == key).copied().unwrap_or(NONE);
+        while cur != NONE {
+            if self.slots.first_seen[cur as usize] == window_start {
+                self.slots.fired_early[cur as usize] = true;
+            }
+            cur = self.slots.next[cur as usize];
         }
     }
 
@@ -444,67 +805,152 @@ impl WindowState {
         if watermark > self.closed_until {
             self.closed_until = watermark;
         }
-        let mut due = Vec::new();
-        while let Some(entry) = self.by_end.first_entry() {
-            if *entry.key() > watermark {
+        match self.kind {
+            WindowKind::Session => self.fire_sessions(plan, watermark),
+            _ => self.fire_windows(plan, watermark),
+        }
+    }
+
+    fn fire_windows(&mut self, plan: &WindowedPlan, watermark: i64) -> Result<Option<Fired>> {
+        let (width, slide, pane) = (self.width, self.slide, self.pane);
+        let mut starts = Vec::new();
+        let mut emit = Vec::new();
+        let mut release = Vec::new();
+        while let Some(&oldest) = self.panes.keys().next() {
+            // The first window still to fire that holds the oldest pane.
+            let start = self.next_window.max(ceil_to(oldest + pane - width, slide));
+            if start.saturating_add(width) > watermark {
                 break;
             }
-            let mut keys = entry.remove();
-            keys.sort();
-            due.extend(keys);
-        }
-        let mut items = Vec::with_capacity(due.len());
-        for key in due {
-            let Some(mut group) = self.groups.remove(&key) else {
-                continue; // evicted
+            // (group holding the window's values, slot whose key it is)
+            let mut window: Vec<(u32, u32)> = if width == pane {
+                // TUMBLE (or a HOP whose slide is its width): the window is one pane.
+                self.panes.get(&start).map(|t| t.iter().map(|&s| (s, s)).collect()).unwrap_or_default()
+            } else {
+                // A key found in one pane of the window is that pane's group as it is (most
+                // keys, when keys are many); a key found in several gets a group of its own
+                // (keyless: the key is read from a pane's group) that combines them.
+                let mut out: Vec<(u32, u32)> = Vec::new();
+                let mut index: HashTable<u32> = HashTable::new();
+                let panes: Vec<u32> = self.panes.range(start..start + width).flat_map(|(_, t)| t.iter().copied()).collect();
+                index.reserve(panes.len(), |_| 0);
+                for src in panes {
+                    let key = &self.slots.keys[src as usize];
+                    let h = self.hasher.hash_one(&**key);
+                    let found = index.find(h, |&at| self.slots.keys[out[at as usize].1 as usize] == *key).copied();
+                    match found {
+                        None => {
+                            out.push((src, src));
+                            let WindowState { slots, hasher, .. } = &*self;
+                            index.insert_unique(h, (out.len() - 1) as u32, |&at| hasher.hash_one(&*slots.keys[out[at as usize].1 as usize]));
+                        }
+                        Some(at) => {
+                            let (group, first) = out[at as usize];
+                            let dst = if group == first {
+                                let d = self.slots.alloc(Box::default(), &mut self.aggs);
+                                self.combine(d, first)?;
+                                release.push(d);
+                                out[at as usize].0 = d;
+                                d
+                            } else {
+                                group
+                            };
+                            self.combine(dst, src)?;
+                        }
+                    }
+                }
+                out
             };
-            self.forget_session(&key);
-            self.by_recency.remove(&group.recency);
-            self.bytes -= group.bytes;
-            if group.fired_early {
-                continue;
+            if !self.early.is_empty() {
+                window.retain(|&(_, k)| !self.early.contains(&(start, self.slots.keys[k as usize].clone())));
             }
-            let values = group.accumulators.iter_mut().map(|a| a.evaluate()).collect::<datafusion::common::Result<Vec<_>>>()?;
-            items.push((key, values, group.meta));
+            window.sort_unstable_by(|&(_, a), &(_, b)| self.slots.keys[a as usize].cmp(&self.slots.keys[b as usize]));
+            starts.extend(std::iter::repeat_n(start, window.len()));
+            emit.extend(window);
+            self.next_window = start + slide;
+            // Panes no later window holds.
+            while let Some(entry) = self.panes.first_entry() {
+                if *entry.key() >= self.next_window {
+                    break;
+                }
+                release.extend(entry.remove().iter().copied());
+            }
         }
-        self.assemble(plan, items)
+        if watermark > i64::MIN + width {
+            // Every window ending by the watermark has fired, with state or without.
+            let past = watermark - width;
+            self.next_window = self.next_window.max((past - past.rem_euclid(slide)).saturating_add(slide));
+        }
+        let next = self.next_window;
+        self.early.retain(|(s, _)| *s >= next);
+        // A pane's own group (value slot = key slot) may be in later windows: its metadata is
+        // copied, not taken.
+        let metas = emit.iter().map(|&(s, k)| if s == k && width != pane { self.slots.meta(s) } else { self.slots.take_meta(s) }).collect();
+        let (values, keys): (Vec<u32>, Vec<u32>) = emit.into_iter().unzip();
+        let fired = self.assemble(plan, starts, &values, &keys, metas, false);
+        for s in release {
+            self.slots.release(s, &mut self.aggs);
+        }
+        fired
+    }
+
+    fn fire_sessions(&mut self, plan: &WindowedPlan, watermark: i64) -> Result<Option<Fired>> {
+        let mut due: Vec<(i64, i64, u32)> = Vec::new();
+        while let Some(&Reverse((at, s, generation))) = self.due.peek() {
+            if at > watermark {
+                break;
+            }
+            self.due.pop();
+            let i = s as usize;
+            if self.slots.alive[i] && self.slots.generation[i] == generation && self.slots.due_at[i] == at {
+                self.slots.due_at[i] = i64::MIN;
+                due.push((at, self.slots.first_seen[i], s));
+            }
+        }
+        due.sort_by(|a, b| (a.0, a.1, &self.slots.keys[a.2 as usize]).cmp(&(b.0, b.1, &self.slots.keys[b.2 as usize])));
+        for &(_, _, s) in &due {
+            self.unlink_session(s);
+        }
+        let (emit, early): (Vec<_>, Vec<_>) = due.into_iter().partition(|&(_, _, s)| !self.slots.fired_early[s as usize]);
+        let starts = emit.iter().map(|d| d.1).collect();
+        let slots: Vec<u32> = emit.iter().map(|d| d.2).collect();
+        let metas = slots.iter().map(|&s| self.slots.take_meta(s)).collect();
+        let fired = self.assemble(plan, starts, &slots, &slots, metas, false);
+        for s in slots.into_iter().chain(early.into_iter().map(|d| d.2)) {
+            self.slots.release(s, &mut self.aggs);
+        }
+        fired
     }
 
     /// The aggregate batch (group columns then aggregates, as HAVING and SELECT expect) of
-    /// evaluated groups.
-    fn assemble(&self, plan: &WindowedPlan, items: Vec<(GroupKey, Vec<ScalarValue>, GroupMeta)>) -> Result<Option<Fired>> {
-        if items.is_empty() {
+    /// `slots`, whose windows start at `starts` and whose keys are those of `key_slots`.
+    fn assemble(
+        &mut self,
+        plan: &WindowedPlan,
+        starts: Vec<i64>,
+        slots: &[u32],
+        key_slots: &[u32],
+        metas: Vec<GroupMeta>,
+        with_keys: bool,
+    ) -> Result<Option<Fired>> {
+        if slots.is_empty() {
             return Ok(None);
         }
         let parser = self.converter.parser();
-        let mut window_starts = Vec::with_capacity(items.len());
-        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(items.len()); plan.aggregates.len()];
-        let mut metas = Vec::with_capacity(items.len());
-        let mut owned_keys = Vec::with_capacity(items.len());
-        for ((start, key), vals, meta) in items {
-            for (j, v) in vals.into_iter().enumerate() {
-                values[j].push(v);
-            }
-            window_starts.push(start);
-            metas.push(meta);
-            owned_keys.push(key);
-        }
-        let key_rows: Vec<_> = owned_keys.iter().map(|k| parser.parse(k)).collect();
-        let key_columns = self.converter.convert_rows(key_rows)?;
-        let n = window_starts.len();
-        let starts: ArrayRef = Arc::new(TimestampNanosecondArray::from(window_starts.clone()).with_timezone("UTC"));
+        let key_columns = self.converter.convert_rows(key_slots.iter().map(|&s| parser.parse(&self.slots.keys[s as usize])))?;
+        let n = slots.len();
+        let starts_array: ArrayRef = Arc::new(TimestampNanosecondArray::from(starts.clone()).with_timezone("UTC"));
         let mut columns: Vec<ArrayRef> = Vec::new();
         let mut keys_iter = key_columns.into_iter();
-        let groups = plan.keys.len() + 1;
-        for g in 0..groups {
+        for g in 0..plan.keys.len() + 1 {
             if g == plan.window_pos {
-                columns.push(starts.clone());
+                columns.push(starts_array.clone());
             } else {
                 columns.push(keys_iter.next().context("key column count")?);
             }
         }
-        for v in values {
-            columns.push(ScalarValue::iter_to_array(v)?);
+        for a in self.aggs.iter_mut() {
+            columns.push(a.evaluate(slots)?);
         }
         // Names from the aggregate's schema; types from the values (accumulators may return a
         // type with other nullability than the logical schema says).
@@ -512,22 +958,37 @@ impl WindowState {
             plan.aggregate_schema.fields().iter().zip(&columns).map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true)).collect();
         let batch =
             RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &RecordBatchOptions::new().with_row_count(Some(n)))?;
-        Ok(Some(Fired { batch, window_starts, keys: owned_keys, metas }))
+        let keys = if with_keys { key_slots.iter().map(|&s| self.slots.keys[s as usize].clone()).collect() } else { Vec::new() };
+        Ok(Some(Fired { batch, window_starts: starts, keys, metas }))
     }
 }
 
-/// Approximate bytes a group holds: its accumulators, its key, its sampled audit ids.
-fn group_bytes(g: &Group, key: &GroupKey) -> usize {
-    let ids: usize = g.meta.audit_ids.iter().map(|id| id.len() + 24).sum();
-    std::mem::size_of::<Group>() + key.1.len() + ids + g.accumulators.iter().map(|a| a.size()).sum::<usize>()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn new_accumulator(a: &super::plan::Aggregate) -> datafusion::common::Result<Box<dyn Accumulator>> {
-    if a.distinct_strings {
-        return Ok(Box::new(super::functions::DistinctStrings::default()));
+    #[test]
+    fn uuids_round_trip_and_others_stay_text() {
+        let id = "b0000000-0000-4000-8000-0000000000af";
+        assert_eq!(parse_uuid(id).map(|u| format_uuid(&u)).as_deref(), Some(id));
+        assert_eq!(parse_uuid("B0000000-0000-4000-8000-0000000000AF"), None);
+        assert_eq!(parse_uuid("not-a-uuid"), None);
+        let mut s = IdSample::default();
+        s.push(id);
+        s.push(id);
+        s.push("other");
+        assert_eq!(s.strings(), vec![id.to_string(), "other".to_string()]);
+        for i in 0..20 {
+            s.push(&format!("x{i}"));
+        }
+        assert_eq!(s.strings().len(), MAX_SAMPLE_IDS);
     }
-    if let Some((distinct, t)) = &a.bounded_array_agg {
-        return Ok(Box::new(super::functions::BoundedArrayAgg::new(*distinct, t.clone())));
+
+    #[test]
+    fn ceil_and_gcd() {
+        assert_eq!(ceil_to(7, 5), 10);
+        assert_eq!(ceil_to(10, 5), 10);
+        assert_eq!(ceil_to(-7, 5), -5);
+        assert_eq!(gcd(300, 120), 60);
     }
-    a.expr.create_accumulator()
 }
