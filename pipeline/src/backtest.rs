@@ -105,12 +105,14 @@ pub fn run_lake(
                 *summary.decode.events.entry(t.name.to_string()).or_default() += b.num_rows() as u64;
                 let fired = engine.process_chunk(&[crate::decode::TableBatch { table: t.name, batch: b }], None);
                 alerts.extend(router.route(fired));
+                router.count_suppressed_upstream(engine.take_suppressed());
             }
         }
         bar.inc(1);
         bar.set_message(format!("{} alerts", alerts.len()));
     }
     alerts.extend(router.route(engine.finish()));
+    router.count_suppressed_upstream(engine.take_suppressed());
     bar.finish_and_clear();
     summary.alerts_suppressed = router.suppressed;
     summary.alerts_duplicate = router.duplicates;

@@ -464,7 +464,7 @@ fn consume(
                 let backlog: Vec<Arc<str>> = committers.iter().flat_map(|c| c.streams_with_backlog()).collect();
                 engine.note_backlog(&backlog);
                 let fired = engine.tick();
-                deliver(fired, router, outputs, metrics, &mut summary)?;
+                deliver(fired, engine, router, outputs, metrics, &mut summary)?;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -489,7 +489,7 @@ fn consume(
     if committers.is_empty() {
         // The input ended: every open window fires.
         let fired = engine.finish();
-        deliver(fired, router, outputs, metrics, &mut summary)?;
+        deliver(fired, engine, router, outputs, metrics, &mut summary)?;
     }
     // The lake writes what it holds before the last commit, which may then go through it.
     if let Some(lake) = outputs.lake.as_mut() {
@@ -689,7 +689,7 @@ fn handle(
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
             metrics.watermark_lag_seconds.set((now - newest) / 1_000_000_000);
         }
-        deliver(alerts, router, outputs, metrics, summary)?;
+        deliver(alerts, engine, router, outputs, metrics, summary)?;
         write_late(engine.take_late(), outputs)?;
         update_rule_metrics(engine, metrics, summary);
     }
@@ -727,11 +727,21 @@ fn write_late(late: Vec<LateRows>, outputs: &mut Outputs) -> Result<()> {
     out.send(&records).with_context(|| format!("writing late events to {}", out.name()))
 }
 
-fn deliver(alerts: Vec<Alert>, router: &mut AlertRouter, outputs: &mut Outputs, metrics: &Metrics, summary: &mut Summary) -> Result<()> {
+fn deliver(
+    alerts: Vec<Alert>,
+    engine: &mut Engine,
+    router: &mut AlertRouter,
+    outputs: &mut Outputs,
+    metrics: &Metrics,
+    summary: &mut Summary,
+) -> Result<()> {
+    let (dup0, sup0) = (router.duplicates, router.suppressed);
+    router.count_suppressed_upstream(engine.take_suppressed());
     if alerts.is_empty() {
+        metrics.alerts_suppressed.inc_by(router.suppressed - sup0);
+        summary.alerts_suppressed = router.suppressed;
         return Ok(());
     }
-    let (dup0, sup0) = (router.duplicates, router.suppressed);
     let alerts = router.route(alerts);
     metrics.alerts_duplicate.inc_by(router.duplicates - dup0);
     metrics.alerts_suppressed.inc_by(router.suppressed - sup0);

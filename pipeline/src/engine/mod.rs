@@ -7,6 +7,7 @@
 //! the idle timeout, minus the allowed lateness. The engine never sees where the bytes came
 //! from, and never plans a query after start-up.
 
+pub mod aggregates;
 pub mod authors;
 pub mod egress;
 pub mod first_seen;
@@ -14,6 +15,7 @@ pub mod functions;
 pub mod plan;
 pub mod sequence;
 mod state_file;
+pub mod suppression;
 pub mod window;
 
 use std::collections::HashMap;
@@ -30,7 +32,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde_json::{Map, Value};
 
-use crate::alert::{alert_id, Alert, MAX_SAMPLE_IDS};
+use crate::alert::{alert_id, Alert};
 use crate::decode::time::format_nanos;
 use crate::decode::TableBatch;
 use crate::rules::{Lists, Rule, RuleSet};
@@ -39,6 +41,7 @@ use first_seen::FirstSeen;
 use functions::{ListFn, WindowFn};
 use plan::{plan_rule, PhysExpr, RulePlan, Selection, Shape, SharedSelections};
 use sequence::CompiledSequence;
+use suppression::SuppressionMemo;
 use window::{MetaColumns, WindowState};
 
 #[derive(Debug, Clone)]
@@ -200,6 +203,8 @@ struct CompiledRule {
     first_seen: Option<FirstSeen>,
     /// Where event_time, audit_id and cluster are in the rule's projected batch.
     meta: MetaColumns,
+    /// Rules with `suppress`: a repeat is dropped before its alert is built.
+    suppression: Option<SuppressionMemo>,
     lateness: i64,
     stats: RuleStats,
 }
@@ -285,7 +290,7 @@ impl Engine {
             bail!("early and max_groups apply to windowed rules (GROUP BY … TUMBLE/HOP) only");
         }
         let window = match &plan.shape {
-            Shape::Windowed(w) => Some(WindowState::new(w, &input, rule.max_groups.unwrap_or(opts.max_groups_per_rule))?),
+            Shape::Windowed(w) => Some(WindowState::new(w, &input, rule.max_groups.unwrap_or(opts.max_groups_per_rule), rule.early)?),
             Shape::SingleEvent => None,
         };
         let first_seen = match (&rule.first_seen, &plan.shape) {
@@ -297,7 +302,10 @@ impl Engine {
             (Some(_), Shape::Windowed(_)) => bail!("first_seen applies to single-event rules and sequence steps"),
         };
         let meta = MetaColumns::of(&table, &input);
+        let names: Vec<String> = plan.projection.iter().map(|(n, _)| n.clone()).collect();
+        let suppression = if first_seen.is_none() { SuppressionMemo::of(rule, &names) } else { None };
         let mut compiled = CompiledRule {
+            suppression,
             lateness: opts.lateness_of(rule),
             rule: rule.clone(),
             table: table.name,
@@ -332,7 +340,7 @@ impl Engine {
                     s.live_groups = w.live_groups();
                     s.late_events = w.late_events;
                     s.evictions = w.evictions;
-                    s.state_bytes = w.bytes;
+                    s.state_bytes = w.state_bytes();
                 }
                 if let Some(f) = &r.first_seen {
                     s.live_groups = f.live_pairs();
@@ -361,7 +369,7 @@ impl Engine {
         self.rules
             .iter()
             .filter_map(|r| match (&r.plan.shape, &r.window) {
-                (Shape::Windowed(plan), Some(state)) => state.oldest_start(plan),
+                (Shape::Windowed(_), Some(state)) => state.oldest_start(),
                 _ => r.pending.iter().map(|m| m.t).min(),
             })
             .chain(self.sequences.iter().filter_map(CompiledSequence::oldest))
@@ -499,6 +507,13 @@ impl Engine {
         self.histories().next().is_some()
     }
 
+    /// Alert candidates dropped since the last call because their rule had already alerted on
+    /// the same entities in the same suppression period (see [`suppression`]): the router
+    /// counts them with the ones it suppresses.
+    pub fn take_suppressed(&mut self) -> u64 {
+        self.rules.iter_mut().filter_map(|r| r.suppression.as_mut()).map(|m| std::mem::take(&mut m.suppressed)).sum()
+    }
+
     /// The late events since the last call.
     pub fn take_late(&mut self) -> Vec<LateRows> {
         std::mem::take(&mut self.late)
@@ -627,13 +642,23 @@ impl CompiledRule {
             Shape::Windowed(plan) => {
                 let state = self.window.as_mut().expect("windowed rules have state");
                 if matches > 0 {
-                    let late_rows = late_rows(plan, state, &selected, meta.event_time);
+                    let late_rows = late_rows(state, &selected, meta.event_time);
                     if !late_rows.is_empty() {
                         let rows = datafusion::arrow::compute::take_record_batch(full, &UInt32Array::from(late_rows))?;
                         late.push(LateRows { rule_id: self.rule.id.clone(), closed_until: state.closed_until, rows });
                     }
                     let within = if selected.whole { Some(selected.indices.as_slice()) } else { None };
+                    let evicted_before = state.evictions;
                     let touched = state.update(plan, &selected.rows, within, meta)?;
+                    if state.evictions > evicted_before && shed_state_news(evicted_before, state.evictions) {
+                        log::warn!(
+                            "rule {} holds its max_groups cap of {} live groups and has evicted {} of the least recently active so far \
+                             (crowsnest_window_evictions_total): events of those groups before the eviction no longer count toward an alert",
+                            self.rule.id,
+                            state.max_groups(),
+                            state.evictions
+                        );
+                    }
                     if self.rule.early {
                         // Fire as soon as HAVING holds, once per window and key.
                         if let Some(crossed) = state.peek(plan, &touched)? {
@@ -660,6 +685,11 @@ impl CompiledRule {
             let t = times.value(i);
             if self.first_seen.as_mut().is_some_and(|h| h.known_before(&names, &columns, i, t)) {
                 continue; // a pair already seen before this row: never a first sighting
+            }
+            if let Some(memo) = self.suppression.as_mut() {
+                if memo.repeats(&columns, i, t)? {
+                    continue;
+                }
             }
             let (fields, entities) = self.fields_and_entities(&columns, i)?;
             let row = Match {
@@ -748,12 +778,17 @@ impl CompiledRule {
         let kept: Vec<usize> = (0..keep.len()).filter(|&i| keep.is_valid(i) && keep.value(i)).collect();
         let now = format_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         for (row, &orig) in kept.iter().enumerate() {
-            let (fields, entities) = self.fields_and_entities(&columns, row)?;
             let meta = &fired.metas[orig];
             let start = fired.window_starts[orig];
             if early {
                 self.window.as_mut().expect("windowed rules have state").mark_fired_early(start, &fired.keys[orig]);
             }
+            if let Some(memo) = self.suppression.as_mut() {
+                if memo.repeats(&columns, row, meta.first_seen)? {
+                    continue;
+                }
+            }
+            let (fields, entities) = self.fields_and_entities(&columns, row)?;
             // A session ends a gap after its newest event.
             let end = if plan.window.kind == plan::WindowKind::Session { meta.last_seen + width } else { start + width };
             alerts.push(Alert {
@@ -763,8 +798,8 @@ impl CompiledRule {
                 window_start: Some(format_nanos(start)),
                 window_end: Some(format_nanos(end)),
                 count: meta.count,
-                cluster: meta.cluster.clone(),
-                audit_ids: meta.audit_ids.iter().take(MAX_SAMPLE_IDS).cloned().collect(),
+                cluster: meta.cluster.as_deref().map(str::to_string),
+                audit_ids: meta.audit_ids.strings(),
                 last_seen_nanos: meta.last_seen,
                 ..self.alert_header(entities, fields, &now)
             });
@@ -806,13 +841,19 @@ impl CompiledRule {
     }
 }
 
+/// Whether a rule's evictions growing from `before` to `now` is worth a log line: the first
+/// time, then at every power of ten, so a flood is reported without a line per batch.
+fn shed_state_news(before: u64, now: u64) -> bool {
+    before == 0 || before.ilog10() < now.ilog10()
+}
+
 /// Rows (of the input batch) the rule matched whose every window has already fired.
-fn late_rows(plan: &plan::WindowedPlan, state: &WindowState, selected: &Selection, time_col: usize) -> Vec<u32> {
+fn late_rows(state: &WindowState, selected: &Selection, time_col: usize) -> Vec<u32> {
     if state.closed_until == i64::MIN {
         return Vec::new();
     }
     let times = selected.rows.column(time_col).as_primitive::<TimestampNanosecondType>();
-    selected.positions().zip(&selected.indices).filter(|(at, _)| state.is_late(plan, times.value(*at))).map(|(_, &row)| row).collect()
+    selected.positions().zip(&selected.indices).filter(|(at, _)| state.is_late(times.value(*at))).map(|(_, &row)| row).collect()
 }
 
 fn evaluate_all(exprs: &[(String, PhysExpr)], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {

@@ -36,6 +36,12 @@ impl AlertRouter {
         }
     }
 
+    /// Counts `n` candidates the engine suppressed before building them (see
+    /// `engine::suppression`), so the figures cover both.
+    pub fn count_suppressed_upstream(&mut self, n: u64) {
+        self.suppressed += n;
+    }
+
     /// The alerts to deliver, in order.
     pub fn route(&mut self, alerts: Vec<Alert>) -> Vec<Alert> {
         let mut out = Vec::with_capacity(alerts.len());
