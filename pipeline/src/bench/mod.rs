@@ -18,6 +18,8 @@
 mod eventhubs;
 mod flight_sql;
 mod lake;
+mod latency;
+pub mod record;
 mod sentinel;
 mod soak;
 mod windows;
@@ -105,6 +107,25 @@ pub struct BenchArgs {
     /// Distinct keys (users) for --windows.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// With --windows: instead, flood one rule with this many distinct keys (one per event)
+    /// under --max-groups, beside a rule on 20 keys that must keep alerting; reports the peak
+    /// RSS growth, live groups and evictions.
+    #[arg(long, requires = "windows", value_name = "EVENTS")]
+    flood: Option<u64>,
+    /// The flooded rule's max_groups, for --flood.
+    #[arg(long, default_value_t = 100_000)]
+    max_groups: usize,
+    /// Latency mode: event-to-alert latency (p50/p99/max) over a followed file fed at 10,000
+    /// events/s and then as fast as the pipeline reads, for single-event rules, early-firing
+    /// windows and closing windows; --latency-secs per rate.
+    #[arg(long, conflicts_with_all = ["kafka", "windows", "stages", "sentinel", "lake", "eventhubs", "flight_sql"])]
+    latency: bool,
+    #[arg(long, default_value_t = 20)]
+    latency_secs: u64,
+    /// Appends every figure of this run, with the commit id, to FILE (JSON lines; see
+    /// bench/history_table.py).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// The generated traffic: calm (the figures of earlier runs), or public-api (busier: nodes
     /// and agents calling from the cluster's egress IP, controllers making pods with owners,
     /// one event in ten a workload, RBAC or secret write).
@@ -384,6 +405,7 @@ fn kafka_bench(args: &BenchArgs, brokers: &str, set: &RuleSet, workers: usize) -
 /// for result streaming), and that rate as a ratio to the baseline's.
 struct RateTable {
     baseline_rate: f64,
+    unit: String,
 }
 
 impl RateTable {
@@ -395,11 +417,13 @@ impl RateTable {
     /// The same table for a rate of another `unit`.
     fn start_in(out: &mut dyn Write, baseline_rate: f64, unit: &str) -> std::io::Result<RateTable> {
         writeln!(out, "{:<58} {:>12} {:>14} {:>8}", "run", "seconds", unit, "ratio")?;
-        Ok(RateTable { baseline_rate })
+        Ok(RateTable { baseline_rate, unit: unit.to_string() })
     }
 
     fn row(&self, out: &mut dyn Write, name: &str, secs: f64, events: f64) -> std::io::Result<()> {
         let rate = events / secs;
+        record::figure(name.trim(), rate, &self.unit);
+        record::figure(&format!("{} (ratio)", name.trim()), rate / self.baseline_rate, "ratio");
         writeln!(out, "{name:<58} {secs:>12.2} {rate:>14.0} {:>8.2}", rate / self.baseline_rate)
     }
 }
@@ -562,8 +586,43 @@ fn load_topic(brokers: &str, topic: &str, path: &Path) -> Result<Loaded> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    run_mode(args)?;
+    if let Some(path) = &args.record {
+        let cli: Vec<String> = std::env::args().skip(1).collect();
+        record::append(path, args.mode(), &cli.join(" "))?;
+    }
+    Ok(())
+}
+
+impl BenchArgs {
+    /// The bench's mode, as recorded.
+    fn mode(&self) -> &'static str {
+        match self {
+            a if a.flood.is_some() => "flood",
+            a if a.latency => "latency",
+            a if a.windows => "windows",
+            a if a.sentinel => "sentinel",
+            a if a.soak.is_some() => "soak",
+            a if a.kafka.is_some() => "kafka",
+            a if a.lake => "lake",
+            a if a.eventhubs => "eventhubs",
+            a if a.flight_sql => "flight-sql",
+            a if a.stages => "stages",
+            _ => "replay",
+        }
+    }
+}
+
+fn run_mode(args: &BenchArgs) -> Result<()> {
+    if let Some(events) = args.flood {
+        return windows::flood(events, args.max_groups, args.seed);
+    }
     if args.windows {
         return windows::run(args.events, args.keys, args.seed);
+    }
+    if args.latency {
+        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        return latency::run(&args.dir, args.latency_secs.max(1), workers);
     }
     if args.sentinel {
         return sentinel::run(args.alerts, args.events);
@@ -591,7 +650,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.stages {
         let (secs, events) = decode_only(&path)?;
         println!("decoding alone (1 core): {events} events in {secs:.2} s, {:.0} events/s", events as f64 / secs);
+        record::figure("decoding alone, 1 core", events as f64 / secs, "events/s");
         let (secs, events, by_rule) = engine_only(&path, &set, args.repeat.max(1))?;
+        record::figure("the rules alone, 1 core", events as f64 / secs, "events/s");
+        let total: f64 = by_rule.iter().map(|(_, s)| s).sum();
+        for (id, s) in by_rule.iter().take(5) {
+            record::figure(&format!("share of rule time: {id}"), s / total.max(f64::MIN_POSITIVE), "fraction");
+        }
         println!(
             "the rules alone ({} rules, 1 core): {events} events in {secs:.2} s, {:.0} events/s",
             set.rules.len(),
