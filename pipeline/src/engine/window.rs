@@ -194,25 +194,49 @@ fn format_uuid(u: &[u8; 16]) -> String {
     out
 }
 
-/// The keys and metadata of every group, one vector per field, indexed by slot.
+/// What a group holds besides its key and aggregates, in one place: a batch touches a slot's
+/// fields together, and with hundreds of thousands of groups each separate vector would cost a
+/// cache miss of its own.
+struct SlotInfo {
+    first_seen: i64,
+    last_seen: i64,
+    count: u64,
+    /// SESSION: when the session fires, as last queued (stale queue entries are skipped).
+    due_at: i64,
+    ids: IdSample,
+    cluster: Option<Arc<str>>,
+    /// SESSION: the key's next open session (NONE ends the list).
+    next: u32,
+    /// Bumped when a slot is freed or merged away: queued firing times of the old group no
+    /// longer match.
+    generation: u32,
+    alive: bool,
+    /// SESSION: fired early (the rule's `early: true`); it does not fire again when it closes.
+    fired_early: bool,
+}
+
+impl SlotInfo {
+    fn fresh(generation: u32) -> SlotInfo {
+        SlotInfo {
+            first_seen: i64::MAX,
+            last_seen: i64::MIN,
+            count: 0,
+            due_at: i64::MIN,
+            ids: IdSample::Empty,
+            cluster: None,
+            next: NONE,
+            generation,
+            alive: true,
+            fired_early: false,
+        }
+    }
+}
+
+/// Every group's key and [`SlotInfo`], indexed by slot.
 #[derive(Default)]
 struct Slots {
     keys: Vec<Box<[u8]>>,
-    first_seen: Vec<i64>,
-    last_seen: Vec<i64>,
-    count: Vec<u64>,
-    ids: Vec<IdSample>,
-    cluster: Vec<Option<Arc<str>>>,
-    /// SESSION: the key's next open session (NONE ends the list).
-    next: Vec<u32>,
-    /// SESSION: when the session fires, as last queued (stale queue entries are skipped).
-    due_at: Vec<i64>,
-    /// Bumped when a slot is freed or merged away: queued firing times of the old group no
-    /// longer match.
-    generation: Vec<u32>,
-    alive: Vec<bool>,
-    /// SESSION: fired early (the rule's `early: true`); it does not fire again when it closes.
-    fired_early: Vec<bool>,
+    info: Vec<SlotInfo>,
     free: Vec<u32>,
     live: usize,
     /// Heap bytes of keys and id samples.
@@ -220,7 +244,7 @@ struct Slots {
 }
 
 /// Bytes a slot takes in [`Slots`], besides its heap.
-const SLOT_BYTES: usize = 16 + 8 + 8 + 8 + std::mem::size_of::<IdSample>() + 16 + 4 + 8 + 4 + 1 + 1;
+const SLOT_BYTES: usize = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<SlotInfo>();
 
 impl Slots {
     fn alloc(&mut self, key: Box<[u8]>, aggs: &mut [AggColumn]) -> u32 {
@@ -229,28 +253,13 @@ impl Slots {
         if let Some(s) = self.free.pop() {
             let i = s as usize;
             self.keys[i] = key;
-            self.first_seen[i] = i64::MAX;
-            self.last_seen[i] = i64::MIN;
-            self.count[i] = 0;
-            self.next[i] = NONE;
-            self.due_at[i] = i64::MIN;
-            self.alive[i] = true;
-            self.fired_early[i] = false;
+            self.info[i] = SlotInfo::fresh(self.info[i].generation);
             return s;
         }
         let s = self.keys.len() as u32;
         assert!(s < NONE, "more than 4 billion groups");
         self.keys.push(key);
-        self.first_seen.push(i64::MAX);
-        self.last_seen.push(i64::MIN);
-        self.count.push(0);
-        self.ids.push(IdSample::Empty);
-        self.cluster.push(None);
-        self.next.push(NONE);
-        self.due_at.push(i64::MIN);
-        self.generation.push(0);
-        self.alive.push(true);
-        self.fired_early.push(false);
+        self.info.push(SlotInfo::fresh(0));
         for a in aggs.iter_mut() {
             a.resize(self.keys.len());
         }
@@ -259,15 +268,15 @@ impl Slots {
 
     fn release(&mut self, s: u32, aggs: &mut [AggColumn]) {
         let i = s as usize;
-        if !self.alive[i] {
+        if !self.info[i].alive {
             return;
         }
-        self.alive[i] = false;
-        self.generation[i] = self.generation[i].wrapping_add(1);
-        self.heap = self.heap.saturating_sub(self.keys[i].len() + 16 + self.ids[i].heap());
+        self.info[i].alive = false;
+        self.info[i].generation = self.info[i].generation.wrapping_add(1);
+        self.heap = self.heap.saturating_sub(self.keys[i].len() + 16 + self.info[i].ids.heap());
         self.keys[i] = Box::default();
-        self.ids[i] = IdSample::Empty;
-        self.cluster[i] = None;
+        self.info[i].ids = IdSample::Empty;
+        self.info[i].cluster = None;
         for a in aggs.iter_mut() {
             a.clear(s);
         }
@@ -277,56 +286,56 @@ impl Slots {
 
     fn observe(&mut self, s: u32, t: i64, id: Option<&str>) {
         let i = s as usize;
-        self.first_seen[i] = self.first_seen[i].min(t);
-        self.last_seen[i] = self.last_seen[i].max(t);
-        self.count[i] += 1;
+        self.info[i].first_seen = self.info[i].first_seen.min(t);
+        self.info[i].last_seen = self.info[i].last_seen.max(t);
+        self.info[i].count += 1;
         if let Some(id) = id {
-            if !self.ids[i].is_full() {
-                let before = self.ids[i].heap();
-                self.ids[i].push(id);
-                self.heap = (self.heap + self.ids[i].heap()).saturating_sub(before);
+            if !self.info[i].ids.is_full() {
+                let before = self.info[i].ids.heap();
+                self.info[i].ids.push(id);
+                self.heap = (self.heap + self.info[i].ids.heap()).saturating_sub(before);
             }
         }
     }
 
     fn merge_meta(&mut self, dst: u32, src: u32) {
         let (d, s) = (dst as usize, src as usize);
-        self.first_seen[d] = self.first_seen[d].min(self.first_seen[s]);
-        self.last_seen[d] = self.last_seen[d].max(self.last_seen[s]);
-        self.count[d] += self.count[s];
-        if !matches!(self.ids[s], IdSample::Empty) {
-            let ids = std::mem::take(&mut self.ids[s]);
-            let before = self.ids[d].heap();
-            self.ids[d].merge(&ids);
-            self.heap = (self.heap + self.ids[d].heap()).saturating_sub(before);
-            self.ids[s] = ids;
+        self.info[d].first_seen = self.info[d].first_seen.min(self.info[s].first_seen);
+        self.info[d].last_seen = self.info[d].last_seen.max(self.info[s].last_seen);
+        self.info[d].count += self.info[s].count;
+        if !matches!(self.info[s].ids, IdSample::Empty) {
+            let ids = std::mem::take(&mut self.info[s].ids);
+            let before = self.info[d].ids.heap();
+            self.info[d].ids.merge(&ids);
+            self.heap = (self.heap + self.info[d].ids.heap()).saturating_sub(before);
+            self.info[s].ids = ids;
         }
-        if self.cluster[d].is_none() {
-            self.cluster[d] = self.cluster[s].clone();
+        if self.info[d].cluster.is_none() {
+            self.info[d].cluster = self.info[s].cluster.clone();
         }
-        self.fired_early[d] |= self.fired_early[s];
+        self.info[d].fired_early |= self.info[s].fired_early;
     }
 
     fn meta(&self, s: u32) -> GroupMeta {
         let i = s as usize;
         GroupMeta {
-            first_seen: self.first_seen[i],
-            last_seen: self.last_seen[i],
-            count: self.count[i],
-            audit_ids: self.ids[i].clone(),
-            cluster: self.cluster[i].clone(),
+            first_seen: self.info[i].first_seen,
+            last_seen: self.info[i].last_seen,
+            count: self.info[i].count,
+            audit_ids: self.info[i].ids.clone(),
+            cluster: self.info[i].cluster.clone(),
         }
     }
 
     fn take_meta(&mut self, s: u32) -> GroupMeta {
         let i = s as usize;
-        self.heap = self.heap.saturating_sub(self.ids[i].heap());
+        self.heap = self.heap.saturating_sub(self.info[i].ids.heap());
         GroupMeta {
-            first_seen: self.first_seen[i],
-            last_seen: self.last_seen[i],
-            count: self.count[i],
-            audit_ids: std::mem::take(&mut self.ids[i]),
-            cluster: self.cluster[i].take(),
+            first_seen: self.info[i].first_seen,
+            last_seen: self.info[i].last_seen,
+            count: self.info[i].count,
+            audit_ids: std::mem::take(&mut self.info[i].ids),
+            cluster: self.info[i].cluster.take(),
         }
     }
 }
@@ -458,7 +467,7 @@ impl WindowState {
     pub fn oldest_start(&self) -> Option<i64> {
         if self.kind == WindowKind::Session {
             // Checked once per checkpoint, not per event: a scan over live slots is fine.
-            return (0..self.slots.alive.len()).filter(|&i| self.slots.alive[i]).map(|i| self.slots.first_seen[i]).min();
+            return (0..self.slots.info.len()).filter(|&i| self.slots.info[i].alive).map(|i| self.slots.info[i].first_seen).min();
         }
         self.panes.keys().next().copied()
     }
@@ -532,9 +541,9 @@ impl WindowState {
             };
             let id = ids.filter(|a| a.is_valid(row)).map(|a| a.value(row));
             self.slots.observe(slot, t, id);
-            if self.slots.cluster[slot as usize].is_none() {
+            if self.slots.info[slot as usize].cluster.is_none() {
                 if let Some(c) = clusters.filter(|c| c.is_valid(row)) {
-                    self.slots.cluster[slot as usize] = Some(self.intern_cluster(c, row));
+                    self.slots.info[slot as usize].cluster = Some(self.intern_cluster(c, row));
                 }
             }
             pairs.push((i, slot));
@@ -566,16 +575,16 @@ impl WindowState {
         touched.dedup();
         if self.kind == WindowKind::Session {
             for &s in &touched {
-                let at = self.slots.last_seen[s as usize].saturating_add(self.width);
-                if self.slots.due_at[s as usize] != at {
-                    self.slots.due_at[s as usize] = at;
-                    self.due.push(Reverse((at, s, self.slots.generation[s as usize])));
+                let at = self.slots.info[s as usize].last_seen.saturating_add(self.width);
+                if self.slots.info[s as usize].due_at != at {
+                    self.slots.info[s as usize].due_at = at;
+                    self.due.push(Reverse((at, s, self.slots.info[s as usize].generation)));
                 }
             }
         }
         if self.slots.live > self.max_groups {
             self.evict();
-            touched.retain(|&s| self.slots.alive[s as usize]);
+            touched.retain(|&s| self.slots.info[s as usize].alive);
         }
         Ok(touched)
     }
@@ -622,8 +631,8 @@ impl WindowState {
         let (mut target, mut prev, mut cur) = (NONE, NONE, head.unwrap_or(NONE));
         while cur != NONE {
             let c = cur as usize;
-            let next = self.slots.next[c];
-            let joins = self.slots.first_seen[c].saturating_sub(gap) <= t && t <= self.slots.last_seen[c].saturating_add(gap);
+            let next = self.slots.info[c].next;
+            let joins = self.slots.info[c].first_seen.saturating_sub(gap) <= t && t <= self.slots.info[c].last_seen.saturating_add(gap);
             if joins && target == NONE {
                 target = cur;
                 prev = cur;
@@ -633,8 +642,8 @@ impl WindowState {
                     a.merge(target, cur)?;
                 }
                 self.slots.merge_meta(target, cur);
-                self.slots.next[prev as usize] = next;
-                self.slots.generation[c] = self.slots.generation[c].wrapping_add(1);
+                self.slots.info[prev as usize].next = next;
+                self.slots.info[c].generation = self.slots.info[c].generation.wrapping_add(1);
                 merged_away.push(cur);
                 redirect.insert(cur, target);
             } else {
@@ -649,7 +658,7 @@ impl WindowState {
         let s = slots.alloc(key.into(), aggs);
         match head {
             Some(old) => {
-                slots.next[s as usize] = old;
+                slots.info[s as usize].next = old;
                 if let Some(entry) = sessions.find_mut(h, |&x| x == old) {
                     *entry = s;
                 }
@@ -669,7 +678,7 @@ impl WindowState {
             return;
         };
         let head = *entry.get();
-        let next = self.slots.next[s as usize];
+        let next = self.slots.info[s as usize].next;
         if head == s {
             if next == NONE {
                 entry.remove();
@@ -680,11 +689,11 @@ impl WindowState {
         }
         let mut cur = head;
         while cur != NONE {
-            if self.slots.next[cur as usize] == s {
-                self.slots.next[cur as usize] = next;
+            if self.slots.info[cur as usize].next == s {
+                self.slots.info[cur as usize].next = next;
                 return;
             }
-            cur = self.slots.next[cur as usize];
+            cur = self.slots.info[cur as usize].next;
         }
     }
 
@@ -697,7 +706,7 @@ impl WindowState {
             return;
         }
         let mut live: Vec<(i64, u32)> =
-            (0..self.slots.alive.len()).filter(|&i| self.slots.alive[i]).map(|i| (self.slots.last_seen[i], i as u32)).collect();
+            (0..self.slots.info.len()).filter(|&i| self.slots.info[i].alive).map(|i| (self.slots.info[i].last_seen, i as u32)).collect();
         if excess < live.len() {
             live.select_nth_unstable(excess);
         }
@@ -706,7 +715,7 @@ impl WindowState {
                 self.unlink_session(s);
             } else {
                 let i = s as usize;
-                let p = self.slots.first_seen[i] - self.slots.first_seen[i].rem_euclid(self.pane);
+                let p = self.slots.info[i].first_seen - self.slots.info[i].first_seen.rem_euclid(self.pane);
                 let h = self.hasher.hash_one(&*self.slots.keys[i]);
                 if let Some(table) = self.panes.get_mut(&p) {
                     if let Ok(e) = table.find_entry(h, |&x| x == s) {
@@ -724,8 +733,8 @@ impl WindowState {
     /// HAVING holds.
     pub fn peek(&mut self, plan: &WindowedPlan, touched: &[u32]) -> Result<Option<Fired>> {
         if self.kind == WindowKind::Session {
-            let slots: Vec<u32> = touched.iter().copied().filter(|&s| !self.slots.fired_early[s as usize]).collect();
-            let starts = slots.iter().map(|&s| self.slots.first_seen[s as usize]).collect();
+            let slots: Vec<u32> = touched.iter().copied().filter(|&s| !self.slots.info[s as usize].fired_early).collect();
+            let starts = slots.iter().map(|&s| self.slots.info[s as usize].first_seen).collect();
             let metas = slots.iter().map(|&s| self.slots.meta(s)).collect();
             return self.assemble(plan, starts, &slots, &slots, metas, true);
         }
@@ -733,7 +742,7 @@ impl WindowState {
         let mut windows: Vec<(i64, Box<[u8]>)> = Vec::new();
         for &s in touched {
             let i = s as usize;
-            let p = self.slots.first_seen[i] - self.slots.first_seen[i].rem_euclid(self.pane);
+            let p = self.slots.info[i].first_seen - self.slots.info[i].first_seen.rem_euclid(self.pane);
             let mut start = ceil_to(p + self.pane - self.width, self.slide);
             while start <= p {
                 let key = (start, self.slots.keys[i].clone());
@@ -793,10 +802,10 @@ impl WindowState {
         let h = self.hash(key);
         let mut cur = self.sessions.find(h, |&s| &*self.slots.keys[s as usize] == key).copied().unwrap_or(NONE);
         while cur != NONE {
-            if self.slots.first_seen[cur as usize] == window_start {
-                self.slots.fired_early[cur as usize] = true;
+            if self.slots.info[cur as usize].first_seen == window_start {
+                self.slots.info[cur as usize].fired_early = true;
             }
-            cur = self.slots.next[cur as usize];
+            cur = self.slots.info[cur as usize].next;
         }
     }
 
@@ -842,7 +851,8 @@ impl WindowState {
                         None => {
                             out.push((src, src));
                             let WindowState { slots, hasher, .. } = &*self;
-                            index.insert_unique(h, (out.len() - 1) as u32, |&at| hasher.hash_one(&*slots.keys[out[at as usize].1 as usize]));
+                            index
+                                .insert_unique(h, (out.len() - 1) as u32, |&at| hasher.hash_one(&*slots.keys[out[at as usize].1 as usize]));
                         }
                         Some(at) => {
                             let (group, first) = out[at as usize];
@@ -902,16 +912,16 @@ impl WindowState {
             }
             self.due.pop();
             let i = s as usize;
-            if self.slots.alive[i] && self.slots.generation[i] == generation && self.slots.due_at[i] == at {
-                self.slots.due_at[i] = i64::MIN;
-                due.push((at, self.slots.first_seen[i], s));
+            if self.slots.info[i].alive && self.slots.info[i].generation == generation && self.slots.info[i].due_at == at {
+                self.slots.info[i].due_at = i64::MIN;
+                due.push((at, self.slots.info[i].first_seen, s));
             }
         }
         due.sort_by(|a, b| (a.0, a.1, &self.slots.keys[a.2 as usize]).cmp(&(b.0, b.1, &self.slots.keys[b.2 as usize])));
         for &(_, _, s) in &due {
             self.unlink_session(s);
         }
-        let (emit, early): (Vec<_>, Vec<_>) = due.into_iter().partition(|&(_, _, s)| !self.slots.fired_early[s as usize]);
+        let (emit, early): (Vec<_>, Vec<_>) = due.into_iter().partition(|&(_, _, s)| !self.slots.info[s as usize].fired_early);
         let starts = emit.iter().map(|d| d.1).collect();
         let slots: Vec<u32> = emit.iter().map(|d| d.2).collect();
         let metas = slots.iter().map(|&s| self.slots.take_meta(s)).collect();
