@@ -32,14 +32,14 @@ use crate::source::file::FileSource;
 use crate::source::{FramingLimits, Source};
 
 const BENCH_RULES: &[(&str, &str)] = &[
-    ("LAT-EVENT", "query: \"SELECT user_name, audit_id FROM kube_audit WHERE starts_with(user_name, 'probe-')\""),
+    ("LAT-EVENT", "entities: [user_name]\nquery: \"SELECT user_name, audit_id FROM kube_audit WHERE starts_with(user_name, 'probe-')\""),
     (
         "LAT-EARLY",
-        "early: true\nquery: \"SELECT user_name, count(*) AS n FROM kube_audit WHERE starts_with(user_name, 'burst-') GROUP BY user_name, TUMBLE(event_time, INTERVAL '1 minute') HAVING count(*) >= 5\"",
+        "entities: [user_name]\nearly: true\nquery: \"SELECT user_name, count(*) AS n FROM kube_audit WHERE starts_with(user_name, 'burst-') GROUP BY user_name, TUMBLE(event_time, INTERVAL '1 minute') HAVING count(*) >= 5\"",
     ),
     (
         "LAT-CLOSE",
-        "allowed_lateness: 1s\nquery: \"SELECT user_name, count(*) AS n FROM kube_audit WHERE starts_with(user_name, 'win-') GROUP BY user_name, TUMBLE(event_time, INTERVAL '5 seconds')\"",
+        "entities: [user_name]\nallowed_lateness: 1s\nquery: \"SELECT user_name, count(*) AS n FROM kube_audit WHERE starts_with(user_name, 'win-') GROUP BY user_name, TUMBLE(event_time, INTERVAL '5 seconds')\"",
     ),
 ];
 
@@ -125,7 +125,13 @@ fn event(id: u64, user: &str, verb: &str, ns: u64, t: i64) -> String {
 
 /// Writes background traffic and probes to `path` for `secs`, at `rate` events/s (None: as
 /// fast as the pipeline reads, staying a block ahead of it).
-fn write_traffic(path: &Path, rate: Option<u64>, secs: u64, bytes_read: &Arc<std::sync::atomic::AtomicU64>, written: &Arc<Mutex<Written>>) -> Result<u64> {
+fn write_traffic(
+    path: &Path,
+    rate: Option<u64>,
+    secs: u64,
+    bytes_read: &Arc<std::sync::atomic::AtomicU64>,
+    written: &Arc<Mutex<Written>>,
+) -> Result<u64> {
     let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
     let mut rng = Rng(7);
     let verbs = ["get", "list", "watch", "update", "patch"];
