@@ -56,6 +56,11 @@ pub fn append(path: &Path, mode: &str, args: &str) -> Result<()> {
     });
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("appending to {}", path.display()))?;
-    eprintln!("recorded {} figures in {} (commit {commit}{})", figures.len(), path.display(), if dirty { ", with uncommitted changes" } else { "" });
+    eprintln!(
+        "recorded {} figures in {} (commit {commit}{})",
+        figures.len(),
+        path.display(),
+        if dirty { ", with uncommitted changes" } else { "" }
+    );
     Ok(())
 }

@@ -9,12 +9,12 @@ use std::time::Instant;
 use anyhow::Result;
 use datafusion::arrow::array::{RecordBatch, StringArray, TimestampNanosecondArray};
 
+use super::record;
 use crate::decode::time::format_nanos;
 use crate::decode::{Decoder, Origin};
 use crate::engine::{Engine, EngineOptions};
 use crate::gen::Rng;
 use crate::memory::{peak_rss, reset_peak_rss, rss_now};
-use super::record;
 use crate::rules::RuleSet;
 use crate::tables::KUBE_AUDIT;
 
@@ -136,8 +136,10 @@ pub fn flood(events: u64, max_groups: usize, seed: u64) -> Result<()> {
         ),
         ("STEADY", "query: \"SELECT namespace, count(*) AS n FROM kube_audit GROUP BY namespace, TUMBLE(event_time, INTERVAL '1 minute') HAVING count(*) >= 10\"".to_string()),
     ];
-    let files: Vec<(PathBuf, String)> =
-        rules.iter().map(|(id, body)| (PathBuf::from(format!("{id}.yaml")), format!("id: {id}\ntitle: {id}\nseverity: low\n{body}\n"))).collect();
+    let files: Vec<(PathBuf, String)> = rules
+        .iter()
+        .map(|(id, body)| (PathBuf::from(format!("{id}.yaml")), format!("id: {id}\ntitle: {id}\nseverity: low\n{body}\n")))
+        .collect();
     let set = RuleSet::from_texts(&PathBuf::from("(bench)"), files, vec![])?;
     // One decoded batch as a template; each batch of the flood swaps in its own users, times
     // and namespaces (decoding 10 million events is not what is measured).

@@ -43,19 +43,49 @@ enum State {
     Count(Vec<i64>),
     /// `sum` of signed integers (Int64 out, wrapping as DataFusion's does not: it errors; a
     /// sum past 2^63 is not a realistic rule).
-    SumInt { sum: Vec<i64>, seen: Vec<bool> },
-    SumFloat { sum: Vec<f64>, seen: Vec<bool> },
-    Avg { sum: Vec<f64>, n: Vec<u64> },
+    SumInt {
+        sum: Vec<i64>,
+        seen: Vec<bool>,
+    },
+    SumFloat {
+        sum: Vec<f64>,
+        seen: Vec<bool>,
+    },
+    Avg {
+        sum: Vec<f64>,
+        n: Vec<u64>,
+    },
     /// `min`/`max` of integers and times, kept as i64 and cast back to `out` at the end.
-    MinMaxInt { v: Vec<i64>, seen: Vec<bool>, max: bool, out: DataType },
-    MinMaxFloat { v: Vec<f64>, seen: Vec<bool>, max: bool, out: DataType },
-    MinMaxStr { v: Vec<Option<Box<str>>>, max: bool, out: DataType },
+    MinMaxInt {
+        v: Vec<i64>,
+        seen: Vec<bool>,
+        max: bool,
+        out: DataType,
+    },
+    MinMaxFloat {
+        v: Vec<f64>,
+        seen: Vec<bool>,
+        max: bool,
+        out: DataType,
+    },
+    MinMaxStr {
+        v: Vec<Option<Box<str>>>,
+        max: bool,
+        out: DataType,
+    },
     /// `count(DISTINCT string)`: 128-bit hashes, as [`DistinctStrings`] explains.
     Distinct(Vec<DistinctSet>),
     /// `array_agg([DISTINCT] string)`: the first [`ARRAY_AGG_LIMIT`] values in arrival order.
-    ArrayAggStr { v: Vec<Vec<Box<str>>>, distinct: bool, item: DataType },
+    ArrayAggStr {
+        v: Vec<Vec<Box<str>>>,
+        distinct: bool,
+        item: DataType,
+    },
     /// Anything else: one DataFusion accumulator per slot, made on first use.
-    Boxed { aggregate: Arc<dyn Fn() -> datafusion::common::Result<Box<dyn Accumulator>> + Send + Sync>, v: Vec<Option<Box<dyn Accumulator>>> },
+    Boxed {
+        aggregate: Arc<dyn Fn() -> datafusion::common::Result<Box<dyn Accumulator>> + Send + Sync>,
+        v: Vec<Option<Box<dyn Accumulator>>>,
+    },
 }
 
 /// A group's distinct values (as hashes): inline while small, a hash set once large.

@@ -90,6 +90,7 @@ impl SuppressionMemo {
 
 fn seeds() -> &'static (ahash::RandomState, ahash::RandomState) {
     use std::sync::LazyLock;
-    static SEEDS: LazyLock<(ahash::RandomState, ahash::RandomState)> = LazyLock::new(|| (ahash::RandomState::new(), ahash::RandomState::new()));
+    static SEEDS: LazyLock<(ahash::RandomState, ahash::RandomState)> =
+        LazyLock::new(|| (ahash::RandomState::new(), ahash::RandomState::new()));
     &SEEDS
 }
