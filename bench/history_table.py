@@ -3,12 +3,18 @@
 
     python3 bench/history_table.py bench/history.jsonl [MODE ...]
 
-For each mode (all by default), the figures of its latest run, and of the run before it at
-another commit when there is one: the README's tables are pasted from this output, so they are
-measurements, not typing.
+For each distinct bench command (of the given modes; all by default), the figures of its
+latest run: the README's tables are pasted from this output, so they are measurements, not
+typing.
 """
 import json
+import re
 import sys
+
+
+def command(run):
+    """The bench command, without where its figures were recorded."""
+    return re.sub(r"\s*--record(=|\s+)\S+", "", run["args"]).strip()
 
 
 def fmt(value, unit):
@@ -28,13 +34,13 @@ def main():
         sys.exit(__doc__)
     runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     modes = sys.argv[2:] or sorted({r["mode"] for r in runs})
-    for mode in modes:
-        of_mode = [r for r in runs if r["mode"] == mode]
-        if not of_mode:
-            continue
-        latest = of_mode[-1]
+    latest = {}
+    for r in runs:
+        if r["mode"] in modes:
+            latest[command(r)] = r
+    for cmd, latest in latest.items():
         label = lambda r: f"{r['commit']}{'+' if r.get('dirty') else ''} {r['at'][:10]}"
-        print(f"\n#### `bench {latest['args']}` ({latest['cores']} cores)\n")
+        print(f"\n#### `crowsnest {cmd}` ({latest['cores']} cores)\n")
         print(f"| figure | unit | {label(latest)} |")
         print("| --- | --- | ---: |")
         for f in latest["figures"]:

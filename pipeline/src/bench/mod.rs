@@ -589,7 +589,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     run_mode(args)?;
     if let Some(path) = &args.record {
         let cli: Vec<String> = std::env::args().skip(1).collect();
-        record::append(path, args.mode(), &cli.join(" "))?;
+        record::append(path, args.mode(), &cli)?;
     }
     Ok(())
 }

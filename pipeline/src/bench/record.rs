@@ -38,8 +38,22 @@ fn commit() -> (String, bool) {
     (id, dirty)
 }
 
-/// Appends this run's figures to `path` as one line.
-pub fn append(path: &Path, mode: &str, args: &str) -> Result<()> {
+/// Appends this run's figures to `path` as one line; `args` is the command line (its
+/// `--record FILE` is left out).
+pub fn append(path: &Path, mode: &str, args: &[String]) -> Result<()> {
+    let mut kept = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if std::mem::take(&mut skip) || a.starts_with("--record=") {
+            continue;
+        }
+        if a == "--record" {
+            skip = true;
+            continue;
+        }
+        kept.push(a.as_str());
+    }
+    let args = kept.join(" ");
     let figures: Vec<_> = FIGURES
         .lock()
         .map(|f| f.iter().map(|(name, value, unit)| json!({"name": name, "value": value, "unit": unit})).collect())
