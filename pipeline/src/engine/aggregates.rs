@@ -19,7 +19,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 
@@ -273,101 +273,50 @@ impl AggColumn {
                     }
                 }
             }
-            State::SumInt { sum, seen } => {
-                let a = cast(arg.expect("one argument").as_ref(), &DataType::Int64)?;
-                let a = a.as_primitive::<Int64Type>();
-                for &(row, slot) in pairs {
-                    let (row, slot) = (row as usize, slot as usize);
-                    if passes(filter, row) && a.is_valid(row) {
-                        sum[slot] = sum[slot].wrapping_add(a.value(row));
-                        seen[slot] = true;
-                    }
+            State::SumInt { sum, seen } => each_primitive::<Int64Type>(arg, pairs, filter, |s, x| {
+                sum[s] = sum[s].wrapping_add(x);
+                seen[s] = true;
+            })?,
+            State::SumFloat { sum, seen } => each_primitive::<Float64Type>(arg, pairs, filter, |s, x| {
+                sum[s] += x;
+                seen[s] = true;
+            })?,
+            State::Avg { sum, n } => each_primitive::<Float64Type>(arg, pairs, filter, |s, x| {
+                sum[s] += x;
+                n[s] += 1;
+            })?,
+            State::MinMaxInt { v, seen, max, .. } => each_primitive::<Int64Type>(arg, pairs, filter, |s, x| {
+                if !seen[s] || (*max && x > v[s]) || (!*max && x < v[s]) {
+                    v[s] = x;
+                    seen[s] = true;
                 }
-            }
-            State::SumFloat { sum, seen } => {
-                let a = cast(arg.expect("one argument").as_ref(), &DataType::Float64)?;
-                let a = a.as_primitive::<Float64Type>();
-                for &(row, slot) in pairs {
-                    let (row, slot) = (row as usize, slot as usize);
-                    if passes(filter, row) && a.is_valid(row) {
-                        sum[slot] += a.value(row);
-                        seen[slot] = true;
-                    }
+            })?,
+            State::MinMaxFloat { v, seen, max, .. } => each_primitive::<Float64Type>(arg, pairs, filter, |s, x| {
+                if !seen[s] || better_float(*max, x, v[s]) {
+                    v[s] = x;
+                    seen[s] = true;
                 }
-            }
-            State::Avg { sum, n } => {
-                let a = cast(arg.expect("one argument").as_ref(), &DataType::Float64)?;
-                let a = a.as_primitive::<Float64Type>();
-                for &(row, slot) in pairs {
-                    let (row, slot) = (row as usize, slot as usize);
-                    if passes(filter, row) && a.is_valid(row) {
-                        sum[slot] += a.value(row);
-                        n[slot] += 1;
-                    }
-                }
-            }
-            State::MinMaxInt { v, seen, max, .. } => {
-                let a = cast(arg.expect("one argument").as_ref(), &DataType::Int64)?;
-                let a = a.as_primitive::<Int64Type>();
-                for &(row, slot) in pairs {
-                    let (row, slot) = (row as usize, slot as usize);
-                    if passes(filter, row) && a.is_valid(row) {
-                        let x = a.value(row);
-                        if !seen[slot] || (*max && x > v[slot]) || (!*max && x < v[slot]) {
-                            v[slot] = x;
-                            seen[slot] = true;
-                        }
-                    }
-                }
-            }
-            State::MinMaxFloat { v, seen, max, .. } => {
-                let a = cast(arg.expect("one argument").as_ref(), &DataType::Float64)?;
-                let a = a.as_primitive::<Float64Type>();
-                for &(row, slot) in pairs {
-                    let (row, slot) = (row as usize, slot as usize);
-                    if passes(filter, row) && a.is_valid(row) {
-                        let x = a.value(row);
-                        if !seen[slot] || better_float(*max, x, v[slot]) {
-                            v[slot] = x;
-                            seen[slot] = true;
-                        }
-                    }
-                }
-            }
+            })?,
             State::MinMaxStr { v, max, .. } => {
-                let a = arg.expect("one argument").as_string::<i32>();
-                for &(row, slot) in pairs {
-                    let (row, slot) = (row as usize, slot as usize);
-                    if passes(filter, row) && a.is_valid(row) {
-                        let x = a.value(row);
-                        let replace = match &v[slot] {
-                            None => true,
-                            Some(cur) => (*max && x > cur.as_ref()) || (!*max && x < cur.as_ref()),
-                        };
-                        if replace {
-                            self.heap = self.heap + x.len() - v[slot].as_ref().map_or(0, |s| s.len());
-                            v[slot] = Some(x.into());
-                        }
+                let heap = &mut self.heap;
+                each_str(arg, pairs, filter, |s, x| {
+                    let replace = match &v[s] {
+                        None => true,
+                        Some(cur) => (*max && x > cur.as_ref()) || (!*max && x < cur.as_ref()),
+                    };
+                    if replace {
+                        *heap = *heap + x.len() - v[s].as_ref().map_or(0, |s| s.len());
+                        v[s] = Some(x.into());
                     }
-                }
+                })
             }
             State::Distinct(sets) => {
-                let a = arg.expect("one argument").as_string::<i32>();
-                for &(row, slot) in pairs {
-                    let row = row as usize;
-                    if passes(filter, row) && a.is_valid(row) {
-                        self.heap += sets[slot as usize].insert(hash128(a.value(row)));
-                    }
-                }
+                let heap = &mut self.heap;
+                each_str(arg, pairs, filter, |s, x| *heap += sets[s].insert(hash128(x)))
             }
             State::ArrayAggStr { v, distinct, .. } => {
-                let a = arg.expect("one argument").as_string::<i32>();
-                for &(row, slot) in pairs {
-                    let (row, slot) = (row as usize, slot as usize);
-                    if passes(filter, row) && a.is_valid(row) {
-                        self.heap += push_bounded(&mut v[slot], *distinct, a.value(row));
-                    }
-                }
+                let heap = &mut self.heap;
+                each_str(arg, pairs, filter, |s, x| *heap += push_bounded(&mut v[s], *distinct, x))
             }
             State::Boxed { aggregate, v } => {
                 // Rows of each slot together, in arrival order, taken once per slot.
@@ -553,6 +502,36 @@ impl AggColumn {
                 ScalarValue::iter_to_array(values)?
             }
         })
+    }
+}
+
+/// Calls `f(slot, value)` for each of `pairs` whose row passes the FILTER and has a value, the
+/// argument cast to `T` once for the batch.
+fn each_primitive<T: ArrowPrimitiveType>(
+    arg: Option<&ArrayRef>,
+    pairs: &Pairs,
+    filter: Option<&BooleanArray>,
+    mut f: impl FnMut(usize, T::Native),
+) -> Result<()> {
+    let a = cast(arg.expect("one argument").as_ref(), &T::DATA_TYPE)?;
+    let a = a.as_primitive::<T>();
+    for &(row, slot) in pairs {
+        let row = row as usize;
+        if passes(filter, row) && a.is_valid(row) {
+            f(slot as usize, a.value(row));
+        }
+    }
+    Ok(())
+}
+
+/// [`each_primitive`] for a string argument (read in place).
+fn each_str(arg: Option<&ArrayRef>, pairs: &Pairs, filter: Option<&BooleanArray>, mut f: impl FnMut(usize, &str)) {
+    let a = arg.expect("one argument").as_string::<i32>();
+    for &(row, slot) in pairs {
+        let row = row as usize;
+        if passes(filter, row) && a.is_valid(row) {
+            f(slot as usize, a.value(row));
+        }
     }
 }
 
