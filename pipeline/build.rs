@@ -17,13 +17,19 @@ fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("detections");
+    // Read at run time, not with env!(): the build script's binary is reused across checkouts
+    // of the same package, and one compiled in another (since deleted) checkout silently
+    // bundled no rule at all.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir).join("..").join("detections");
     let mut out = String::new();
     for (name, sub) in [("RULES", "rules"), ("LISTS", "lists"), ("HUNTS", "hunts")] {
         let dir = root.join(sub);
         println!("cargo:rerun-if-changed={}", dir.display());
         writeln!(out, "pub static {name}: &[(&str, &str)] = &[").unwrap();
-        for f in yaml_files(&dir) {
+        let files = yaml_files(&dir);
+        assert!(!files.is_empty(), "no YAML files in {}: the binary would bundle no {sub}", dir.display());
+        for f in files {
             println!("cargo:rerun-if-changed={}", f.display());
             let rel = format!("detections/{sub}/{}", f.file_name().unwrap().to_string_lossy());
             writeln!(out, "    ({rel:?}, include_str!({:?})),", f.canonicalize().unwrap().display().to_string()).unwrap();
