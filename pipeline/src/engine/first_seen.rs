@@ -28,15 +28,18 @@ use serde_json::{Map, Value};
 use super::scalar_to_json;
 use crate::rules::FirstSeenSpec;
 
+/// aHash, not SipHash: every row of a first-sighting rule looks up its entity and value.
+type FastMap<V> = HashMap<String, V, ahash::RandomState>;
+
 /// Per entity: value → newest event time it was seen at.
-type History = HashMap<String, i64>;
+type History = FastMap<i64>;
 
 pub struct FirstSeen {
     spec: FirstSeenSpec,
     /// Entity key (the `by` values as JSON) → its history.
-    seen: HashMap<String, History>,
+    seen: FastMap<History>,
     /// With `learn`: entity key → event time its learning period ends (dropped once over).
-    learning: HashMap<String, i64>,
+    learning: FastMap<i64>,
     pairs: usize,
     /// Approximate heap bytes of `seen`.
     pub bytes: usize,
@@ -55,9 +58,9 @@ struct Saved {
     rule: String,
     by: Vec<String>,
     value: String,
-    seen: HashMap<String, History>,
+    seen: FastMap<History>,
     #[serde(default)]
-    learning: HashMap<String, i64>,
+    learning: FastMap<i64>,
 }
 
 /// Bytes one (entity, value) pair costs besides its strings: hash-map slots and the time.
@@ -108,8 +111,8 @@ impl FirstSeen {
         }
         Ok(FirstSeen {
             spec: spec.clone(),
-            seen: HashMap::new(),
-            learning: HashMap::new(),
+            seen: FastMap::default(),
+            learning: FastMap::default(),
             pairs: 0,
             bytes: 0,
             evictions: 0,
@@ -318,7 +321,7 @@ impl FirstSeen {
             );
             return Ok(());
         }
-        self.pairs = saved.seen.values().map(HashMap::len).sum();
+        self.pairs = saved.seen.values().map(|h| h.len()).sum();
         self.bytes =
             saved.seen.iter().map(|(k, h)| k.len() + PAIR_OVERHEAD + h.keys().map(|v| v.len() + PAIR_OVERHEAD).sum::<usize>()).sum();
         self.seen = saved.seen;

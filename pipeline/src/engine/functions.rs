@@ -179,6 +179,15 @@ impl ListFn {
         let arr = if arr.data_type() == &DataType::Utf8 { arr.clone() } else { cast(arr, &DataType::Utf8)? };
         let strings = arr.as_string::<i32>();
         // A plain bool per row (NULL tests false): the fast BooleanArray constructor.
+        if matches!(self.op, ListOp::Ip | ListOp::Regex) {
+            // Addresses and patterns cost a parse or a scan, and a batch repeats few distinct
+            // values (a node's address on every call it makes): each is tested once per batch.
+            let mut seen: std::collections::HashMap<&str, bool, ahash::RandomState> = Default::default();
+            let hits = (0..strings.len())
+                .map(|i| strings.is_valid(i) && *seen.entry(strings.value(i)).or_insert_with_key(|s| self.test(list, s)))
+                .collect::<Vec<bool>>();
+            return Ok(BooleanArray::from(hits));
+        }
         Ok(BooleanArray::from((0..strings.len()).map(|i| strings.is_valid(i) && self.test(list, strings.value(i))).collect::<Vec<bool>>()))
     }
 }
