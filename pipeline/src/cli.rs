@@ -736,7 +736,7 @@ fn kafka_source_options(cfg: &Config) -> Option<(KafkaSourceOptions, Option<&str
         topics: topics.clone(),
         group: group.clone(),
         start: *start,
-        linger: std::time::Duration::from_millis(200),
+        linger: crate::source::kafka::DEFAULT_LINGER,
     };
     Some((opts, commit_interval.as_deref()))
 }

@@ -48,6 +48,10 @@ impl std::str::FromStr for StartPosition {
     }
 }
 
+/// How long a partition's partly filled chunk waits for more messages before it is handed
+/// over: up to this much latency on the alerts of a partition too quiet to fill a chunk.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+
 #[derive(Debug, Clone)]
 pub struct KafkaSourceOptions {
     pub connection: Connection,
