@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float64T
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 
-use super::functions::{hash128, BoundedArrayAgg, DistinctStrings, ARRAY_AGG_LIMIT};
+use super::functions::{hash128, BoundedArrayAgg, ARRAY_AGG_LIMIT};
 use super::plan::Aggregate;
 use crate::decode::dedup::AlreadyHashed;
 
@@ -73,7 +73,7 @@ enum State {
         max: bool,
         out: DataType,
     },
-    /// `count(DISTINCT string)`: 128-bit hashes, as [`DistinctStrings`] explains.
+    /// `count(DISTINCT string)`: 128-bit hashes of the values, as [`hash128`] explains.
     Distinct(Vec<DistinctSet>),
     /// `array_agg([DISTINCT] string)`: the first [`ARRAY_AGG_LIMIT`] values in arrival order.
     ArrayAggStr {
@@ -203,8 +203,8 @@ impl AggColumn {
             "min" | "max" if one && t == DataType::Utf8 => State::MinMaxStr { v: Vec::new(), max: name == "max", out: t },
             "array_agg" if one && t == DataType::Utf8 => State::ArrayAggStr { v: Vec::new(), distinct, item: t },
             _ => {
-                let (expr, distinct_strings, array_agg) = (a.expr.clone(), a.distinct_strings, a.bounded_array_agg.clone());
-                let make = move || boxed_accumulator(&expr, distinct_strings, &array_agg);
+                let (expr, array_agg) = (a.expr.clone(), a.bounded_array_agg.clone());
+                let make = move || boxed_accumulator(&expr, &array_agg);
                 State::Boxed { aggregate: Arc::new(make), v: Vec::new() }
             }
         };
@@ -554,15 +554,12 @@ fn push_bounded(v: &mut Vec<Box<str>>, distinct: bool, x: &str) -> usize {
     x.len() + 16
 }
 
-/// The per-group DataFusion accumulator of an aggregate without a native column.
+/// The per-group DataFusion accumulator of an aggregate without a native column
+/// (`count(DISTINCT string)` always has one).
 fn boxed_accumulator(
     expr: &datafusion::physical_expr::aggregate::AggregateFunctionExpr,
-    distinct_strings: bool,
     array_agg: &Option<(bool, DataType)>,
 ) -> datafusion::common::Result<Box<dyn Accumulator>> {
-    if distinct_strings {
-        return Ok(Box::new(DistinctStrings::default()));
-    }
     if let Some((distinct, t)) = array_agg {
         return Ok(Box::new(BoundedArrayAgg::new(*distinct, t.clone())));
     }

@@ -289,22 +289,18 @@ impl ScalarUDFImpl for FirstMatch {
     }
 }
 
-/// `count(DISTINCT x)` over strings, for one window group: a set that starts empty.
-/// DataFusion's own accumulator is built for one big group per partition and preallocates
-/// about 8 KB, which a streaming rule with 100,000 live groups cannot afford.
-///
-/// The set holds a 128-bit hash of each value, not the value: 16 bytes and no allocation per
-/// distinct value (counting distinct audit ids sees nothing but new values). Two different
-/// values would have to collide in 128 bits to be counted once: for a billion distinct values
-/// the odds are about 1 in 10^20.
-#[derive(Debug, Default)]
-pub struct DistinctStrings {
-    /// Keyed by hashes already: no hashing again.
-    values: std::collections::HashSet<u128, std::hash::BuildHasherDefault<crate::decode::dedup::AlreadyHashed>>,
+/// The 128-bit hash `count(DISTINCT string)` keeps of each value in a window group (see
+/// `engine::aggregates`): 16 bytes and no allocation per distinct value (counting distinct
+/// audit ids sees nothing but new values). Two different values would have to collide in 128
+/// bits to be counted once: for a billion distinct values the odds are about 1 in 10^20.
+pub(crate) fn hash128(s: &str) -> u128 {
+    let (a, b) = hash128_seeds();
+    ((a.hash_one(s) as u128) << 64) | b.hash_one(s) as u128
 }
 
-/// Two independently seeded 64-bit hashes of `s`.
-pub(crate) fn hash128(s: &str) -> u128 {
+/// The two independently seeded 64-bit hashers behind [`hash128`], for callers that hash
+/// values other than one string the same way.
+pub(crate) fn hash128_seeds() -> &'static (ahash::RandomState, ahash::RandomState) {
     use std::sync::LazyLock;
     static SEEDS: LazyLock<(ahash::RandomState, ahash::RandomState)> = LazyLock::new(|| {
         (
@@ -312,49 +308,7 @@ pub(crate) fn hash128(s: &str) -> u128 {
             ahash::RandomState::with_seeds(0x4528_21e6_38d0_1377, 0xbe54_66cf_34e9_0c6c, 0xc0ac_29b7_c97c_50dd, 0x3f84_d5b5_b547_0917),
         )
     });
-    ((SEEDS.0.hash_one(s) as u128) << 64) | SEEDS.1.hash_one(s) as u128
-}
-
-impl DistinctStrings {
-    fn insert_all(&mut self, array: &dyn Array) -> Result<()> {
-        let array = cast(array, &DataType::Utf8)?;
-        self.values.extend(array.as_string::<i32>().iter().flatten().map(hash128));
-        Ok(())
-    }
-}
-
-impl datafusion::logical_expr::Accumulator for DistinctStrings {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        match values.first() {
-            Some(v) => self.insert_all(v.as_ref()),
-            None => Ok(()),
-        }
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Int64(Some(self.values.len() as i64)))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.values.capacity() * (std::mem::size_of::<u128>() + 1)
-    }
-
-    /// The hashes as one list of 16-byte values (what `merge_batch` takes back).
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let values: Vec<ScalarValue> =
-            self.values.iter().map(|h| ScalarValue::FixedSizeBinary(16, Some(h.to_le_bytes().to_vec()))).collect();
-        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::FixedSizeBinary(16)))])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        each_state_list(states, |values| {
-            let Some(hashes) = values.as_fixed_size_binary_opt() else {
-                return datafusion::common::internal_err!("count(DISTINCT) merges its own state, got {}", values.data_type());
-            };
-            self.values.extend(hashes.iter().flatten().filter_map(|b| b.try_into().ok()).map(u128::from_le_bytes));
-            Ok(())
-        })
-    }
+    &SEEDS
 }
 
 /// Calls `f` on every list of the first `state()` column (what `merge_batch` gets back from

@@ -75,8 +75,9 @@ impl WindowSpec {
 
 pub struct Aggregate {
     pub expr: Arc<AggregateFunctionExpr>,
-    /// `count(DISTINCT string)`: counted with [`super::functions::DistinctStrings`], which
-    /// costs a few hundred bytes per group where DataFusion's accumulator preallocates ~8 KB.
+    /// `count(DISTINCT string)`: counted by the window operator's own column of 128-bit hashes
+    /// (`engine::aggregates`), a few bytes per value where DataFusion's accumulator
+    /// preallocates ~8 KB per group.
     pub distinct_strings: bool,
     /// `array_agg(x)`: kept with [`super::functions::BoundedArrayAgg`] (DISTINCT or not, and
     /// the element type), at most ARRAY_AGG_LIMIT values per group.

@@ -18,6 +18,7 @@ use anyhow::Result;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::common::ScalarValue;
 
+use super::functions::hash128_seeds;
 use crate::rules::Rule;
 
 /// Pairs remembered per rule before the older periods are forgotten.
@@ -66,7 +67,8 @@ impl SuppressionMemo {
     }
 
     fn entities_hash(&self, columns: &[ArrayRef], row: usize) -> Result<u128> {
-        let seeds = seeds();
+        // Hashed as count(DISTINCT) hashes its values: two independent 64-bit hashes.
+        let seeds = hash128_seeds();
         let (mut a, mut b) = (seeds.0.build_hasher(), seeds.1.build_hasher());
         for &c in &self.entity_columns {
             let col = &columns[c];
@@ -86,11 +88,4 @@ impl SuppressionMemo {
         }
         Ok(((a.finish() as u128) << 64) | b.finish() as u128)
     }
-}
-
-fn seeds() -> &'static (ahash::RandomState, ahash::RandomState) {
-    use std::sync::LazyLock;
-    static SEEDS: LazyLock<(ahash::RandomState, ahash::RandomState)> =
-        LazyLock::new(|| (ahash::RandomState::new(), ahash::RandomState::new()));
-    &SEEDS
 }
