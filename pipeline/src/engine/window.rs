@@ -65,10 +65,6 @@ pub enum Id {
 }
 
 impl Id {
-    fn of(s: &str) -> Id {
-        parse_uuid(s).map_or_else(|| Id::Text(s.into()), Id::Uuid)
-    }
-
     fn heap(&self) -> usize {
         match self {
             Id::Uuid(_) => 0,
@@ -85,40 +81,33 @@ impl Id {
 }
 
 impl IdSample {
+    /// An id as it came in the event (parsed once; a repeat is never copied).
     fn push(&mut self, id: &str) {
-        if self.is_full() {
-            return;
-        }
+        let uuid = parse_uuid(id);
         let same = |x: &Id| match x {
-            Id::Uuid(u) => parse_uuid(id) == Some(*u),
+            Id::Uuid(u) => uuid == Some(*u),
             Id::Text(t) => t.as_ref() == id,
         };
+        self.add(same, || uuid.map_or_else(|| Id::Text(id.into()), Id::Uuid));
+    }
+
+    /// An id from another sample.
+    fn push_id(&mut self, id: &Id) {
+        self.add(|x| x == id, || id.clone());
+    }
+
+    /// Adds the id `make` builds unless the sample is full or holds one that is `same`.
+    fn add(&mut self, same: impl Fn(&Id) -> bool, make: impl FnOnce() -> Id) {
         match self {
-            IdSample::Empty => *self = IdSample::One(Id::of(id)),
+            IdSample::Empty => *self = IdSample::One(make()),
             IdSample::One(x) if same(x) => {}
             IdSample::One(x) => {
                 let first = std::mem::replace(x, Id::Uuid([0; 16]));
-                *self = IdSample::Many(Box::new(vec![first, Id::of(id)]));
+                *self = IdSample::Many(Box::new(vec![first, make()]));
             }
             IdSample::Many(v) => {
-                if !v.iter().any(same) {
-                    v.push(Id::of(id));
-                }
-            }
-        }
-    }
-
-    fn push_id(&mut self, id: &Id) {
-        match self {
-            IdSample::Empty => *self = IdSample::One(id.clone()),
-            IdSample::One(x) if x == id => {}
-            IdSample::One(x) => {
-                let first = std::mem::replace(x, Id::Uuid([0; 16]));
-                *self = IdSample::Many(Box::new(vec![first, id.clone()]));
-            }
-            IdSample::Many(v) => {
-                if v.len() < MAX_SAMPLE_IDS && !v.contains(id) {
-                    v.push(id.clone());
+                if v.len() < MAX_SAMPLE_IDS && !v.iter().any(same) {
+                    v.push(make());
                 }
             }
         }
