@@ -156,6 +156,15 @@ pub fn flood(events: u64, max_groups: usize, seed: u64) -> Result<()> {
     reset_peak_rss();
     let started = Instant::now();
     let (mut steady, mut flooded, mut peak_groups) = (0u64, 0u64, 0usize);
+    let mut count = |alerts: Vec<crate::alert::Alert>| {
+        for a in alerts {
+            if a.rule_id == "STEADY" {
+                steady += 1;
+            } else {
+                flooded += 1;
+            }
+        }
+    };
     let mut i = 0u64;
     while i < events {
         let n = ROWS.min(events - i);
@@ -167,23 +176,11 @@ pub fn flood(events: u64, max_groups: usize, seed: u64) -> Result<()> {
         columns[time_col] = std::sync::Arc::new(times);
         columns[ns_col] = std::sync::Arc::new(namespaces);
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        for a in engine.process(KUBE_AUDIT, &batch) {
-            if a.rule_id == "STEADY" {
-                steady += 1;
-            } else {
-                flooded += 1;
-            }
-        }
+        count(engine.process(KUBE_AUDIT, &batch));
         peak_groups = peak_groups.max(engine.stats().find(|(r, _)| r.id == "FLOOD").map_or(0, |(_, s)| s.live_groups));
         i += n;
     }
-    for a in engine.finish() {
-        if a.rule_id == "STEADY" {
-            steady += 1;
-        } else {
-            flooded += 1;
-        }
-    }
+    count(engine.finish());
     let secs = started.elapsed().as_secs_f64();
     let growth = peak_rss().zip(rss_before).map(|(peak, before)| peak.saturating_sub(before));
     let evictions: u64 = engine.stats().map(|(_, s)| s.evictions).sum();
