@@ -98,6 +98,10 @@ pub struct WindowedPlan {
     /// Output of the aggregate: group columns, then aggregates (what HAVING and SELECT see).
     pub aggregate_schema: SchemaRef,
     pub having: Option<PhysExpr>,
+    /// The fewest events a group needs for HAVING to hold, from a `count(…) >= N` conjunct
+    /// (every count, DISTINCT or FILTERed, is at most the group's events): groups below it are
+    /// dropped when their window fires without being evaluated. 0 when HAVING sets no bound.
+    pub min_events: u64,
     /// The keys, aggregate arguments and FILTERs cannot fail on any row, so they may be
     /// evaluated on a whole batch whose rows the WHERE mostly kept (see [`Selection::whole`]).
     pub reads_in_place: bool,
@@ -499,6 +503,49 @@ pub fn check_list_args(e: &Expr, lists: &Lists) -> Result<()> {
     problem.map_or(Ok(()), Err)
 }
 
+/// The fewest events a group must hold for `having` to be true: the largest N of its
+/// `count(…) >= N` (or `> N - 1`, `= N`, mirrored) conjuncts. Any count, DISTINCT or FILTERed,
+/// is at most the number of events in the group, so a group with fewer cannot pass.
+fn min_events(having: &Expr, schema: &DFSchema, groups: usize, aggregates: &[Aggregate]) -> u64 {
+    let is_count = |e: &Expr| {
+        let e = match e {
+            Expr::Cast(c) if c.field.data_type().is_numeric() => c.expr.as_ref(),
+            e => e,
+        };
+        let Expr::Column(c) = e else { return false };
+        schema
+            .index_of_column(c)
+            .ok()
+            .and_then(|i| i.checked_sub(groups))
+            .and_then(|j| aggregates.get(j))
+            .is_some_and(|a| a.expr.fun().name() == "count")
+    };
+    let number = |e: &Expr| match e {
+        Expr::Literal(v, _) => match v.cast_to(&DataType::Float64).ok()? {
+            ScalarValue::Float64(Some(n)) if n.is_finite() => Some(n),
+            _ => None,
+        },
+        _ => None,
+    };
+    let bound = |c: &Expr| -> Option<f64> {
+        let Expr::BinaryExpr(b) = c else { return None };
+        // Written as count(…) <op> N, or N <op> count(…) turned around.
+        let (op, n) = if is_count(&b.left) {
+            (b.op, number(&b.right)?)
+        } else if is_count(&b.right) {
+            (b.op.swap()?, number(&b.left)?)
+        } else {
+            return None;
+        };
+        match op {
+            Operator::GtEq | Operator::Eq => Some(n.ceil()),
+            Operator::Gt => Some(n.floor() + 1.0),
+            _ => None,
+        }
+    };
+    split_conjunction(having).into_iter().filter_map(bound).fold(0.0, f64::max).clamp(0.0, u64::MAX as f64) as u64
+}
+
 fn window_of(e: &Expr, time_column: &str) -> Result<Option<WindowSpec>> {
     let Expr::ScalarFunction(f) = e else {
         return Ok(None);
@@ -663,6 +710,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 }
                 None => None,
             };
+            let min_events = having_expr.map_or(0, |f| min_events(&f.predicate, &a.schema, a.group_expr.len(), &aggregates));
             Shape::Windowed(WindowedPlan {
                 window,
                 window_pos,
@@ -670,6 +718,7 @@ pub fn plan_rule(rule: &Rule, ctx: &SessionContext, lists: &Lists) -> Result<Rul
                 aggregates,
                 aggregate_schema: Arc::new(a.schema.as_arrow().clone()),
                 having,
+                min_events,
                 reads_in_place: a.group_expr.iter().chain(&a.aggr_expr).all(|e| cannot_fail(e, a.input.schema())),
             })
         }
@@ -700,5 +749,33 @@ mod tests {
         assert_eq!(s(WindowKind::Hop, 10, 5, 25), vec![20, 25]);
         assert_eq!(s(WindowKind::Hop, 10, 5, 24), vec![15, 20]);
         assert_eq!(s(WindowKind::Tumble, 10, 10, -5), vec![-10]);
+    }
+
+    /// The fewest events HAVING needs, for a rule grouping by user over 5-minute windows.
+    fn min_events_of(having: &str) -> u64 {
+        let sql = format!("SELECT user_name FROM kube_audit GROUP BY user_name, TUMBLE(event_time, INTERVAL '5 minutes') HAVING {having}");
+        let text = format!("id: T-1\ntitle: t\nseverity: low\nquery: \"{sql}\"\n");
+        let set = crate::rules::RuleSet::from_texts(&std::path::PathBuf::from("t"), vec![("r.yaml".into(), text)], vec![]).unwrap();
+        let lists = Arc::new(set.lists.clone());
+        let ctx = super::super::session_context(lists.clone(), &super::super::Learned::new(&lists)).unwrap();
+        match plan_rule(&set.rules[0], &ctx, &lists).unwrap().shape {
+            Shape::Windowed(w) => w.min_events,
+            Shape::SingleEvent => panic!("windowed"),
+        }
+    }
+
+    #[test]
+    fn having_bounds_the_events_a_group_needs_only_through_a_conjunct_on_a_count() {
+        assert_eq!(min_events_of("count(*) >= 12"), 12);
+        assert_eq!(min_events_of("count(*) > 25"), 26);
+        assert_eq!(min_events_of("5 < count(DISTINCT namespace) AND sum(response_code) > 3"), 6);
+        assert_eq!(min_events_of("count(*) FILTER (WHERE response_code = 403) >= 6 AND count(*) >= 2"), 6);
+        assert_eq!(min_events_of("avg(response_code) > 350 AND count(*) >= 5"), 5);
+        assert_eq!(min_events_of("count(verb) = 3"), 3);
+        // No bound: an OR, a bound from above, a sum, a lower bound below one.
+        assert_eq!(min_events_of("count(*) >= 12 OR max(response_code) > 500"), 0);
+        assert_eq!(min_events_of("count(*) <= 12"), 0);
+        assert_eq!(min_events_of("sum(response_code) >= 1000"), 0);
+        assert_eq!(min_events_of("count(*) > -3"), 0);
     }
 }

@@ -722,7 +722,8 @@ impl WindowState {
     /// HAVING holds.
     pub fn peek(&mut self, plan: &WindowedPlan, touched: &[u32]) -> Result<Option<Fired>> {
         if self.kind == WindowKind::Session {
-            let slots: Vec<u32> = touched.iter().copied().filter(|&s| !self.slots.info[s as usize].fired_early).collect();
+            let slots: Vec<u32> =
+                touched.iter().copied().filter(|&s| !self.slots.info[s as usize].fired_early && self.could_pass(plan, s)).collect();
             let starts = slots.iter().map(|&s| self.slots.info[s as usize].first_seen).collect();
             let metas = slots.iter().map(|&s| self.slots.meta(s)).collect();
             return self.assemble(plan, starts, &slots, &slots, metas, true);
@@ -753,6 +754,10 @@ impl WindowState {
                 .range(*start..start + self.width)
                 .filter_map(|(_, table)| table.find(h, |&s| self.slots.keys[s as usize] == *key).copied())
                 .collect();
+            // Too few events in the window for HAVING: not worth combining.
+            if sources.iter().map(|&s| self.slots.info[s as usize].count).sum::<u64>() < plan.min_events {
+                continue;
+            }
             for src in sources {
                 if into == NONE {
                     into = self.slots.alloc(key.clone(), &mut self.aggs);
@@ -770,6 +775,12 @@ impl WindowState {
             self.slots.release(s, &mut self.aggs);
         }
         fired
+    }
+
+    /// Whether group `s` holds enough events for HAVING to be true (see
+    /// [`WindowedPlan::min_events`]); the others are dropped without building their row.
+    fn could_pass(&self, plan: &WindowedPlan, s: u32) -> bool {
+        self.slots.info[s as usize].count >= plan.min_events
     }
 
     /// Folds group `src` (aggregates and metadata) into `dst`.
@@ -828,7 +839,10 @@ impl WindowState {
                 // A key found in one pane of the window is that pane's group as it is (most
                 // keys, when keys are many); a key found in several gets a group of its own
                 // (keyless: the key is read from a pane's group) that combines them.
+                // Groups are combined only where the window's events are enough for HAVING.
                 let mut out: Vec<(u32, u32)> = Vec::new();
+                let mut events: Vec<u64> = Vec::new();
+                let mut later: Vec<(u32, u32)> = Vec::new();
                 let mut index: HashTable<u32> = HashTable::new();
                 let panes: Vec<u32> = self.panes.range(start..start + width).flat_map(|(_, t)| t.iter().copied()).collect();
                 index.reserve(panes.len(), |_| 0);
@@ -836,30 +850,42 @@ impl WindowState {
                     let key = &self.slots.keys[src as usize];
                     let h = self.hasher.hash_one(&**key);
                     let found = index.find(h, |&at| self.slots.keys[out[at as usize].1 as usize] == *key).copied();
+                    let n = self.slots.info[src as usize].count;
                     match found {
                         None => {
                             out.push((src, src));
+                            events.push(n);
                             let WindowState { slots, hasher, .. } = &*self;
                             index
                                 .insert_unique(h, (out.len() - 1) as u32, |&at| hasher.hash_one(&*slots.keys[out[at as usize].1 as usize]));
                         }
                         Some(at) => {
-                            let (group, first) = out[at as usize];
-                            let dst = if group == first {
-                                let d = self.slots.alloc(Box::default(), &mut self.aggs);
-                                self.combine(d, first)?;
-                                release.push(d);
-                                out[at as usize].0 = d;
-                                d
-                            } else {
-                                group
-                            };
-                            self.combine(dst, src)?;
+                            events[at as usize] += n;
+                            later.push((at, src));
                         }
                     }
                 }
-                out
+                for (at, src) in later {
+                    if events[at as usize] < plan.min_events {
+                        continue;
+                    }
+                    let (group, first) = out[at as usize];
+                    let dst = if group == first {
+                        let d = self.slots.alloc(Box::default(), &mut self.aggs);
+                        self.combine(d, first)?;
+                        release.push(d);
+                        out[at as usize].0 = d;
+                        d
+                    } else {
+                        group
+                    };
+                    self.combine(dst, src)?;
+                }
+                out.into_iter().zip(events).filter(|&(_, n)| n >= plan.min_events).map(|(g, _)| g).collect()
             };
+            if width == pane {
+                window.retain(|&(v, _)| self.could_pass(plan, v));
+            }
             if !self.early.is_empty() {
                 window.retain(|&(_, k)| !self.early.contains(&(start, self.slots.keys[k as usize].clone())));
             }
@@ -910,12 +936,14 @@ impl WindowState {
         for &(_, _, s) in &due {
             self.unlink_session(s);
         }
-        let (emit, early): (Vec<_>, Vec<_>) = due.into_iter().partition(|&(_, _, s)| !self.slots.info[s as usize].fired_early);
+        // Not emitted: sessions that fired early, and those too small for HAVING.
+        let (emit, dropped): (Vec<_>, Vec<_>) =
+            due.into_iter().partition(|&(_, _, s)| !self.slots.info[s as usize].fired_early && self.could_pass(plan, s));
         let starts = emit.iter().map(|d| d.1).collect();
         let slots: Vec<u32> = emit.iter().map(|d| d.2).collect();
         let metas = slots.iter().map(|&s| self.slots.take_meta(s)).collect();
         let fired = self.assemble(plan, starts, &slots, &slots, metas, false);
-        for s in slots.into_iter().chain(early.into_iter().map(|d| d.2)) {
+        for s in slots.into_iter().chain(dropped.into_iter().map(|d| d.2)) {
             self.slots.release(s, &mut self.aggs);
         }
         fired
