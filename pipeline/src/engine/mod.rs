@@ -13,6 +13,7 @@ pub mod egress;
 pub mod first_seen;
 pub mod functions;
 pub mod plan;
+pub mod prepared_regex;
 pub mod sequence;
 mod state_file;
 pub mod suppression;

@@ -472,6 +472,7 @@ pub fn physical(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<Phy
 }
 
 fn physical_simplified(e: &Expr, schema: &DFSchema, ctx: &SessionContext) -> Result<PhysExpr> {
+    let e = &super::prepared_regex::prepare(e, schema)?;
     create_physical_expr(e, schema, ctx.state().execution_props(), &PhysicalPlanningContext::default())
         .with_context(|| format!("planning expression {e}"))
 }
