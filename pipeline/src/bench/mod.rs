@@ -251,7 +251,9 @@ fn decode_only(path: &Path) -> Result<(f64, u64)> {
 /// with a new engine) and the events it saw.
 /// The rules alone, on batches decoded beforehand: the fastest run's seconds, the events, and
 /// each rule's share of that run, slowest first.
-fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64, Vec<(String, f64)>)> {
+/// The rules alone over batches decoded beforehand: the best time of `repeat` runs, the events,
+/// and per rule (slowest first) its busy seconds and the rows its WHERE kept.
+fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64, Vec<(String, f64, u64)>)> {
     use crate::decode::dedup::Deduplicator;
     use crate::decode::Decoder;
     use crate::tables::audit_col;
@@ -283,7 +285,7 @@ fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64, V
         let secs = t.elapsed().as_secs_f64();
         if secs < best {
             best = secs;
-            by_rule = engine.stats().map(|(rule, stats)| (rule.id.clone(), stats.busy.as_secs_f64())).collect();
+            by_rule = engine.stats().map(|(rule, stats)| (rule.id.clone(), stats.busy.as_secs_f64(), stats.matches)).collect();
         }
     }
     by_rule.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -653,8 +655,8 @@ fn run_mode(args: &BenchArgs) -> Result<()> {
         record::figure("decoding alone, 1 core", events as f64 / secs, "events/s");
         let (secs, events, by_rule) = engine_only(&path, &set, args.repeat.max(1))?;
         record::figure("the rules alone, 1 core", events as f64 / secs, "events/s");
-        let total: f64 = by_rule.iter().map(|(_, s)| s).sum();
-        for (id, s) in by_rule.iter().take(5) {
+        let total: f64 = by_rule.iter().map(|(_, s, _)| s).sum();
+        for (id, s, _) in by_rule.iter().take(5) {
             record::figure(&format!("share of rule time: {id}"), s / total.max(f64::MIN_POSITIVE), "fraction");
         }
         println!(
@@ -663,8 +665,12 @@ fn run_mode(args: &BenchArgs) -> Result<()> {
             events as f64 / secs
         );
         // A rule that computes a WHERE prefix first is charged for it; the rules sharing it are not.
-        let slowest: Vec<String> = by_rule.iter().take(10).map(|(id, s)| format!("{id} {s:.3}")).collect();
-        println!("  slowest rules (s): {}", slowest.join(", "));
+        let slowest: Vec<String> = by_rule
+            .iter()
+            .take(10)
+            .map(|(id, s, rows)| format!("{id} {s:.3} s ({:.1} %, {rows} rows)", 100.0 * s / total.max(f64::MIN_POSITIVE)))
+            .collect();
+        println!("  slowest rules (share of the rules' own time, rows their WHERE kept): {}", slowest.join(", "));
         return Ok(());
     }
     let (small, _) = ensure_file(args, (args.events / 10).max(1), "events-10pct.jsonl")?;
