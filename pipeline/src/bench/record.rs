@@ -21,8 +21,9 @@ pub fn figure(name: &str, value: f64, unit: &str) {
     }
 }
 
-/// The commit measured, and whether the tree had changes beside it.
-fn commit() -> (String, bool) {
+/// The commit measured, and whether the tree had changes beside it (besides `record`, the file
+/// being appended to, which a tracked history changes with every run).
+fn commit(record: &Path) -> (String, bool) {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -34,7 +35,13 @@ fn commit() -> (String, bool) {
     };
     let id = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string());
     // Changes to tracked files only: bench output directories are not the code measured.
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let top = git(&["rev-parse", "--show-toplevel"]).map(std::path::PathBuf::from);
+    let record = record.canonicalize().ok();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| {
+        s.lines().filter_map(|l| l.trim_start().split_once(' ')).any(|(_, changed)| {
+            top.as_ref().and_then(|t| t.join(changed.trim()).canonicalize().ok()) != record || record.is_none()
+        })
+    });
     (id, dirty)
 }
 
@@ -58,7 +65,7 @@ pub fn append(path: &Path, mode: &str, args: &[String]) -> Result<()> {
         .lock()
         .map(|f| f.iter().map(|(name, value, unit)| json!({"name": name, "value": value, "unit": unit})).collect())
         .unwrap_or_default();
-    let (commit, dirty) = commit();
+    let (commit, dirty) = commit(path);
     let line = json!({
         "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "commit": commit,
