@@ -38,9 +38,9 @@ fn commit(record: &Path) -> (String, bool) {
     let top = git(&["rev-parse", "--show-toplevel"]).map(std::path::PathBuf::from);
     let record = record.canonicalize().ok();
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| {
-        s.lines().filter_map(|l| l.trim_start().split_once(' ')).any(|(_, changed)| {
-            top.as_ref().and_then(|t| t.join(changed.trim()).canonicalize().ok()) != record || record.is_none()
-        })
+        s.lines()
+            .filter_map(|l| l.trim_start().split_once(' '))
+            .any(|(_, changed)| top.as_ref().and_then(|t| t.join(changed.trim()).canonicalize().ok()) != record || record.is_none())
     });
     (id, dirty)
 }
