@@ -248,11 +248,8 @@ fn decode_only(path: &Path) -> Result<(f64, u64)> {
 /// The rules alone, on one core: the file decoded (and de-duplicated) into memory first, then
 /// every chunk's batches through the engine as the pipeline hands them over. Returns the
 /// seconds the engine took (end-of-input firing included; the fastest of `repeat` runs, each
-/// with a new engine) and the events it saw.
-/// The rules alone, on batches decoded beforehand: the fastest run's seconds, the events, and
-/// each rule's share of that run, slowest first.
-/// The rules alone over batches decoded beforehand: the best time of `repeat` runs, the events,
-/// and per rule (slowest first) its busy seconds and the rows its WHERE kept.
+/// with a new engine), the events it saw, and per rule of that run (slowest first) its busy
+/// seconds and the rows its WHERE kept.
 fn engine_only(path: &Path, set: &RuleSet, repeat: usize) -> Result<(f64, u64, Vec<(String, f64, u64)>)> {
     use crate::decode::dedup::Deduplicator;
     use crate::decode::Decoder;

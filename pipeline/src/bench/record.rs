@@ -37,11 +37,10 @@ fn commit(record: &Path) -> (String, bool) {
     // Changes to tracked files only: bench output directories are not the code measured.
     let top = git(&["rev-parse", "--show-toplevel"]).map(std::path::PathBuf::from);
     let record = record.canonicalize().ok();
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| {
-        s.lines()
-            .filter_map(|l| l.trim_start().split_once(' '))
-            .any(|(_, changed)| top.as_ref().and_then(|t| t.join(changed.trim()).canonicalize().ok()) != record || record.is_none())
-    });
+    // A porcelain line is "XY path", the path relative to the top of the tree.
+    let is_record = |changed: &str| record.is_some() && top.as_ref().and_then(|t| t.join(changed).canonicalize().ok()) == record;
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| s.lines().filter_map(|l| l.trim_start().split_once(' ')).any(|(_, changed)| !is_record(changed.trim())));
     (id, dirty)
 }
 
